@@ -1,0 +1,49 @@
+"""`mnist-edge list`: the model zoo, one line per model."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("list", help="list the model zoo (parameters, MACs, documented accuracy)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def zoo_table() -> list[dict]:
+    """One row per registry entry; parameter and MAC counts need torch (None without it)."""
+    from mnist_edge.zoo import MODELS
+
+    try:
+        from mnist_edge.models import build_net, count_macs, count_params
+    except ImportError:
+        build_net = None
+    rows = []
+    for name, spec in MODELS.items():
+        net = build_net(name) if build_net else None
+        rows.append({
+            "name": name,
+            "seed": spec.seed_file.split("_")[0],
+            "params": count_params(net) if net else None,
+            "macs": count_macs(net, spec.input_size) if net else None,
+            "documented_params": spec.documented_params,
+            "documented_accuracy": spec.documented_accuracy,
+            "description": spec.description,
+        })
+    return rows
+
+
+def run(args) -> int:
+    rows = zoo_table()
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return 0
+    fmt = "{:<16} {:>4} {:>9} {:>11} {:>8}  {}"
+    print(fmt.format("name", "seed", "params", "MACs/image", "doc acc", "model"))
+    for r in rows:
+        acc = f"{r['documented_accuracy']:.2f}%" if r["documented_accuracy"] else "-"
+        params = f"{r['params']:,}" if r["params"] is not None else "(torch)"
+        macs = f"{r['macs']:,}" if r["macs"] is not None else "(torch)"
+        print(fmt.format(r["name"], r["seed"], params, macs, acc, r["description"]))
+    return 0

@@ -1,0 +1,61 @@
+"""The project's exception classes: every user-facing failure is one of these."""
+
+
+class MnistEdgeError(Exception):
+    """Base class; the CLI prints its message on one line and exits non-zero."""
+
+
+class UsageError(MnistEdgeError):
+    """A bad option or argument value (names the value and the valid choices)."""
+
+
+class UnknownModelError(UsageError):
+    """A model name that is not in the registry."""
+
+
+class DataError(MnistEdgeError):
+    """MNIST files missing, malformed or failing their checksum."""
+
+
+class DataNotFoundError(DataError):
+    """The MNIST files are not where we looked (says where to put them)."""
+
+
+class IdxFormatError(DataError):
+    """An IDX file whose header or body is not what MNIST's format requires."""
+
+
+class ChecksumError(DataError):
+    """A file whose SHA-256 differs from the known value."""
+
+
+class DownloadError(DataError):
+    """A download that failed, was truncated or oversized."""
+
+
+class CheckpointError(MnistEdgeError):
+    """A checkpoint that is missing, not weights-only or not ours."""
+
+
+class ExportError(MnistEdgeError):
+    """An export step that failed."""
+
+
+class GateError(ExportError):
+    """A parity gate that failed: lists every check that did not pass."""
+
+
+class ArtifactError(MnistEdgeError):
+    """An exported artifact (ONNX, manifest) that is missing, tampered or not loadable."""
+
+
+class ContractError(ArtifactError):
+    """A model whose input/output contract or metadata differs from ours."""
+
+
+class InputError(MnistEdgeError):
+    """An input array or image file that the runtime cannot classify."""
+
+
+class DeviceError(MnistEdgeError):
+    """A requested device/provider that is not available."""
