@@ -1,0 +1,41 @@
+"""`mnist-edge train`: train a zoo model by its seed's recipe and write a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a zoo model by its documented recipe")
+    p.add_argument("--model", required=True, help="registry name (see `mnist-edge list`)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    p.add_argument("--lr", type=float, help="override the recipe's learning rate")
+    p.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are deterministic for a seed)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--limit-train", type=int, help="train on only the first N (shuffled) training images")
+    p.add_argument("--out", type=Path, help="checkpoint path (default: runs/MODEL/checkpoint.pt)")
+    p.add_argument("--data", type=Path, help="MNIST folder (default: $MNIST_EDGE_DATA, then the user cache)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mnist_edge.train import DEFAULT_RUNS, train
+    from mnist_edge.zoo import get_spec
+
+    spec = get_spec(args.model)  # unknown names fail here, before torch is imported
+    out = args.out or DEFAULT_RUNS / spec.name / "checkpoint.pt"
+    result = train(spec.name, data_root=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                   seed=args.seed, device=args.device, out=out, limit_train=args.limit_train,
+                   progress=not args.no_progress, threads=args.threads)
+    last = result.history[-1]
+    per_epoch = sum(h["seconds"] for h in result.history) / len(result.history)
+    doc = f" (documented {spec.documented_accuracy:.2f}%)" if spec.documented_accuracy else ""
+    print(f"{spec.name}: test accuracy {result.test_accuracy:.2f}%{doc}, model chosen: {result.selected}, "
+          f"{len(result.history)} epochs, {per_epoch:.1f} s/epoch, {result.seconds:.0f} s in all "
+          f"(final train loss {last['train_loss']:.4f})")
+    print(f"checkpoint: {result.checkpoint}\ncurves:     {result.checkpoint.with_name('training_curves.png')}")
+    print(f"next: mnist-edge export --model {spec.name} --checkpoint {result.checkpoint} --quantize")
+    return 0

@@ -1,0 +1,202 @@
+"""Training by recipe: the whole data set as one uint8 tensor in memory, batches by index, no DataLoader.
+
+Reported accuracy is honest: the final epoch, or the epoch chosen on the validation split (seed 004),
+measured on the full 10,000-image test set. Test accuracy is recorded per epoch for the curves but never
+used to choose a checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_edge.errors import DeviceError, UsageError
+
+DEFAULT_RUNS = Path("runs")
+
+
+@dataclass
+class TrainResult:
+    net: object  # the selected torch.nn.Module, in eval mode, on the CPU
+    checkpoint: Path | None
+    history: list
+    test_accuracy: float  # percent, full test set, selected model
+    selected: str  # "final" or "val_loss@<epoch>"
+    seconds: float
+
+
+def resolve_device(device: str):
+    """'cpu', 'cuda' or 'cuda:N' as a torch.device; an absent CUDA is an error, never a silent CPU run."""
+    import torch
+
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; "
+                              "use --device cpu or install a CUDA build of torch")
+        return torch.device(device)
+    raise UsageError(f"unknown device '{device}'; valid: cpu, cuda, cuda:N")
+
+
+def make_recipe(spec, **overrides):
+    """The spec's recipe with single settings overridden (None means keep the recipe's value)."""
+    for key, value in overrides.items():
+        if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+            raise UsageError(f"--{key.replace('_', '-')} must be a positive number, got {value!r}")
+    return dataclasses.replace(spec.recipe, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _evaluate(net, prepare, images, labels, batch: int = 1000):
+    """(mean loss, accuracy %) of ``net`` over uint8 images [N,1,28,28] on their device."""
+    import torch
+    import torch.nn.functional as F
+
+    net.eval()
+    loss, correct = torch.zeros((), device=images.device), torch.zeros((), device=images.device)
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            logits = net(prepare(images[i:i + batch].float() / 255.0))
+            y = labels[i:i + batch]
+            loss += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+    return loss.item() / len(images), 100.0 * correct.item() / len(images)
+
+
+def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, seed: int = 0,
+          device: str = "cpu", out=None, limit_train: int | None = None, progress: bool = False,
+          plot: bool = True, threads: int | None = None) -> TrainResult:
+    """Train registry model ``model`` by its recipe; write a checkpoint (and curves PNG) to ``out``."""
+    import torch
+    import torch.nn.functional as F
+
+    from mnist_edge.augment import AUGMENTATIONS
+    from mnist_edge.checkpoint import save_checkpoint
+    from mnist_edge.data import data_sha256, load_mnist, train_val_split
+    from mnist_edge.models import build_edge_model
+    from mnist_edge.zoo import get_spec
+
+    spec = get_spec(model)
+    recipe = make_recipe(spec, epochs=epochs, batch_size=batch_size, lr=lr)
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+
+    x_all, y_all = load_mnist("train", root=data_root)
+    x_test, y_test = load_mnist("test", root=data_root)
+    train_idx, val_idx = (train_val_split(len(x_all), recipe.val_size, seed) if recipe.val_size
+                          else (torch.randperm(len(x_all), generator=torch.Generator().manual_seed(seed)).numpy(), None))
+    if limit_train:
+        train_idx = train_idx[:limit_train]
+
+    def to_dev(a):  # uint8 stays uint8 in memory: 47 MB for all 60k images
+        return torch.from_numpy(a.copy()).to(dev)
+
+    x_tr, y_tr = to_dev(x_all[train_idx]).unsqueeze(1), to_dev(y_all[train_idx]).long()
+    x_te, y_te = to_dev(x_test).unsqueeze(1), to_dev(y_test).long()
+    x_va, y_va = (to_dev(x_all[val_idx]).unsqueeze(1), to_dev(y_all[val_idx]).long()) if val_idx is not None else (None, None)
+
+    edge = build_edge_model(spec).to(dev)
+    net, prepare = edge.net, edge.prepare
+    if recipe.optimizer == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum)
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, recipe.step_size, recipe.gamma) if recipe.step_size else None
+    augment = AUGMENTATIONS[recipe.augment] if recipe.augment else None
+
+    history, best, t0 = [], None, time.perf_counter()
+    n, bs = len(x_tr), recipe.batch_size
+    steps = (n + bs - 1) // bs
+    for epoch in range(1, recipe.epochs + 1):
+        te = time.perf_counter()
+        net.train()
+        perm = torch.randperm(n, generator=gen, device=dev)
+        loss_sum, correct = torch.zeros((), device=dev), torch.zeros((), device=dev)
+        bar = _progress(steps, f"{model} epoch {epoch}/{recipe.epochs}", progress)
+        for s in range(steps):
+            idx = perm[s * bs:(s + 1) * bs]
+            x = x_tr[idx].float() / 255.0
+            if augment:
+                x = augment(x, gen)
+            y = y_tr[idx]
+            logits = net(prepare(x))
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(1) == y).sum()
+            if bar is not None and (s % 50 == 0 or s == steps - 1):
+                bar.update(s + 1 - bar.n)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        train_seconds = time.perf_counter() - te
+        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum.item() / n,
+               "train_acc": 100.0 * correct.item() / n, "seconds": round(train_seconds, 3)}
+        if sched:
+            sched.step()
+        if x_va is not None:
+            row["val_loss"], row["val_acc"] = _evaluate(net, prepare, x_va, y_va)
+            if best is None or row["val_loss"] < best[1]:
+                best = (epoch, row["val_loss"], copy.deepcopy(net.state_dict()))
+        row["test_loss"], row["test_acc"] = _evaluate(net, prepare, x_te, y_te)
+        history.append(row)
+        if bar is not None:
+            bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{row['train_acc']:.2f}",
+                            test=f"{row['test_acc']:.2f}")
+            bar.close()
+
+    selected = "final"
+    if recipe.select == "val_loss" and best is not None:
+        net.load_state_dict(best[2])
+        selected = f"val_loss@{best[0]}"
+    _, test_acc = _evaluate(net, prepare, x_te, y_te)
+    seconds = time.perf_counter() - t0
+    net = net.cpu().eval()
+
+    ckpt_path = None
+    if out is not None:
+        ckpt_path = Path(out)
+        metrics = {"test_accuracy": test_acc, "selected": selected, "train_seconds": round(seconds, 1),
+                   "device": str(dev), "device_name": _device_name(dev), "threads": torch.get_num_threads(),
+                   "seed": seed, "train_images": n, "limit_train": limit_train}
+        save_checkpoint(ckpt_path, model=model, state_dict=net.state_dict(), recipe=recipe.to_dict(),
+                        history=history, data_sha256=data_sha256(data_root), metrics=metrics)
+        if plot:
+            from mnist_edge.plots import plot_history
+
+            plot_history(history, ckpt_path.with_name("training_curves.png"), title=f"{model} ({selected})")
+    return TrainResult(net=net, checkpoint=ckpt_path, history=history, test_accuracy=test_acc,
+                       selected=selected, seconds=seconds)
+
+
+def _device_name(dev) -> str:
+    import platform
+
+    import torch
+
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)

@@ -1,0 +1,124 @@
+"""Training: a short run learns, runs are deterministic, checkpoints round-trip and are weights-only."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mnist_edge.augment import seed002
+from mnist_edge.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from mnist_edge.errors import CheckpointError, DeviceError, UsageError
+from mnist_edge.train import make_recipe, resolve_device, train
+from mnist_edge.zoo import get_spec
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, mnist_dir):
+    out = tmp_path_factory.mktemp("train") / "checkpoint.pt"
+    return train("mlp", data_root=mnist_dir, epochs=1, limit_train=3000, seed=1, out=out)
+
+
+def test_one_short_epoch_lifts_accuracy_far_above_chance(short_run):
+    assert short_run.test_accuracy > 80.0  # chance is 10%
+    assert len(short_run.history) == 1 and short_run.selected == "final"
+    assert short_run.history[0]["test_acc"] == pytest.approx(short_run.test_accuracy)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(short_run, mnist_dir):
+    net, ckpt = load_checkpoint(short_run.checkpoint)
+    x = torch.rand(16, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(net(x), short_run.net(x))
+    assert ckpt["model"] == "mlp" and ckpt["recipe"]["epochs"] == 1
+    assert len(ckpt["data_sha256"]) == 64 and ckpt["history"] == short_run.history
+    assert ckpt["metrics"]["test_accuracy"] == short_run.test_accuracy
+    torch.load(short_run.checkpoint, weights_only=True)  # plain weights-only load works
+    assert short_run.checkpoint.with_name("training_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_training_is_deterministic_for_a_seed(mnist_dir):
+    a = train("bn_cnn", data_root=mnist_dir, epochs=1, limit_train=512, seed=3, plot=False)
+    b = train("bn_cnn", data_root=mnist_dir, epochs=1, limit_train=512, seed=3, plot=False)
+    for (ka, va), (kb, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_validation_selection_uses_the_validation_split(mnist_dir):
+    r = train("cnn_dropout", data_root=mnist_dir, epochs=2, limit_train=1000, seed=0, plot=False)
+    best = min(r.history, key=lambda h: h["val_loss"])
+    assert r.selected == f"val_loss@{best['epoch']}"
+
+
+def test_non_weights_only_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "mnist-edge-checkpoint/1", "obj": UsageError("x")}, bad)
+    with pytest.raises(CheckpointError, match="not weights-only"):
+        read_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        read_checkpoint(tmp_path / "junk.pt")
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, short_run):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(short_run.checkpoint.read_bytes())
+    before = path.read_bytes()
+
+    def interrupted_save(obj, f, *a, **k):
+        open(f, "wb").write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, model="mlp", state_dict=short_run.net.state_dict(), recipe={}, history=[],
+                        data_sha256="0" * 64, metrics={})
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temporary file left behind
+
+
+def test_seed002_augmentation_is_batched_deterministic_and_in_range():
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 4:24, 12:16] = 1.0  # a vertical bar
+    a = seed002(x, torch.Generator().manual_seed(0))
+    b = seed002(x, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    assert not torch.equal(a, x)  # rotated
+    # a rotation by at most 15 degrees keeps most of the ink
+    assert (a.sum((1, 2, 3)) / x.sum((1, 2, 3))).min() > 0.8
+
+
+def test_recipe_overrides_and_bad_values():
+    spec = get_spec("bn_cnn")
+    r = make_recipe(spec, epochs=3, batch_size=None, lr=0.5)
+    assert (r.epochs, r.batch_size, r.lr, r.momentum) == (3, 128, 0.5, 0.9)
+    with pytest.raises(UsageError, match="--batch-size"):
+        make_recipe(spec, batch_size=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error for an absent CUDA GPU")
+def test_cuda_request_without_a_gpu_is_an_error_not_a_cpu_run():
+    with pytest.raises(DeviceError, match="no CUDA"):
+        resolve_device("cuda")
+    with pytest.raises(UsageError, match="valid: cpu, cuda"):
+        resolve_device("tpu")
+
+
+def test_cli_unknown_model_is_one_line_with_closest_match():
+    p = subprocess.run([sys.executable, "-m", "mnist_edge", "train", "--model", "bn_cnnn"],
+                       capture_output=True, text=True)
+    assert p.returncode != 0
+    assert "Did you mean 'bn_cnn'" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_import_mnist_edge_does_not_need_torch():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import mnist_edge, mnist_edge.zoo, mnist_edge.data, mnist_edge.contract, mnist_edge.cli\n"
+            "mnist_edge.cli.build_parser()\n"
+            "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
