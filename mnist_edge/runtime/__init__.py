@@ -1,0 +1,35 @@
+"""The torch-free runtime: load an exported ONNX model on CPU or CUDA and classify digits.
+
+Needs only numpy and onnxruntime (Pillow, the optional extra ``images``, for image files). Never imports
+torch, directly or indirectly; a test runs it with torch made unimportable.
+
+    from mnist_edge.runtime import load
+    clf = load("exported/bn_cnn", device="auto")   # folder: hash-checked against its manifest
+    pred = clf.predict(images_uint8_N_28_28, top_k=3)
+    pred.labels, pred.probabilities, pred.topk, clf.device, clf.notes
+    clf.predict_files(["photo_of_a_7.jpg"])        # MNIST-style normalization of real photos/drawings
+"""
+
+from mnist_edge.runtime.classifier import (
+    Classifier,
+    Prediction,
+    default_model_path,
+    load,
+    resolve_model,
+)
+from mnist_edge.runtime.images import load_image, load_images, normalize_digit
+from mnist_edge.runtime.inputs import as_batch
+from mnist_edge.runtime.predict import predict_files
+
+__all__ = [
+    "Classifier",
+    "Prediction",
+    "as_batch",
+    "default_model_path",
+    "load",
+    "load_image",
+    "load_images",
+    "normalize_digit",
+    "predict_files",
+    "resolve_model",
+]

@@ -1,0 +1,196 @@
+"""The runtime classifier: load an exported model (file or artifact folder) and predict digits.
+
+Loading does every check before the first prediction, in this order: if an artifact manifest describes
+the file, check its size and SHA-256 (mnist_edge.manifest: a truncated file or a flipped byte fails here,
+before any parsing); read the bytes once (size-capped) and compare their hash again; read IR version,
+opsets, metadata and external-data references from those bytes (no onnx package needed); check the
+metadata contract; create the onnxruntime session from the same bytes (so the file checked is the file
+run, and no external file can be pulled in); check the provider really running and the session's
+inputs and outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mnist_edge import contract as C
+from mnist_edge.errors import ArtifactError, ContractError, UsageError
+from mnist_edge.runtime import checks
+from mnist_edge.runtime.inputs import as_batch
+from mnist_edge.runtime.onnxfile import describe
+from mnist_edge.runtime.session import CUDA, create_session
+from mnist_edge.runtime.verify import MODEL_FILES, pick_file, read_verified
+
+CHUNK = 4096  # images per session.run: bounds memory for very large batches
+DEFAULT_MODEL = Path("exported", "bn_cnn", MODEL_FILES["int8"])
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Results for a batch of N images (N may be 0).
+
+    labels: int64 [N], the most probable class (the digit; ``Classifier.labels`` names them).
+    probabilities: float32 [N, 10], softmax of the logits. logits: float32 [N, 10], the model's output.
+    topk: int64 [N, k], classes by decreasing probability; ``topk_probabilities``: float32 [N, k].
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    logits: np.ndarray
+    topk: np.ndarray
+
+    @property
+    def topk_probabilities(self) -> np.ndarray:
+        return np.take_along_axis(self.probabilities, self.topk, axis=1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to_list(self, names=C.LABELS) -> list[dict]:
+        """One dict per image: label, probability and the top-k list, JSON-ready."""
+        out = []
+        for i in range(len(self)):
+            top = [{"label": names[c], "probability": float(self.probabilities[i, c])} for c in self.topk[i]]
+            out.append({"label": names[int(self.labels[i])],
+                        "probability": float(self.probabilities[i, self.labels[i]]), "top_k": top})
+        return out
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A loaded, checked model. ``predict`` is safe to call from many threads at once (onnxruntime's
+    ``InferenceSession.run`` is thread-safe and this object holds no mutable state)."""
+
+    path: Path
+    sha256: str
+    verified: bool  # True when the bytes matched an artifact manifest's hash
+    model: str  # registry name from the metadata, e.g. "bn_cnn"
+    precision: str  # "fp32" or "int8" (metadata), "unknown" if not recorded
+    labels: tuple
+    metadata: dict
+    device: str  # what really runs: "cpu" or "cuda:N"
+    providers: tuple  # session.get_providers(), in priority order
+    notes: tuple = ()  # e.g. why auto chose the CPU; advice for int8 on CUDA
+    ir_version: int = 0
+    opset: int | None = None
+    _session: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def provider(self) -> str:
+        return self.providers[0]
+
+    @property
+    def session(self):
+        """The onnxruntime InferenceSession (for benchmarks: ``run`` on it skips predict's input checks)."""
+        return self._session
+
+    def predict(self, images, *, top_k: int = 1) -> Prediction:
+        """Classify ``images``: uint8 (28,28), (N,28,28) or (N,1,28,28) with 0 = background, 255 = ink;
+        float arrays in [0, 1] (converted with round(x * 255)); other integer types with values 0-255;
+        lists through np.asarray. Anything else, NaN/Inf or values out of range: InputError (never a label).
+        Empty batch: empty result. See :mod:`mnist_edge.runtime.inputs` for the full rules.
+        """
+        k = _check_top_k(top_k)
+        batch = as_batch(images)
+        n = len(batch)
+        if n == 0:
+            empty = np.zeros((0, C.NUM_CLASSES), np.float32)
+            return Prediction(np.zeros(0, np.int64), empty, empty.copy(), np.zeros((0, k), np.int64))
+        logits = np.concatenate([
+            self._session.run([C.OUTPUT_NAMES[0]], {C.INPUT_NAME: batch[start:start + CHUNK]})[0]
+            for start in range(0, n, CHUNK)]).astype(np.float32, copy=False)
+        if logits.shape != (n, C.NUM_CLASSES):
+            raise ArtifactError(f"{self.path} returned logits of shape {logits.shape} for {n} images, "
+                                f"expected ({n}, {C.NUM_CLASSES})")
+        if not np.isfinite(logits).all():
+            raise ArtifactError(f"{self.path} produced non-finite logits for finite input; the model is broken")
+        # Rank by logits and take softmax here rather than using the graph's "probabilities" output: in an
+        # int8 QDQ model that output is itself quantized (steps of 1/255), so top-2 ties are common and
+        # its rows do not sum to 1. For fp32 models the two agree to float rounding. Stable sort: a tie
+        # goes to the lower class, as argmax does.
+        z = logits.astype(np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        probs = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        topk = np.argsort(-logits, axis=1, kind="stable")[:, :k].astype(np.int64)
+        return Prediction(labels=topk[:, 0].copy(), probabilities=probs, logits=logits, topk=topk)
+
+    def predict_files(self, paths, *, top_k: int = 1, **image_limits) -> Prediction:
+        """Read each image file (MNIST-style normalization, see :mod:`mnist_edge.runtime.images`), predict."""
+        from mnist_edge.runtime.images import load_images
+
+        return self.predict(load_images(list(paths), **image_limits), top_k=top_k)
+
+    def describe(self) -> str:
+        check = "hash verified against its manifest" if self.verified else "no manifest hash checked"
+        return (f"{self.path} ({self.model}, {self.precision}, sha256 {self.sha256[:12]}, {check}) "
+                f"on {self.device} via {self.provider}")
+
+
+def _check_top_k(top_k) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= C.NUM_CLASSES:
+        raise UsageError(f"top_k must be an integer from 1 to {C.NUM_CLASSES}, got {top_k!r}")
+    return int(top_k)
+
+
+def default_model_path() -> Path:
+    """``exported/bn_cnn/model.int8.onnx`` in the working directory, else in the source checkout."""
+    places = list(dict.fromkeys([Path.cwd(), Path(__file__).resolve().parents[2]]))  # cwd, checkout
+    for place in places:
+        if (place / DEFAULT_MODEL).is_file():
+            return place / DEFAULT_MODEL
+    raise ArtifactError(f"no model given and the default {DEFAULT_MODEL} is not in "
+                        f"{' nor '.join(map(str, places))}; pass a model file or folder (--model), or create "
+                        "it with `mnist-edge export --model bn_cnn --quantize`")
+
+
+def resolve_model(path, precision: str | None = None) -> tuple[Path, dict | None]:
+    """The .onnx file to load for ``path`` and, for an artifact folder, its (required) manifest."""
+    if precision is not None and precision not in MODEL_FILES:
+        raise UsageError(f"unknown precision {precision!r}; valid: {', '.join(MODEL_FILES)}")
+    p = Path(path)
+    if p.is_dir():
+        return pick_file(p, precision)
+    if not p.exists():
+        raise ArtifactError(f"model {p}: no such file or folder")
+    if precision is not None:
+        raise UsageError(f"precision chooses a file inside an artifact folder; {p} is a file")
+    return p, None
+
+
+def load(path=None, *, device: str = "cpu", threads: int | None = None, precision: str | None = None,
+         spinning: bool = False) -> Classifier:
+    """Load an exported model and check it completely; see the module docstring for the order of checks.
+
+    path: an .onnx file (verified against a manifest.json beside it when that lists it), or an artifact
+      folder (manifest required; ``precision`` "int8" or "fp32" picks the file, default int8 when the
+      manifest lists one). None: :func:`default_model_path`.
+    device: "cpu", "cuda" / "cuda:N" (CUDA or a DeviceError, never a silent CPU run), or "auto" (CUDA when
+      it really initialises, else CPU; ``Classifier.device`` and ``notes`` say which and why).
+    threads: onnxruntime intra-op threads (None: its default, one per physical core).
+    spinning: let idle worker threads spin between runs (faster back-to-back calls, CPU burnt meanwhile).
+    """
+    file, manifest = resolve_model(default_model_path() if path is None else path, precision)
+    data, sha256, manifest = read_verified(file, manifest)  # hash-checked before anything parses them
+    source = str(file)
+    info = describe(data, source)
+    meta = dict(info.metadata)
+    parsed = checks.check_metadata(meta, source)
+    if manifest is not None and meta[C.META_KEYS["model"]] != manifest["model"]:
+        raise ContractError(f"{source} holds model {meta[C.META_KEYS['model']]!r}, its manifest says "
+                            f"{manifest['model']!r}")
+    session, used, note = create_session(data, source=source, device=device, threads=threads, spinning=spinning,
+                                         ir_version=info.ir_version, opset=info.onnx_opset)
+    checks.check_session_io(session, source)
+    precision_meta = meta.get(C.META_KEYS["precision"], "unknown")
+    notes = [note] if note else []
+    if session.get_providers()[0] == CUDA and precision_meta == "int8":
+        notes.append("int8 QDQ model on CUDA: onnxruntime has no int8 Conv/Gemm kernels for CUDA, so it runs "
+                     "simulated quantization in float32 (no int8 speed-up); on a GPU load the fp32 model.onnx")
+    return Classifier(path=file, sha256=sha256, verified=manifest is not None, model=meta[C.META_KEYS["model"]],
+                      precision=precision_meta, labels=tuple(parsed["labels"]), metadata=meta, device=used,
+                      providers=tuple(session.get_providers()), notes=tuple(notes), ir_version=info.ir_version,
+                      opset=info.onnx_opset, _session=session)
