@@ -1,0 +1,214 @@
+"""The browser demo's server: serve examples/web, onnxruntime-web's files and an exported model on loopback.
+
+Standard library only (plus the runtime, to check the model files before serving them). Routes:
+
+    /                     examples/web/index.html (and its app.js, digit.mjs, style.css)
+    /ort/<file>           examples/web/node_modules/onnxruntime-web/dist/<file> (the wasm build only)
+    /models/index.json    which precisions are served, with sizes and SHA-256
+    /models/<file>        model.onnx, model.int8.onnx and manifest.json of the artifact folder
+
+Nothing else is served (no directory listings, no paths outside those folders), and the page loads
+nothing from anywhere else. onnxruntime-web comes from npm (``npm ci`` in examples/web, versions locked in
+its package-lock.json); it is not committed.
+
+    from mnist_edge.demo import create_server
+    server = create_server(port=0)      # port 0: any free port
+    print(server.url); server.serve_forever()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import sys
+from functools import cached_property
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from mnist_edge.errors import ArtifactError, MnistEdgeError, UsageError
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+WEB_DIR = Path("examples", "web")
+MODEL_DIR = Path("exported", "bn_cnn")
+MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+PAGE_FILES = ("index.html", "app.js", "digit.mjs", "style.css")
+ORT_DIST = Path("node_modules", "onnxruntime-web", "dist")
+# The WebAssembly-only build of onnxruntime-web and the module + binary it loads (single-threaded use).
+ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+         ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+         ".json": "application/json", ".wasm": "application/wasm", ".onnx": "application/octet-stream"}
+
+
+class DemoSetupError(MnistEdgeError):
+    """The demo's page or its npm dependencies are not where the demo looks for them."""
+
+
+def find_web_dir(web_dir=None) -> Path:
+    """The folder holding index.html: ``web_dir``, else examples/web here or in the source checkout."""
+    candidates = [Path(web_dir)] if web_dir is not None else [Path.cwd() / WEB_DIR, CHECKOUT / WEB_DIR]
+    for d in candidates:
+        if (d / "index.html").is_file():
+            return d.resolve()
+    raise DemoSetupError(
+        f"the demo page (index.html) is not in {' nor '.join(map(str, candidates))}; it ships in the source "
+        "repository's examples/web (not in the wheel): run from a checkout or pass --web-dir DIR")
+
+
+def find_ort_dist(web_dir: Path) -> Path:
+    """onnxruntime-web's dist folder under ``web_dir``; DemoSetupError saying to run npm ci if absent."""
+    dist = web_dir / ORT_DIST
+    missing = [name for name in ORT_FILES if not (dist / name).is_file()]
+    if missing:
+        raise DemoSetupError(
+            f"onnxruntime-web is not installed for the demo ({dist} lacks {', '.join(missing)}): run "
+            f"`npm ci` in {web_dir} once (Node.js 18+; it installs the versions locked in package-lock.json)")
+    return dist
+
+
+def find_model_dir(model_dir=None) -> Path:
+    """The artifact folder: ``model_dir``, else exported/bn_cnn here or in the source checkout."""
+    candidates = [Path(model_dir)] if model_dir is not None else [Path.cwd() / MODEL_DIR, CHECKOUT / MODEL_DIR]
+    for d in candidates:
+        if any((d / name).is_file() for name in MODEL_FILES.values()):
+            return d.resolve()
+    names = " or ".join(MODEL_FILES.values())
+    raise ArtifactError(f"no model to serve: {' nor '.join(map(str, candidates))} holds {names}; pass "
+                        "--model-dir DIR, or create it with `mnist-edge export --model bn_cnn --quantize`")
+
+
+def check_models(model_dir: Path) -> dict:
+    """Load each model file with the runtime (manifest hash, contract, loadability); the index the page reads."""
+    from mnist_edge.runtime import load
+
+    files = {}
+    name = None
+    for precision, filename in MODEL_FILES.items():
+        path = model_dir / filename
+        if not path.is_file():
+            continue
+        clf = load(path)  # raises ArtifactError / ContractError naming the file
+        name = name or clf.model
+        files[precision] = {"url": f"models/{filename}", "bytes": path.stat().st_size,
+                            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                            "verified": bool(clf.verified)}
+    return {"model": name, "model_dir": str(model_dir), "files": files}
+
+
+class DemoServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer with the demo's routes; ``url`` is the address to open."""
+
+    daemon_threads = True
+
+    def __init__(self, address, *, web_dir: Path, ort_dist: Path, model_dir: Path, index: dict, quiet: bool = True):
+        self.web_dir, self.ort_dist, self.model_dir, self.index, self.quiet = web_dir, ort_dist, model_dir, index, quiet
+        super().__init__(address, _Handler)
+
+    @cached_property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}/"
+
+    def route(self, path: str) -> tuple[Path | bytes, str] | None:
+        """(file or bytes, suffix for its content type) for a request path; None for anything not served."""
+        path = unquote(urlsplit(path).path)
+        parts = ["index.html"] if path == "/" else path.lstrip("/").split("/")
+        if len(parts) == 1 and parts[0] in PAGE_FILES:
+            return self.web_dir / parts[0], Path(parts[0]).suffix
+        if len(parts) == 2 and parts[0] == "ort" and parts[1] in ORT_FILES:
+            return self.ort_dist / parts[1], Path(parts[1]).suffix
+        if len(parts) == 2 and parts[0] == "models":
+            if parts[1] == "index.json":
+                return json.dumps(self.index, indent=2).encode(), ".json"
+            if parts[1] in (*MODEL_FILES.values(), "manifest.json"):
+                return self.model_dir / parts[1], Path(parts[1]).suffix
+        return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: DemoServer
+    server_version = "mnist-edge-demo"
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self._send(body=True)
+
+    def do_HEAD(self):  # noqa: N802
+        self._send(body=False)
+
+    def _send(self, body: bool) -> None:
+        found = self.server.route(self.path)
+        data = None
+        if found is not None:
+            data, suffix = found
+            if isinstance(data, Path):
+                try:
+                    data = data.read_bytes()
+                except OSError:
+                    data = None
+        if data is None:
+            self.send_error(HTTPStatus.NOT_FOUND, "not part of the mnist-edge demo")
+            return
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", TYPES.get(suffix, "application/octet-stream"))
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
+        if not self.server.quiet:
+            super().log_message(format, *args)
+
+
+def create_server(host: str = "127.0.0.1", port: int = 8000, model_dir=None, web_dir=None,
+                  quiet: bool = True) -> DemoServer:
+    """Check everything (page, onnxruntime-web, models), then bind; ``port=0`` takes any free port."""
+    web = find_web_dir(web_dir)
+    dist = find_ort_dist(web)
+    models = find_model_dir(model_dir)
+    index = check_models(models)
+    if not 0 <= int(port) <= 65535:
+        raise UsageError(f"port {port} is out of range 0-65535")
+    try:
+        return DemoServer((host, int(port)), web_dir=web, ort_dist=dist, model_dir=models, index=index,
+                          quiet=quiet)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another port with "
+                         "--port N, or --port 0 for any free one") from None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, model_dir=None, web_dir=None, quiet: bool = True,
+          open_browser: bool = False, out=None) -> int:
+    """Serve the demo until interrupted; prints the address (first line: ``serving http://HOST:PORT/``)."""
+    out = out or sys.stdout
+    server = create_server(host=host, port=port, model_dir=model_dir, web_dir=web_dir, quiet=quiet)
+    files = server.index["files"]
+    print(f"mnist-edge demo: serving {server.url}", file=out, flush=True)
+    print(f"  model {server.index['model']} ({', '.join(files)}) from {server.model_dir}", file=out, flush=True)
+    if not _is_loopback(host):
+        print(f"  note: {host} is not a loopback address: other machines can open this page", file=out, flush=True)
+    print("  Ctrl-C to stop", file=out, flush=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("mnist-edge demo: stopped", file=out, flush=True)
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,171 @@
+"""examples/node: the exported model in Node.js (onnxruntime-node) gives the Python runtime's labels.
+
+Runs ``node examples/node/classify.mjs`` on the MNIST test file and on PNG files, fp32 and int8, and compares
+with :mod:`mnist_edge.runtime` (the oracle) on the same artifact folder: the real ``exported/bn_cnn`` when
+it is there, else the test session's short-trained artifact. Node.js and ``npm ci`` in examples/node are
+install steps of ``.ci/run``; without them these tests fail (never skip) and say so.
+"""
+
+import base64
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from mnist_edge.data import find_mnist_dir, load_mnist
+from mnist_edge.runtime import load
+from mnist_edge.runtime.images import load_image
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_DIR = ROOT / "examples" / "node"
+CLASSIFY = NODE_DIR / "classify.mjs"
+N_DIGITS = 2000  # >= 1,000 test digits, per precision
+INSTALL = ("run the install steps of .ci/run (Node.js 18+, then `ONNXRUNTIME_NODE_INSTALL=skip npm ci` in "
+           "examples/node)")
+
+
+@pytest.fixture(scope="module")
+def node():
+    exe = shutil.which("node")
+    if exe is None:
+        pytest.fail(f"node is not on PATH: {INSTALL}")
+    for package in ("onnxruntime-node", "pngjs"):
+        if not (NODE_DIR / "node_modules" / package / "package.json").is_file():
+            pytest.fail(f"examples/node/node_modules/{package} is missing: {INSTALL}")
+    return exe
+
+
+@pytest.fixture(scope="module")
+def model_dir(request):
+    """The artifact folder apps embed: exported/bn_cnn if exported, else the session's test artifact."""
+    real = ROOT / "exported" / "bn_cnn"
+    if (real / "model.onnx").is_file():
+        return real
+    try:
+        return Path(request.getfixturevalue("artifact_dir"))
+    except pytest.FixtureLookupError:
+        pytest.fail("no exported model: run `mnist-edge export --model bn_cnn --quantize` (or provide the "
+                    "artifact_dir fixture)")
+
+
+def classify(node, *args, check=True):
+    proc = subprocess.run([node, str(CLASSIFY), *map(str, args)], capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, f"classify.mjs failed ({proc.returncode}):\n{proc.stderr}"
+        return json.loads(proc.stdout)
+    return proc
+
+
+def test_node_labels_equal_the_python_runtimes_on_the_mnist_test_file(node, model_dir):
+    folder = find_mnist_dir()
+    images = next(p for p in (folder / "t10k-images-idx3-ubyte", folder / "t10k-images-idx3-ubyte.gz")
+                  if p.is_file())
+    x, y = load_mnist("test")
+    out = classify(node, "--model-dir", model_dir, "--idx", images, "--count", N_DIGITS)
+    assert out["input"]["count"] == N_DIGITS and out["truth"] == y[:N_DIGITS].tolist()
+    assert set(out["models"]) == {"fp32", "int8"}
+    for precision, got in out["models"].items():
+        clf = load(model_dir, precision=precision)
+        want = clf.predict(x[:N_DIGITS])
+        labels = np.array(got["labels"])
+        mismatches = np.flatnonzero(labels != want.labels)
+        assert mismatches.size == 0, (f"{precision}: Node and Python disagree on {mismatches.size} of {N_DIGITS} "
+                                      f"digits, e.g. indices {mismatches[:10].tolist()}")
+        top = want.probabilities[np.arange(N_DIGITS), want.labels]
+        np.testing.assert_allclose(got["confidence"], top, atol=2e-5)
+        assert got["accuracy"] == pytest.approx(float((want.labels == y[:N_DIGITS]).mean()), abs=1e-6)
+        # What Node read from the file's bytes is what onnx reads: metadata, IR version, contract names.
+        model = onnx.load(str(model_dir / Path(got["path"]).name))
+        assert got["metadata"] == {p.key: p.value for p in model.metadata_props}
+        assert got["ir_version"] == model.ir_version
+        assert got["metadata"]["mnist_edge.precision"] == precision
+        assert got["class_names"] == json.loads(got["metadata"]["mnist_edge.labels"])
+        assert got["inputs"] == ["image"] and got["outputs"] == ["logits", "probabilities"]
+        assert got["sha256"] == clf.sha256
+
+
+def _pngs(folder: Path, x: np.ndarray) -> list[Path]:
+    """MNIST digits as PNG files of the kinds people have: inverted, larger and off-centre, transparent,
+    noisy paper, small RGB."""
+    rng = np.random.default_rng(7)
+    paths = []
+    for i, digit in enumerate(x):
+        kind = i % 6
+        if kind == 0:
+            img = Image.fromarray(digit)
+        elif kind == 1:
+            img = Image.fromarray(255 - digit)
+        elif kind == 2:
+            img = Image.new("L", (200, 150), 0)
+            img.paste(Image.fromarray(digit).resize((112, 84), Image.Resampling.BICUBIC),
+                      (int(rng.integers(0, 80)), int(rng.integers(0, 60))))
+        elif kind == 3:
+            rgba = np.zeros((40, 50, 4), np.uint8)
+            rgba[..., :3] = 20
+            rgba[6:34, 11:39, 3] = digit
+            img = Image.fromarray(rgba, "RGBA")
+        elif kind == 4:
+            paper = np.clip(255.0 - digit + rng.normal(0, 6, digit.shape), 0, 255).astype(np.uint8)
+            img = Image.fromarray(np.pad(paper, 10, constant_values=250))
+        else:
+            img = Image.fromarray(digit).resize((14, 14), Image.Resampling.BILINEAR).convert("RGB")
+        paths.append(folder / f"digit{i:02d}.png")
+        img.save(paths[-1])
+    return paths
+
+
+def test_png_files_are_normalized_exactly_like_the_python_runtime(node, model_dir, tmp_path):
+    x, _ = load_mnist("test")
+    paths = _pngs(tmp_path, x[:24])
+    out = classify(node, "--model-dir", model_dir, "--precision", "int8", "--emit-inputs", *paths)
+    js = np.stack([np.frombuffer(base64.b64decode(b), np.uint8).reshape(28, 28) for b in out["inputs_base64"]])
+    py = np.stack([load_image(p) for p in paths])
+    diff = np.abs(js.astype(int) - py.astype(int)).reshape(len(paths), -1).max(axis=1)
+    assert diff.max() == 0, f"JS and Python normalization differ: max |diff| per file {diff.tolist()}"
+    assert out["models"]["int8"]["labels"] == load(model_dir, precision="int8").predict(py).labels.tolist()
+
+
+def test_both_examples_ship_the_same_digit_module():
+    node_copy = (NODE_DIR / "digit.mjs").read_bytes()
+    web_copy = (ROOT / "examples" / "web" / "digit.mjs").read_bytes()
+    assert node_copy == web_copy, "examples/node/digit.mjs and examples/web/digit.mjs must be the same file"
+
+
+@pytest.mark.parametrize("case", ["missing", "not_png", "blank", "bad_precision", "tampered"])
+def test_bad_input_is_one_line_naming_it(node, model_dir, tmp_path, case):
+    args, expected = ["--model-dir", model_dir], None
+    if case == "missing":
+        args += [tmp_path / "nope.png"]
+        expected = "nope.png: no such file"
+    elif case == "not_png":
+        (tmp_path / "text.png").write_text("hello")
+        args += [tmp_path / "text.png"]
+        expected = "text.png: not a PNG"
+    elif case == "blank":
+        Image.new("L", (30, 30), 255).save(tmp_path / "blank.png")
+        args += [tmp_path / "blank.png"]
+        expected = "blank.png: no digit found"
+    elif case == "bad_precision":
+        args += ["--precision", "fp16", tmp_path / "x.png"]
+        expected = "--precision must be fp32, int8 or both"
+    else:  # a model file whose bytes differ from the manifest's hash is refused
+        copy = tmp_path / "art"
+        shutil.copytree(model_dir, copy)
+        if not (copy / "manifest.json").is_file():
+            pytest.fail(f"{model_dir} has no manifest.json")
+        data = bytearray((copy / "model.onnx").read_bytes())
+        data[-1] ^= 0xFF
+        (copy / "model.onnx").write_bytes(bytes(data))
+        Image.fromarray(load_mnist("test")[0][0]).save(tmp_path / "d.png")
+        args = ["--model-dir", copy, "--precision", "fp32", tmp_path / "d.png"]
+        expected = "differs from the manifest's"
+    proc = classify(node, *args, check=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("classify.mjs: error: ") and expected in lines[0], proc.stderr
+    assert "    at " not in proc.stderr  # no stack trace
