@@ -1,0 +1,154 @@
+"""`mnist-edge predict`: one line per image or JSON, the default model, and one-line errors (no traceback)."""
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from mnist_edge.cli import main
+from mnist_edge.data import load_mnist
+from mnist_edge.runtime import classifier, load
+
+
+@pytest.fixture(scope="module")
+def pngs(mnist_dir, tmp_path_factory):
+    x, y = load_mnist("test", mnist_dir)
+    folder = tmp_path_factory.mktemp("pngs")
+    paths = []
+    for i in range(6):
+        p = folder / f"digit{i}_label{y[i]}.png"
+        Image.fromarray(x[i]).save(p)
+        paths.append(str(p))
+    return paths, x[:6]
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_one_line_per_image_with_label_and_probability(artifact_dir, pngs, capsys):
+    paths, x = pngs
+    code, out, err = _run(capsys, "predict", "--model", str(artifact_dir), *paths)
+    assert code == 0
+    lines = out.splitlines()
+    want = load(artifact_dir).predict(x).labels  # file path and array path agree on MNIST digits
+    assert len(lines) == len(paths)
+    for line, path, label in zip(lines, paths, want):
+        head, _, rest = line.rpartition(": ")
+        assert head == path
+        digit, prob = rest.split(" ")
+        assert int(digit) == label and 0 < float(prob.strip("()")) <= 1
+    assert "model: " in err and "int8" in err and "verified" in err and "CPUExecutionProvider" in err
+
+
+def test_json_and_top_k(artifact_dir, pngs, capsys):
+    paths, _ = pngs
+    code, out, _ = _run(capsys, "predict", "--model", str(artifact_dir), "--json", "--top-k", "3",
+                        "--threads", "1", *paths[:2])
+    assert code == 0
+    doc = json.loads(out)  # stdout is pure JSON
+    assert doc["model"]["name"] == "bn_cnn" and doc["model"]["verified"] is True
+    assert doc["model"]["provider"] == "CPUExecutionProvider" and len(doc["model"]["sha256"]) == 64
+    assert [r["image"] for r in doc["results"]] == paths[:2]
+    for r in doc["results"]:
+        assert len(r["top_k"]) == 3 and r["top_k"][0]["label"] == r["label"]
+        assert r["top_k"][0]["probability"] == r["probability"] >= r["top_k"][1]["probability"]
+    code, out, _ = _run(capsys, "predict", "--model", str(artifact_dir), "--top-k", "2", paths[0])
+    assert code == 0 and "top-2: " in out
+
+
+def test_model_file_instead_of_folder(artifact_dir, pngs, capsys):
+    code, out, err = _run(capsys, "predict", "--model", str(artifact_dir / "model.onnx"), pngs[0][0])
+    assert code == 0 and "fp32" in err and out.startswith(pngs[0][0])
+
+
+def test_default_model_is_exported_bn_cnn_int8(artifact_dir, pngs, capsys, tmp_path, monkeypatch):
+    shutil.copytree(artifact_dir, tmp_path / "exported" / "bn_cnn")
+    monkeypatch.chdir(tmp_path)  # the working directory's exported/bn_cnn comes first
+    code, _, err = _run(capsys, "predict", pngs[0][0])
+    assert code == 0 and str(tmp_path / "exported" / "bn_cnn" / "model.int8.onnx") in err
+    assert "verified" in err and "not hash-checked" not in err
+
+
+def test_absent_default_model_says_what_to_do(pngs, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(classifier, "DEFAULT_MODEL", classifier.DEFAULT_MODEL.with_name("absent.onnx"))
+    code, out, err = _run(capsys, "predict", pngs[0][0])
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "mnist-edge export --model bn_cnn --quantize" in err and "pass a model file or folder" in err
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing.png", "missing.png: no such file"),
+    ("", "is a directory"),
+    ("empty.png", "empty.png is empty"),
+    ("text.png", "text.png is not an image"),
+])
+def test_bad_image_paths_give_one_line_naming_the_path(artifact_dir, pngs, capsys, tmp_path, case, expected):
+    bad = tmp_path / case
+    if case == "empty.png":
+        bad.write_bytes(b"")
+    elif case == "text.png":
+        bad.write_text("hello, not a picture\n")
+    code, out, err = _run(capsys, "predict", "--model", str(artifact_dir), pngs[0][0], str(bad))
+    assert code == 1 and out == ""  # nothing classified when any file is bad
+    assert err.startswith("mnist-edge predict: error: ") and err.count("\n") == 1
+    assert expected in err and "Traceback" not in err
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    """This onnxruntime as a CPU-only build would be (a no-op where CUDA is absent)."""
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [p for p in real if p != "CUDAExecutionProvider"])
+
+
+def test_device_cuda_without_cuda_names_the_providers(artifact_dir, pngs, capsys, no_cuda):
+    code, out, err = _run(capsys, "predict", "--model", str(artifact_dir), "--device", "cuda", pngs[0][0])
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "CPUExecutionProvider" in err and "onnxruntime-gpu" in err
+
+
+def test_device_auto_reports_its_choice(artifact_dir, pngs, capsys, no_cuda):
+    code, _, err = _run(capsys, "predict", "--model", str(artifact_dir), "--device", "auto", pngs[0][0])
+    assert code == 0 and "on cpu via CPUExecutionProvider" in err
+    assert "note: auto: CPU, because CUDAExecutionProvider is not in this onnxruntime" in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--device", "gpu"], "unknown device 'gpu'"),
+    (["--top-k", "0"], "top_k must be an integer from 1 to 10"),
+    (["--top-k", "11"], "top_k must be an integer from 1 to 10"),
+    (["--threads", "0"], "threads must be a positive integer"),
+])
+def test_bad_options_are_one_line_usage_errors(artifact_dir, pngs, capsys, argv, expected):
+    code, out, err = _run(capsys, "predict", "--model", str(artifact_dir), *argv, pngs[0][0])
+    assert code == 1 and out == "" and err.count("\n") == 1 and expected in err
+
+
+def test_tampered_model_is_refused_with_one_line(artifact_dir, pngs, capsys, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(artifact_dir, art)
+    data = bytearray((art / "model.int8.onnx").read_bytes())
+    data[len(data) // 2] ^= 1
+    (art / "model.int8.onnx").write_bytes(bytes(data))
+    code, out, err = _run(capsys, "predict", "--model", str(art), pngs[0][0])
+    assert code == 1 and out == "" and err.count("\n") == 1 and "hash check" in err
+
+
+def test_no_image_is_an_argparse_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["predict"])
+    assert e.value.code == 2 and "IMAGE" in capsys.readouterr().err
+
+
+def test_array_and_file_paths_agree_on_mnist_digits(artifact_dir, pngs):
+    paths, x = pngs
+    clf = load(artifact_dir)
+    assert np.array_equal(clf.predict_files(paths).labels, clf.predict(x).labels)
