@@ -1,0 +1,72 @@
+"""One line of advice from a report: does int8 pay on this machine, and which artifact to ship.
+
+The rule, in order:
+1. On CUDA, ship ``model.onnx``: onnxruntime runs an int8 QDQ model there as simulated quantization in
+   float32 (see ``mnist_edge.runtime.session``), so int8 cannot pay.
+2. Both accuracies measured and int8 more than ``MAX_ACCURACY_DROP`` points below fp32: ship ``model.onnx``.
+3. Both ONNX formats measured: int8 pays when its p50 is at least ``PAYS_AT`` times faster than fp32's at
+   the smallest batch and thread count measured (the edge case: one image at a time). A gain under 10% is
+   within the noise of a shared machine and does not justify a second kind of numerics: ship fp32.
+4. Otherwise (not measured), the CPU flags predict it: VNNI on x86, dot product (asimddp) or i8mm on ARM.
+The measurement wins over the flags; where they disagree the line says so.
+"""
+
+from __future__ import annotations
+
+PAYS_AT = 1.10
+MAX_ACCURACY_DROP = 0.3  # percentage points, the export gate's limit
+FP32, INT8 = "model.onnx", "model.int8.onnx"
+
+
+def _p50(rows, fmt):
+    return {(r["batch"], r["threads"]): r["p50_ms"] for r in rows if r["format"] == fmt}
+
+
+def int8_speedups(report) -> dict:
+    """{(batch, threads): fp32 p50 / int8 p50} for every case measured in both ONNX formats."""
+    fp32, int8 = _p50(report["results"], "onnx"), _p50(report["results"], "int8")
+    return {k: fp32[k] / int8[k] for k in sorted(fp32) if k in int8 and int8[k] > 0}
+
+
+def advise(report) -> dict:
+    """{"line", "int8_pays" (True/False/None), "ship" (file name or None), "int8_speedup", "basis"}."""
+    cpu = report["environment"]["cpu"]
+    capable, why = cpu.get("int8_instructions"), cpu.get("int8_note") or ""
+    entries = {e["format"]: e for e in report["formats"]}
+    device = report["settings"].get("device", "cpu")
+    speedups = int8_speedups(report)
+    out = {"int8_pays": None, "ship": None, "int8_speedup": None, "basis": None}
+
+    if device.startswith("cuda"):
+        return {**out, "int8_pays": False, "ship": FP32, "basis": "device",
+                "line": "On CUDA ship model.onnx: onnxruntime runs the int8 QDQ model as float32 simulated "
+                        "quantization there (no int8 kernels), so int8 cannot pay."}
+    acc = {f: (entries.get(f) or {}).get("accuracy") for f in ("onnx", "int8")}
+    if acc["onnx"] is not None and acc["int8"] is not None and acc["onnx"] - acc["int8"] > MAX_ACCURACY_DROP:
+        return {**out, "int8_pays": False, "ship": FP32, "basis": "accuracy",
+                "line": f"int8 loses {acc['onnx'] - acc['int8']:.2f} accuracy points (limit "
+                        f"{MAX_ACCURACY_DROP}): ship model.onnx."}
+    if speedups:
+        (batch, threads), s = min(speedups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+        pays = s >= PAYS_AT
+        others = [f"{v:.2f}x at batch {b}" for (b, t), v in speedups.items() if t == threads and b != batch]
+        extra = f" ({', '.join(others)})" if others else ""
+        how = f"{s:.2f}x ONNX fp32's speed at batch {batch}, {threads} thread{'s' if threads > 1 else ''}{extra}"
+        if pays:
+            line = f"int8 pays here: {how}; {why}. Ship model.int8.onnx."
+            if capable is False:
+                line = line[:-1] + " (faster even without int8 instructions)."
+        else:
+            line = f"int8 does not pay here: {how}; {why}. Ship model.onnx."
+            if capable:
+                line = (line[:-1] + " (unexpected with these instructions: check the machine's load and "
+                        "the onnxruntime version).")
+        return {"int8_pays": pays, "ship": INT8 if pays else FP32, "basis": "measured",
+                "int8_speedup": {"batch": batch, "threads": threads, "value": s}, "line": line}
+    missing = [f"{f} {(entries.get(f) or {}).get('status', 'not requested')}" for f in ("onnx", "int8")
+               if (entries.get(f) or {}).get("status") != "ok"]
+    guess = {True: "int8 should pay here", False: "int8 is unlikely to pay here",
+             None: "whether int8 pays here is unknown"}[capable]
+    ship = {True: INT8, False: FP32, None: None}[capable]
+    return {**out, "int8_pays": capable, "ship": ship, "basis": "cpu flags",
+            "line": f"Not measured ({', '.join(missing)}); {why}: {guess}. Measure with --formats onnx int8."}

@@ -1,0 +1,156 @@
+"""The formats a benchmark compares, one plain dict keyed by the CLI's names, and how each one is loaded.
+
+Every format takes the same input, the exported contract's uint8 [N, 1, 28, 28], and computes both
+outputs (logits, probabilities):
+
+- ``eager``: PyTorch eager, the checkpoint rebuilt into ``EdgeModel`` (what the seeds' notebooks run),
+  called under ``torch.inference_mode()``.
+- ``torchscript``: ``model.pt`` through ``torch.jit.load``, same call.
+- ``onnx`` / ``int8``: ``model.onnx`` / ``model.int8.onnx`` loaded by the runtime users run
+  (``mnist_edge.runtime.load``: hash check, contract check, its latency-tuned session options and its
+  provider choice with no silent fallback). The timed call is that classifier's own session, ``run`` on
+  the uint8 batch: the model's cost, like the torch formats' forward. ``Classifier.predict`` adds input
+  checks and top-k on top; its p50 is reported beside (``predict_p50_ms``).
+
+torch is imported only inside the torch loaders; without torch those formats are "not available".
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mnist_edge import contract as C
+from mnist_edge.errors import DeviceError, UsageError
+
+
+@dataclass
+class Loaded:
+    """A format loaded for one (device, threads) setting."""
+
+    call: Callable[[np.ndarray], object]  # one timed inference on a uint8 [N,1,28,28] batch
+    logits: Callable[[np.ndarray], np.ndarray]  # float32 [N, 10] as numpy (accuracy)
+    provider: str  # what really ran: an onnxruntime provider, or "torch:cpu" / "torch:cuda:0"
+    device: str
+    api_call: Callable[[np.ndarray], object] | None = None  # the public predict path, where there is one
+    notes: tuple = ()
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    name: str
+    label: str
+    file: str  # inside the artifact folder
+    needs_torch: bool
+    load: Callable[[Path, str, int], Loaded]  # (file, device, threads)
+
+
+def _torch_device(device: str):
+    import torch
+
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r}: this torch ({torch.__version__}) sees no CUDA GPU")
+        return torch.device(device)
+    raise UsageError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
+
+
+def _torch_loaded(model, dev, threads: int) -> Loaded:
+    import torch
+
+    torch.set_num_threads(threads)
+    cuda = dev.type == "cuda"
+
+    def call(x):
+        with torch.inference_mode():
+            out = model(torch.from_numpy(x).to(dev))
+            # on CUDA, .cpu() waits for the kernels: the clock sees the whole inference, as ONNX returns numpy
+            return [o.cpu() for o in out] if cuda else out
+
+    def logits(x):
+        return call(x)[0].cpu().numpy()
+
+    return Loaded(call=call, logits=logits, provider=f"torch:{dev}", device=str(dev))
+
+
+def load_eager(file: Path, device: str, threads: int) -> Loaded:
+    """The checkpoint rebuilt into the contract wrapper, in eval mode (a deliberate eager baseline)."""
+    from mnist_edge.checkpoint import load_checkpoint
+    from mnist_edge.models import build_edge_model
+    from mnist_edge.zoo import get_spec
+
+    dev = _torch_device(device)
+    net, ckpt = load_checkpoint(file)
+    model = build_edge_model(get_spec(ckpt["model"]), net).eval().to(dev)
+    return _torch_loaded(model, dev, threads)
+
+
+def load_torchscript(file: Path, device: str, threads: int) -> Loaded:
+    import torch
+
+    dev = _torch_device(device)
+    with warnings.catch_warnings():  # torch 2.13 calls TorchScript deprecated; it is still what we ship
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        model = torch.jit.load(str(file), map_location=dev).eval()
+    return _torch_loaded(model, dev, threads)
+
+
+def load_onnx(file: Path, device: str, threads: int) -> Loaded:
+    """Through ``mnist_edge.runtime.load`` (a folder's manifest hash is checked when it has one)."""
+    from mnist_edge.runtime import load
+
+    clf = load(file, device=device, threads=threads)
+    # The classifier's own session (not a second one): same options, same provider as predict() uses.
+    session = getattr(clf, "session", None) or getattr(clf, "_session")
+    feed_name, outputs = C.INPUT_NAME, list(C.OUTPUT_NAMES)
+
+    def call(x):
+        return session.run(outputs, {feed_name: x})
+
+    def logits(x):
+        return call(x)[0]
+
+    return Loaded(call=call, logits=logits, provider=clf.provider, device=clf.device, api_call=clf.predict,
+                  notes=tuple(clf.notes))
+
+
+FORMATS: dict[str, FormatSpec] = {
+    s.name: s
+    for s in [
+        FormatSpec("eager", "PyTorch eager", "checkpoint.pt", True, load_eager),
+        FormatSpec("torchscript", "TorchScript", "model.pt", True, load_torchscript),
+        FormatSpec("onnx", "ONNX fp32", "model.onnx", False, load_onnx),
+        FormatSpec("int8", "ONNX int8", "model.int8.onnx", False, load_onnx),
+    ]
+}
+
+
+def check_formats(names) -> list[str]:
+    """The names in registry order, deduplicated; UsageError naming the valid ones for an unknown name."""
+    names = list(names)
+    for name in names:
+        if name not in FORMATS:
+            close = difflib.get_close_matches(str(name), FORMATS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise UsageError(f"unknown format '{name}'.{hint} Valid formats: {', '.join(FORMATS)}")
+    if not names:
+        raise UsageError(f"no formats given; valid formats: {', '.join(FORMATS)}")
+    return [n for n in FORMATS if n in names]
+
+
+def unavailable_reason(spec: FormatSpec, folder: Path, torch_importable: bool) -> str | None:
+    """Why ``spec`` cannot run from ``folder`` here (None: it can)."""
+    if spec.needs_torch and not torch_importable:
+        return "torch is not installed (runtime-only install: numpy + onnxruntime)"
+    if not (folder / spec.file).is_file():
+        how = " (export with --quantize)" if spec.name == "int8" else ""
+        return f"{spec.file} is not in {folder}{how}"
+    return None

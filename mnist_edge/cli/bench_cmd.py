@@ -1,0 +1,93 @@
+"""`mnist-edge bench`: latency of every exported format side by side, or `--compare A.json B.json`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="latency of every format side by side (eager, TorchScript, ONNX, int8)",
+                       description="Time every exported format of one model on this machine: warm-up, then "
+                                   "timed runs; p50/p90/p99, throughput, cold start, size, peak memory, and "
+                                   "one line of advice on int8. See docs/raspberry-pi.md.")
+    p.add_argument("--model", help="artifact folder or zoo name (default: exported/bn_cnn)")
+    p.add_argument("--formats", nargs="+", metavar="FORMAT",
+                   help="any of: eager torchscript onnx int8 (default: all four)")
+    p.add_argument("--batch-sizes", nargs="+", type=int, metavar="N", help="batch sizes (default: 1 64)")
+    p.add_argument("--threads", nargs="+", metavar="N|all", help="thread counts, 'all' = usable cores "
+                                                                 "(default: 1 all)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--runs", type=int, help="timed runs per case (default: 200)")
+    budget.add_argument("--seconds", type=float, help="time budget per case instead of a run count")
+    p.add_argument("--warmup", type=int, help="untimed runs before timing (default: 20)")
+    p.add_argument("--accuracy", action="store_true", help="also measure accuracy on the 10k test set")
+    p.add_argument("--data", type=Path, help="MNIST folder for --accuracy (default: $MNIST_EDGE_DATA, the cache)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON (schema mnist-edge-bench/1)")
+    p.add_argument("--markdown", type=Path, metavar="FILE", help="write the report as a markdown table")
+    p.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
+                   help="print the ratios B/A between two saved reports instead of benchmarking")
+    p.add_argument("--in-process", action="store_true",
+                   help="run every format in this process (default: one process per format, for per-format "
+                        "peak memory and crash isolation)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run)
+
+
+def _command(args, formats, batch_sizes, threads) -> str:
+    """The full command with every setting spelled out, so the report says how to reproduce it."""
+    parts = ["mnist-edge", "bench"] + (["--model", args.model] if args.model else [])
+    parts += ["--formats", *formats, "--batch-sizes", *map(str, batch_sizes), "--threads", *map(str, threads)]
+    parts += ["--seconds", str(args.seconds)] if args.seconds is not None else ["--runs", str(args.runs or 200)]
+    parts += ["--warmup", str(args.warmup if args.warmup is not None else 20), "--device", args.device]
+    parts += ["--accuracy"] * args.accuracy + ["--in-process"] * args.in_process
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run(args) -> int:
+    from mnist_edge.bench import report as rep
+    from mnist_edge.bench.runner import (
+        DEFAULT_BATCH_SIZES,
+        DEFAULT_FORMATS,
+        DEFAULT_THREADS,
+        DEFAULT_WARMUP,
+        run_bench,
+    )
+
+    from mnist_edge.io import write_text_atomic
+
+    if args.compare:
+        cmp = rep.compare_reports(rep.load_report(args.compare[0]), rep.load_report(args.compare[1]))
+        print(rep.render_compare(cmp))
+        if args.json:
+            write_text_atomic(args.json, json.dumps(cmp, indent=2) + "\n")
+        if args.markdown:
+            write_text_atomic(args.markdown, rep.render_compare(cmp, markdown=True))
+        return 0
+    formats = args.formats or list(DEFAULT_FORMATS)
+    batch_sizes = args.batch_sizes or list(DEFAULT_BATCH_SIZES)
+    threads = args.threads or list(DEFAULT_THREADS)
+    report = run_bench(args.model, formats=formats, batch_sizes=batch_sizes, threads=threads, runs=args.runs,
+                       seconds=args.seconds, warmup=DEFAULT_WARMUP if args.warmup is None else args.warmup,
+                       accuracy=args.accuracy, data=args.data, device=args.device,
+                       isolate=not args.in_process, progress=not args.no_progress,
+                       command=_command(args, formats, batch_sizes, threads))
+    print(rep.render_table(report))
+    if args.json:
+        rep.write_json(report, args.json)
+        print(f"json: {args.json}")
+    if args.markdown:
+        write_text_atomic(args.markdown, rep.render_markdown(report))
+        print(f"markdown: {args.markdown}")
+    bad = [e["format"] for e in report["formats"] if e["status"] == "failed"]
+    if bad:
+        print(f"mnist-edge bench: error: failed: {', '.join(bad)} (reasons in the table)", file=sys.stderr)
+        return 1
+    if not report["results"]:
+        print("mnist-edge bench: error: nothing was measured (no requested format is available here)",
+              file=sys.stderr)
+        return 1
+    return 0

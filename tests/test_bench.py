@@ -1,0 +1,387 @@
+"""The benchmark harness, not the speed: statistics, run counts, schema, compare, advice, the CLI end to end.
+
+Speed is never asserted (this machine is shared). The artifact folder is a tiny one built here: the zoo's
+``mlp`` with fresh weights as a checkpoint, a traced TorchScript file, the same network written as an
+ONNX graph by hand (so all four formats compute one function) and a QDQ int8 file quantized from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_edge import contract as C
+from mnist_edge.bench import advice, environment, report, runner, timing
+from mnist_edge.bench.formats import FORMATS
+from mnist_edge.cli import main
+from mnist_edge.errors import UnknownModelError, UsageError
+
+ALL = list(FORMATS)
+
+
+# --- a tiny artifact folder ---------------------------------------------------------------------------
+
+def _onnx_mlp(state: dict, mean: float, std: float, path: Path) -> None:
+    """The zoo's Mlp inside EdgeModel as a hand-written ONNX graph: uint8 image -> logits, probabilities."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
+             (("k255", 255.0), ("mean", mean), ("std", std))]
+    nodes = [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Div", ["f", "k255"], ["x01"]), helper.make_node("Sub", ["x01", "mean"], ["c"]),
+             helper.make_node("Div", ["c", "std"], ["n"]), helper.make_node("Flatten", ["n"], ["h0"], axis=1)]
+    layers = sorted({k.rsplit(".", 1)[0] for k in state})  # body.0, body.2, body.4
+    for i, layer in enumerate(layers):
+        w, b = f"w{i}", f"b{i}"
+        inits += [numpy_helper.from_array(state[f"{layer}.weight"].numpy(), w),
+                  numpy_helper.from_array(state[f"{layer}.bias"].numpy(), b)]
+        out = "logits" if i == len(layers) - 1 else f"g{i}"
+        nodes.append(helper.make_node("Gemm", [f"h{i}", w, b], [out], transB=1))
+        if out != "logits":
+            nodes.append(helper.make_node("Relu", [out], [f"h{i + 1}"]))
+    nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1))
+    graph = helper.make_graph(
+        nodes, "tiny_mlp", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 10]) for n in C.OUTPUT_NAMES], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    meta = {"contract": C.CONTRACT_VERSION, "model": "mlp", "labels": json.dumps(list(C.LABELS)),
+            "input": json.dumps({"name": C.INPUT_NAME, "dtype": C.INPUT_DTYPE, "shape": ["batch", 1, 28, 28]}),
+            "outputs": json.dumps(list(C.OUTPUT_NAMES)), "normalization": json.dumps({"mean": mean, "std": std}),
+            "precision": "fp32"}
+    helper.set_model_props(model, {C.META_KEYS[k]: v for k, v in meta.items()})
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(1)
+            self.batches = iter([{"image": rng.integers(0, 256, (16, 1, 28, 28), dtype=np.uint8)}
+                                 for _ in range(2)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    model = onnx.load(str(dst))
+    for prop in model.metadata_props:
+        if prop.key == C.META_KEYS["precision"]:
+            prop.value = "int8"
+    onnx.save(model, str(dst))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    import torch
+
+    from mnist_edge.checkpoint import save_checkpoint
+    from mnist_edge.models import build_edge_model
+    from mnist_edge.zoo import get_spec
+
+    folder = tmp_path_factory.mktemp("bench") / "mlp"
+    spec = get_spec("mlp")
+    torch.manual_seed(0)
+    model = build_edge_model(spec).eval()
+    save_checkpoint(folder / "checkpoint.pt", model="mlp", state_dict=model.net.state_dict(), recipe={},
+                    history=[], data_sha256="0" * 64, metrics={})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(model, torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).save(str(folder / "model.pt"))
+    _onnx_mlp(model.net.state_dict(), spec.mean, spec.std, folder / "model.onnx")
+    _quantize(folder / "model.onnx", folder / "model.int8.onnx")
+    return folder
+
+
+# --- timing -------------------------------------------------------------------------------------------
+
+def test_summary_percentiles_are_ordered_and_count_the_runs():
+    samples = np.random.default_rng(0).lognormal(12, 1, size=501).astype(np.int64)  # ~0.16 ms, long tail
+    s = timing.summarize(samples, batch=64)
+    assert s["runs"] == 501
+    assert s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
+    assert s["p50_ms"] == pytest.approx(np.median(samples) / 1e6, abs=1e-5)  # rounded to 10 ns
+    assert s["throughput_ips"] == pytest.approx(64 * 1000 / s["mean_ms"], rel=1e-4)
+    assert timing.summarize([5_000_000], batch=1)["std_ms"] == 0.0
+
+
+def test_measure_warms_up_then_times_exactly_runs_calls():
+    calls = []
+    samples = timing.measure(lambda: calls.append(1), warmup=3, runs=7)
+    assert len(samples) == 7 and len(calls) == 10 and all(isinstance(t, int) and t >= 0 for t in samples)
+    budget = timing.measure(lambda: None, warmup=0, seconds=1e-6)  # a tiny budget still gives MIN_RUNS
+    assert len(budget) >= timing.MIN_RUNS
+
+
+@pytest.mark.parametrize("kwargs", [dict(runs=None, seconds=None), dict(runs=5, seconds=1.0), dict(runs=0),
+                                    dict(runs=True), dict(seconds=-1.0), dict(seconds=float("nan")),
+                                    dict(runs=5, warmup=-1)])
+def test_bad_budgets_are_usage_errors(kwargs):
+    with pytest.raises(UsageError):
+        timing.check_budget(kwargs.get("runs"), kwargs.get("seconds"), kwargs.get("warmup", 0))
+
+
+# --- environment --------------------------------------------------------------------------------------
+
+PI4 = ("processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
+       "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\nprocessor\t: 1\n"
+       "Features\t: fp asimd evtstrm crc32 cpuid\n\nHardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n")
+PI5 = ("processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp "
+       "asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
+       "CPU part\t: 0xd0b\n\n")
+X86 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni\n\n"
+
+
+@pytest.mark.parametrize("text, family, core, capable", [
+    (PI4, "arm", "Cortex-A72", False), (PI5, "arm", "Cortex-A76", True), (X86, "x86", None, True),
+    (X86.replace(" avx512_vnni", ""), "x86", None, False), ("", "arm", None, None)])
+def test_cpu_flags_say_whether_int8_kernels_can_pay(text, family, core, capable):
+    cpu = environment.parse_cpuinfo(text)
+    assert cpu["core"] == core
+    assert cpu["model"] == (core or ("AMD EPYC" if "EPYC" in text else None))
+    ok, why = environment.int8_support(family, cpu["flags"])
+    assert ok is capable and why
+
+
+def test_pi_board_throttling_and_32_bit_os_messages():
+    assert environment.raspberry_pi_model("Raspberry Pi 5 Model B Rev 1.0\x00") == "Raspberry Pi 5 Model B Rev 1.0"
+    assert environment.raspberry_pi_model("QEMU virt") is None
+    assert environment.decode_throttled(0) == []
+    assert environment.decode_throttled(0x50005) == ["under-voltage now", "throttled now",
+                                                     "under-voltage occurred", "throttling occurred"]
+    assert "64-bit Raspberry Pi OS" in environment.os_message("armv7l", 32)
+    assert "64-bit" in environment.os_message("aarch64", 32)  # 64-bit kernel, 32-bit userland
+    assert environment.os_message("aarch64", 64) is None and environment.os_message("x86_64", 64) is None
+
+
+def test_environment_is_collected_without_importing_onnxruntime():
+    code = ("import sys, json; from mnist_edge.bench.environment import collect_environment; "
+            "env = collect_environment(); json.dumps(env); "
+            "print('onnxruntime' in sys.modules, 'torch' in sys.modules, env['versions']['onnxruntime'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["False", "False"] and out[2] != "None"
+
+
+# --- advice and compare on synthetic reports ----------------------------------------------------------
+
+def _row(fmt, batch, threads, p50, runs=10):
+    return {"format": fmt, "batch": batch, "threads": threads, "runs": runs, "warmup": 1, "p50_ms": p50,
+            "p90_ms": p50 * 1.1, "p99_ms": p50 * 1.2, "mean_ms": p50, "std_ms": 0.0, "min_ms": p50 * 0.9,
+            "max_ms": p50 * 1.3, "throughput_ips": batch * 1000 / p50, "load_ms": 1.0, "first_ms": 1.0,
+            "cold_start_ms": 2.0, "provider": "CPUExecutionProvider", "device": "cpu"}
+
+
+def _report(fp32_p50=(1.0, 20.0), int8_p50=(0.5, 8.0), flags=True, acc=(None, None), device="cpu"):
+    capable, note = environment.int8_support("arm", {"asimddp"} if flags else {"asimd"})
+    rows = [_row("eager", b, 1, 2 * f) for b, f in zip((1, 64), fp32_p50)]
+    rows += [_row("onnx", b, 1, p) for b, p in zip((1, 64), fp32_p50) if p]
+    rows += [_row("int8", b, 1, p) for b, p in zip((1, 64), int8_p50) if p]
+    fmts = [{"format": f, "label": f, "status": "ok", "reason": None, "file": FORMATS[f].file,
+             "accuracy": a} for f, a in (("eager", None), ("onnx", acc[0]), ("int8", acc[1]))]
+    r = {"schema": report.SCHEMA, "created_utc": "2026-01-01T00:00:00Z", "command": None,
+         "model": {"name": "bn_cnn", "folder": "exported/bn_cnn"},
+         "settings": {"device": device, "runs": 10, "seconds": None, "warmup": 1, "isolate": True},
+         "environment": {"cpu": {"model": "Cortex-A76", "arch": "aarch64", "int8_instructions": capable,
+                                 "int8_note": note, "flags": {}},
+                         "os": {"platform": "Linux"}, "versions": {"onnxruntime": "1.20.1"}},
+         "formats": fmts, "results": rows, "warnings": []}
+    r["advice"] = advice.advise(r)
+    return r
+
+
+def test_advice_follows_the_measurement_then_the_flags():
+    pays = _report()["advice"]
+    assert pays["int8_pays"] is True and pays["ship"] == "model.int8.onnx" and pays["basis"] == "measured"
+    assert pays["int8_speedup"] == {"batch": 1, "threads": 1, "value": 2.0}
+    assert "2.00x" in pays["line"] and "2.50x at batch 64" in pays["line"]
+    slow = _report(int8_p50=(1.05, 30.0), flags=False)["advice"]  # a Pi 4: within 10%, then slower
+    assert slow["int8_pays"] is False and slow["ship"] == "model.onnx" and "dot-product" in slow["line"]
+    surprising = _report(int8_p50=(1.3, 30.0), flags=True)["advice"]
+    assert surprising["int8_pays"] is False and "unexpected" in surprising["line"]
+    dropped = _report(acc=(99.4, 98.9))["advice"]  # fast but 0.5 points worse
+    assert dropped["ship"] == "model.onnx" and dropped["basis"] == "accuracy"
+    assert _report(device="cuda")["advice"]["ship"] == "model.onnx"
+    pi4_guess = _report(int8_p50=(None, None), flags=False)["advice"]
+    assert pi4_guess["basis"] == "cpu flags" and pi4_guess["int8_pays"] is False and "Measure" in pi4_guess["line"]
+    assert _report(int8_p50=(None, None), flags=True)["advice"]["ship"] == "model.int8.onnx"
+
+
+def test_compare_gives_ratios_and_lists_unmatched_cases(tmp_path):
+    a, b = _report(), _report(fp32_p50=(2.0, 40.0), int8_p50=(0.5, None))
+    cmp = report.compare_reports(a, b)
+    rows = {(r["format"], r["batch"]): r for r in cmp["rows"]}
+    assert rows["onnx", 1]["p50_ratio"] == pytest.approx(2.0) and rows["onnx", 1]["speedup"] == pytest.approx(0.5)
+    assert rows["onnx", 64]["p99_ratio"] == pytest.approx(2.0)
+    assert rows["onnx", 1]["throughput_ratio"] == pytest.approx(0.5)
+    assert rows["int8", 1]["p50_ratio"] == pytest.approx(1.0)
+    assert rows["int8", 64]["only_in"] == "A"
+    text = report.render_compare(cmp)
+    assert "2.00" in text and "only in A" in text
+    assert "| onnx | 1 | 1 |" in report.render_compare(cmp, markdown=True)
+
+
+def test_schema_check_refuses_other_files(tmp_path):
+    good = _report()
+    assert report.validate_report(good) is good
+    for bad, match in [({"schema": "mnist-edge-bench/2"}, "reads"), ({"foo": 1}, "not a benchmark report"),
+                       ([], "not a benchmark report"), ({**good, "results": [{**good["results"][0], "p99_ms": 0.0}]},
+                                                        "out of order"),
+                       ({k: v for k, v in good.items() if k != "advice"}, "missing 'advice'")]:
+        with pytest.raises(UsageError, match=match):
+            report.validate_report(bad)
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(UsageError, match="not JSON"):
+        report.load_report(tmp_path / "x.json")
+
+
+# --- options and folders ------------------------------------------------------------------------------
+
+def test_options_are_checked_with_the_valid_choices(tiny, tmp_path, monkeypatch):
+    with pytest.raises(UsageError, match="Did you mean 'onnx'"):
+        runner.run_bench(tiny, formats=["onx"])
+    with pytest.raises(UsageError, match="threads"):
+        runner.run_bench(tiny, threads=["two"])
+    with pytest.raises(UsageError, match="batch sizes"):
+        runner.run_bench(tiny, batch_sizes=[0])
+    with pytest.raises(UsageError, match="not the file"):
+        runner.resolve_folder(tiny / "model.onnx")
+    with pytest.raises(UnknownModelError, match="bn_cnn"):
+        runner.resolve_folder("bn_cn")
+    assert runner.parse_threads([1, "all", "1"]) == [1] + ([environment.usable_cores()]
+                                                         if environment.usable_cores() > 1 else [])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exported").symlink_to(tiny.parent, target_is_directory=True)
+    assert runner.resolve_folder("mlp").resolve() == tiny.resolve()
+
+
+# --- the real thing, on the tiny model ----------------------------------------------------------------
+
+def test_cli_end_to_end_all_formats_in_process(tiny, tmp_path, capsys):
+    out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
+    rc = main(["bench", "--model", str(tiny), "--runs", "4", "--warmup", "1", "--batch-sizes", "1", "3",
+               "--threads", "1", "--in-process", "--json", str(out_json), "--markdown", str(out_md), "--accuracy"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    r = report.load_report(out_json)  # validates the schema
+    assert [e["format"] for e in r["formats"]] == ALL and all(e["status"] == "ok" for e in r["formats"])
+    assert [(x["format"], x["batch"], x["threads"]) for x in r["results"]] == [
+        (f, b, 1) for f in ALL for b in (1, 3)]
+    assert all(x["runs"] == 4 and x["p50_ms"] <= x["p90_ms"] <= x["p99_ms"] for x in r["results"])
+    assert {x["provider"] for x in r["results"] if x["format"] in ("onnx", "int8")} == {"CPUExecutionProvider"}
+    assert all("predict_p50_ms" in x for x in r["results"] if x["format"] in ("onnx", "int8"))
+    for e in r["formats"]:
+        assert e["size_bytes"] == (tiny / e["file"]).stat().st_size and len(e["sha256"]) == 64
+        assert e["accuracy_images"] == 10_000 and 0 <= e["accuracy"] <= 100
+    acc = {e["format"]: e["accuracy"] for e in r["formats"]}
+    assert abs(acc["eager"] - acc["onnx"]) < 0.5 and acc["eager"] == acc["torchscript"]  # one function
+    assert r["settings"]["isolate"] is False and any("cumulative" in w for w in r["warnings"])
+    assert any("not hash-checked" in w for w in r["warnings"])  # the tiny folder has no manifest
+    assert "--runs 4" in r["command"] and r["advice"]["line"] in captured.out
+    assert "bench [8/8]" in captured.err  # the progress lines
+    assert "| int8 | 3 | 1 |" in out_md.read_text()
+
+
+def test_one_process_per_format_isolates_memory_and_failures(tiny, tmp_path, capsys):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes((tiny / "model.onnx").read_bytes())
+    (folder / "model.int8.onnx").write_bytes(b"not a model")  # this worker fails; the other one does not
+    rc = main(["bench", "--model", str(folder), "--formats", "onnx", "int8", "--batch-sizes", "2", "--threads", "1",
+               "--runs", "3", "--warmup", "0", "--no-progress", "--json", str(tmp_path / "r.json")])
+    assert rc == 1 and "failed: int8" in capsys.readouterr().err
+    r = report.load_report(tmp_path / "r.json")
+    onnx, int8 = r["formats"]
+    assert onnx["status"] == "ok" and onnx["rss_scope"] == "format" and onnx["peak_rss_mb"] > 0
+    assert onnx["import_ms"] > 0 and onnx["torch_loaded"] is False  # an ONNX worker never pulls torch in
+    assert int8["status"] == "failed" and "Error" in int8["reason"]
+    assert [x["format"] for x in r["results"]] == ["onnx"]
+    assert "onnxruntime 1.21.0" in runner._signal_reason(-signal.SIGILL)  # a worker killed by SIGILL
+    assert runner._signal_reason(-signal.SIGSEGV) == "worker died with SIGSEGV"
+
+
+def test_missing_file_is_listed_not_available(tiny, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "model.onnx").write_bytes((tiny / "model.onnx").read_bytes())
+    r = runner.run_bench(partial, formats=["onnx", "int8"], batch_sizes=[1], threads=[1], runs=2, warmup=0,
+                         isolate=False, progress=False)
+    entries = {e["format"]: e for e in r["formats"]}
+    assert entries["int8"]["status"] == "not available" and "--quantize" in entries["int8"]["reason"]
+    assert "not available" in report.render_table(r) and r["advice"]["basis"] == "cpu flags"
+
+
+def test_compare_command_reads_two_reports(tmp_path, capsys):
+    a, b = tmp_path / "pi4.json", tmp_path / "pi5.json"
+    report.write_json(_report(), a)
+    report.write_json(_report(fp32_p50=(0.5, 10.0)), b)
+    assert main(["bench", "--compare", str(a), str(b), "--markdown", str(tmp_path / "c.md")]) == 0
+    out = capsys.readouterr().out
+    assert "0.50" in out and "B/A" in out and (tmp_path / "c.md").read_text().startswith("## mnist-edge bench")
+    (tmp_path / "junk.json").write_text("[]")
+    assert main(["bench", "--compare", str(a), str(tmp_path / "junk.json")]) == 1
+
+
+def test_without_torch_the_torch_formats_are_not_available(tiny, tmp_path):
+    code = f"""
+import sys
+sys.modules["torch"] = None  # as on a Pi with the runtime-only install
+from mnist_edge.cli import main
+rc = main(["bench", "--model", {str(tiny)!r}, "--runs", "3", "--warmup", "0", "--batch-sizes", "1",
+           "--threads", "1", "--in-process", "--no-progress", "--json", {str(tmp_path / "t.json")!r}])
+assert sys.modules["torch"] is None
+sys.exit(rc)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr
+    r = report.load_report(tmp_path / "t.json")
+    status = {e["format"]: (e["status"], e.get("reason")) for e in r["formats"]}
+    assert status["eager"][0] == status["torchscript"][0] == "not available"
+    assert "torch is not installed" in status["eager"][1]
+    assert status["onnx"][0] == status["int8"][0] == "ok"
+    assert r["environment"]["versions"]["torch"] is None and "not available" in proc.stdout
+
+
+def test_files_are_hash_checked_against_the_manifest_before_loading(tiny, tmp_path):
+    from mnist_edge.manifest import file_record, write_manifest
+
+    folder = tmp_path / "sealed"
+    folder.mkdir()
+    for name in ("model.pt", "model.onnx"):
+        (folder / name).write_bytes((tiny / name).read_bytes())
+    write_manifest(folder, {"model": "mlp", "files": {n: {"kind": "model", **file_record(folder / n)}
+                                                      for n in ("model.pt", "model.onnx")}})
+    data = bytearray((folder / "model.pt").read_bytes())
+    data[len(data) // 2] ^= 1  # one flipped bit in the TorchScript file
+    (folder / "model.pt").write_bytes(bytes(data))
+    r = runner.run_bench(folder, formats=["torchscript", "onnx"], batch_sizes=[1], threads=[1], runs=2, warmup=0,
+                         isolate=False, progress=False)
+    ts, onnx = r["formats"]
+    assert ts["status"] == "failed" and "model.pt" in ts["reason"] and "SHA-256" in ts["reason"]
+    assert onnx["status"] == "ok" and onnx["verified"] is True
+    assert r["model"]["name"] == "mlp" and not any("not hash-checked" in w for w in r["warnings"])
+
+
+def test_bench_reads_a_real_export_folder(artifact_dir):
+    """The exporter's folder (conftest: short-trained bn_cnn, full gates): every file found and hash-checked.
+    (Accuracy across formats is checked on the tiny model above; on bn_cnn it would take seconds per format.)"""
+    r = runner.run_bench(artifact_dir, batch_sizes=[1, 7], threads=[1], runs=3, warmup=1, isolate=False,
+                         progress=False)
+    entries = {e["format"]: e for e in r["formats"]}
+    assert all(e["status"] == "ok" and e["verified"] for e in entries.values()), entries
+    assert r["model"]["name"] == "bn_cnn" and len(r["results"]) == 8
+    assert not any("not hash-checked" in w for w in r["warnings"])
+    assert r["advice"]["basis"] == "measured" and r["advice"]["ship"] in ("model.onnx", "model.int8.onnx")
