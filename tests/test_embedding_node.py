@@ -61,11 +61,11 @@ def classify(node, *args, check=True):
     return proc
 
 
-def test_node_labels_equal_the_python_runtimes_on_the_mnist_test_file(node, model_dir):
-    folder = find_mnist_dir()
+def test_node_labels_equal_the_python_runtimes_on_the_mnist_test_file(node, model_dir, mnist_dir):
+    folder = find_mnist_dir(mnist_dir)
     images = next(p for p in (folder / "t10k-images-idx3-ubyte", folder / "t10k-images-idx3-ubyte.gz")
                   if p.is_file())
-    x, y = load_mnist("test")
+    x, y = load_mnist("test", mnist_dir)
     out = classify(node, "--model-dir", model_dir, "--idx", images, "--count", N_DIGITS)
     assert out["input"]["count"] == N_DIGITS and out["truth"] == y[:N_DIGITS].tolist()
     assert set(out["models"]) == {"fp32", "int8"}
@@ -119,8 +119,8 @@ def _pngs(folder: Path, x: np.ndarray) -> list[Path]:
     return paths
 
 
-def test_png_files_are_normalized_exactly_like_the_python_runtime(node, model_dir, tmp_path):
-    x, _ = load_mnist("test")
+def test_png_files_are_normalized_exactly_like_the_python_runtime(node, model_dir, mnist_dir, tmp_path):
+    x, _ = load_mnist("test", mnist_dir)
     paths = _pngs(tmp_path, x[:24])
     out = classify(node, "--model-dir", model_dir, "--precision", "int8", "--emit-inputs", *paths)
     js = np.stack([np.frombuffer(base64.b64decode(b), np.uint8).reshape(28, 28) for b in out["inputs_base64"]])
@@ -137,7 +137,7 @@ def test_both_examples_ship_the_same_digit_module():
 
 
 @pytest.mark.parametrize("case", ["missing", "not_png", "blank", "bad_precision", "tampered"])
-def test_bad_input_is_one_line_naming_it(node, model_dir, tmp_path, case):
+def test_bad_input_is_one_line_naming_it(node, model_dir, mnist_dir, tmp_path, case):
     args, expected = ["--model-dir", model_dir], None
     if case == "missing":
         args += [tmp_path / "nope.png"]
@@ -161,7 +161,7 @@ def test_bad_input_is_one_line_naming_it(node, model_dir, tmp_path, case):
         data = bytearray((copy / "model.onnx").read_bytes())
         data[-1] ^= 0xFF
         (copy / "model.onnx").write_bytes(bytes(data))
-        Image.fromarray(load_mnist("test")[0][0]).save(tmp_path / "d.png")
+        Image.fromarray(load_mnist("test", mnist_dir)[0][0]).save(tmp_path / "d.png")
         args = ["--model-dir", copy, "--precision", "fp32", tmp_path / "d.png"]
         expected = "differs from the manifest's"
     proc = classify(node, *args, check=False)

@@ -199,8 +199,9 @@ function loadPngs(paths) {
 
 // --- models ------------------------------------------------------------------------------------------------
 
-// The artifact manifest records each file's SHA-256: a file whose bytes differ is refused before parsing.
-function manifestHash(dir, name) {
+// The artifact manifest (manifest.json, format mnist-edge-manifest/1) records each file's SHA-256 and size
+// under files[NAME]: a file whose bytes differ is refused before anything parses it.
+function manifestEntry(dir, name) {
   const path = join(dir, "manifest.json");
   if (!existsSync(path)) return undefined;
   let manifest;
@@ -209,25 +210,19 @@ function manifestHash(dir, name) {
   } catch (e) {
     fail(`${path} is not valid JSON (${e.message})`);
   }
-  let hash;
-  const visit = (node, key) => {
-    if (hash || node === null || typeof node !== "object") return;
-    const named = key === name || Object.values(node).some((v) => typeof v === "string" && basename(v) === name);
-    if (named && typeof node.sha256 === "string") hash = node.sha256;
-    for (const [k, v] of Object.entries(node)) visit(v, k);
-  };
-  visit(manifest, null);
-  return hash ?? null;
+  const entry = manifest?.files?.[name];
+  if (typeof entry?.sha256 !== "string") fail(`${path} does not list ${name} with its sha256`);
+  return entry;
 }
 
 async function loadModel(dir, precision, threads) {
   const path = join(dir, FILES[precision]);
   const bytes = readFileSync(path);
   const sha256 = createHash("sha256").update(bytes).digest("hex");
-  const recorded = manifestHash(dir, FILES[precision]);
-  if (recorded === null) fail(`${join(dir, "manifest.json")} does not list ${FILES[precision]}`);
-  if (recorded && recorded !== sha256) {
-    fail(`${path}: SHA-256 ${sha256} differs from the manifest's ${recorded}; the file is damaged or replaced`);
+  const recorded = manifestEntry(dir, FILES[precision]);
+  if (recorded && (recorded.sha256 !== sha256 || (recorded.size ?? bytes.length) !== bytes.length)) {
+    fail(`${path}: SHA-256 ${sha256} (${bytes.length} bytes) differs from the manifest's ${recorded.sha256} ` +
+      `(${recorded.size} bytes); the file is damaged or replaced`);
   }
   let info, contract;
   try {

@@ -110,6 +110,7 @@ try {
   await page.waitForFunction(() => window.mnistEdge?.state.ready || window.mnistEdge?.state.error);
   result.page_error = await page.evaluate(() => window.mnistEdge.state.error);
   if (result.page_error) throw new Error(`the page reports: ${result.page_error}`);
+  result.cross_origin_isolated = await page.evaluate(() => window.crossOriginIsolated);
   result.initial = await readPage(page);
   result.about = await page.locator("#about").textContent();
   result.status = await page.locator("#status").textContent();
