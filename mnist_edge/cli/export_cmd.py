@@ -1,0 +1,90 @@
+"""`mnist-edge export`: checkpoint -> TorchScript, ONNX and (with --quantize) int8 ONNX, each gated."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+# Defaults live here as plain values so `--help` needs neither torch nor onnx; export_model re-validates.
+_QUANT_DEFAULTS = {"calibration_samples": 1000, "calibration_method": "minmax", "per_channel": True,
+                   "quant_format": "qdq", "activation_type": "int8", "weight_type": "int8"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a trained model to TorchScript, ONNX and int8 ONNX, checked against PyTorch",
+                       description="Export a trained model. Every artifact is checked against PyTorch on the "
+                                   "10,000 test images at batch sizes 1, 7 and 64; the output folder is replaced "
+                                   "only when every check passes.")
+    p.add_argument("--model", required=True, metavar="NAME", help="registry name (see: mnist-edge list)")
+    p.add_argument("--checkpoint", metavar="PATH", help="default: exported/NAME/checkpoint.pt")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: exported/NAME/)")
+    p.add_argument("--quantize", action="store_true", help="also write a static int8 ONNX file (model.int8.onnx)")
+    p.add_argument("--opset", type=int, default=18, metavar="N",
+                   help="ONNX opset (default 18; 16-17 for older runtimes where the model converts)")
+    q = p.add_argument_group("int8 options (with --quantize)")
+    q.add_argument("--calibration-samples", type=int, metavar="N",
+                   help=f"class-balanced training images (default {_QUANT_DEFAULTS['calibration_samples']})")
+    q.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), help="default minmax")
+    q.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-channel weight scales (default: on)")
+    q.add_argument("--quant-format", choices=("qdq", "qoperator"), help="default qdq")
+    q.add_argument("--activation-type", choices=("int8", "uint8"), help="default int8")
+    q.add_argument("--weight-type", choices=("int8", "uint8"), help="default int8")
+    p.add_argument("--data", metavar="DIR", help="MNIST folder (default: $MNIST_EDGE_DATA or the cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mnist_edge.errors import UsageError
+    from mnist_edge.export import export_model
+
+    given = {k: getattr(args, k) for k in _QUANT_DEFAULTS if getattr(args, k) is not None}
+    if given and not args.quantize:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(f"{flags} only apply with --quantize")
+    progress = None if args.quiet else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    result = export_model(args.model, checkpoint=args.checkpoint, out=args.out, quantize=args.quantize,
+                          opset=args.opset, data_root=args.data, progress=progress,
+                          **{**_QUANT_DEFAULTS, **given})
+    print(format_result(result))
+    return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 1000:.1f} kB" if n < 1_000_000 else f"{n / 1e6:.2f} MB"
+
+
+def format_result(result) -> str:
+    """The short table the command prints: files written, then the checks that passed."""
+    m = result.manifest
+    ev = m["evaluation"]
+    lines = [f"exported {result.model} to {result.out}/ in {result.seconds:.1f} s "
+             f"(opset {m['settings']['opset']}; checks on {ev['images']:,} test images at batch sizes "
+             f"{', '.join(map(str, ev['batch_sizes']))}; PyTorch accuracy {m['pytorch']['accuracy']:.2f}%)"]
+    fmt = "{:<16} {:>9} {:>9} {:>11} {:>10} {:>12}"
+    lines.append(fmt.format("file", "size", "accuracy", "vs", "agreement", "max|Δlogits|"))
+    order = ("checkpoint.pt", "model.pt", "model.onnx", "model.int8.onnx")
+    files = sorted(m["files"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+    for name, e in files:
+        acc = f"{e['accuracy']:.2f}%" if e.get("accuracy") is not None else "-"
+        agree = f"{e['agreement']:.2f}%" if e.get("agreement") is not None else "-"
+        diff = f"{e['max_abs_diff']:.1e}" if e.get("max_abs_diff") is not None else "-"
+        lines.append(fmt.format(name, _size(e["size"]), acc, e.get("reference", "-"), agree, diff))
+    manifest_path = result.out / "manifest.json"
+    if manifest_path.is_file():
+        lines.append(fmt.format("manifest.json", _size(manifest_path.stat().st_size), "", "", "", ""))
+    checks = result.checks
+    lines.append(f"checks: {sum(c.passed for c in checks)}/{len(checks)} passed")
+    by_artifact: dict = {}
+    for c in checks:
+        by_artifact.setdefault(c.artifact, []).append(c)
+    for artifact, rows in by_artifact.items():
+        worst: dict = {}
+        for c in rows:
+            w = worst.get(c.metric)
+            if w is None or (c.value > w.value if c.op == "<=" else c.value < w.value):
+                worst[c.metric] = c
+        parts = ["contract ok" if c.metric == "contract" else c.brief() for c in worst.values()]
+        lines.append(f"  {artifact:<16} worst of each: " + "; ".join(parts))
+    return "\n".join(lines)

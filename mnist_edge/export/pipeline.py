@@ -1,0 +1,404 @@
+"""``export_model``: checkpoint -> TorchScript, ONNX, int8 ONNX and manifest, gated, swapped in atomically.
+
+Everything is written into a temporary folder beside the output folder; the gates run on the files as
+written; the manifest is written last; then the temporary folder replaces the output folder in one
+atomic exchange. On any failure, Ctrl-C included, the temporary folder is removed and the previous
+output folder keeps every byte. Files in the previous folder that are not ours (the checkpoint, training
+curves, notes) are carried over into the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import platform
+import shutil
+import signal
+import stat
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from mnist_edge.contract import (CONTRACT_VERSION, INPUT_DTYPE, INPUT_NAME, INPUT_SHAPE, LABELS, META_KEYS,
+                                 OUTPUT_NAMES)
+from mnist_edge.errors import CheckpointError, ExportError, UsageError
+from mnist_edge.export import gates as G
+from mnist_edge.export.onnx_export import DEFAULT_OPSET, check_opset, export_onnx, metadata_json
+from mnist_edge.export.quantize import QuantizeOptions
+from mnist_edge.manifest import MANIFEST_NAME, file_record, write_manifest
+
+EXPORT_ROOT = Path("exported")
+CHECKPOINT_NAME = "checkpoint.pt"
+TORCHSCRIPT_NAME = "model.pt"
+ONNX_NAME = "model.onnx"
+INT8_NAME = "model.int8.onnx"
+# Files an export owns: replaced on every export, never carried over (a stale int8 file would lie).
+OWN_NAMES = (TORCHSCRIPT_NAME, ONNX_NAME, INT8_NAME, MANIFEST_NAME)
+
+
+@dataclass
+class ExportResult:
+    model: str
+    out: Path
+    manifest: dict
+    checks: list = field(default_factory=list)  # gates.Check rows, all passed
+    seconds: float = 0.0
+
+    @property
+    def files(self) -> dict:
+        return self.manifest["files"]
+
+
+def default_out(model: str) -> Path:
+    return EXPORT_ROOT / model
+
+
+def default_checkpoint(model: str) -> Path:
+    """Where a model's committed checkpoint lives (what ``mnist-edge train --model NAME`` should produce)."""
+    return EXPORT_ROOT / model / CHECKPOINT_NAME
+
+
+def versions() -> dict:
+    import onnx
+    import onnxruntime
+    import onnxscript
+    import torch
+
+    from mnist_edge import __version__
+
+    return {"mnist_edge": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = False, opset: int = DEFAULT_OPSET,
+                 calibration_samples: int = 1000, calibration_method: str = "minmax", per_channel: bool = True,
+                 quant_format: str = "qdq", activation_type: str = "int8", weight_type: str = "int8",
+                 data_root=None, calibration_images: np.ndarray | None = None,
+                 batch_sizes=G.BATCH_SIZES, eval_limit: int | None = None, progress=None) -> ExportResult:
+    """Export registry model ``model`` from its checkpoint into ``out`` and check every artifact.
+
+    ``checkpoint`` defaults to ``exported/MODEL/checkpoint.pt``, ``out`` to ``exported/MODEL/``.
+    ``calibration_images`` (uint8 [N, 28, 28]) replaces the class-balanced training images, for tests
+    and experiments; ``eval_limit`` gates on the first N test images instead of all 10,000 (recorded).
+    ``progress`` is called with a short message before each step. Raises a subclass of MnistEdgeError.
+    """
+    from mnist_edge.zoo import get_spec
+
+    t0 = time.perf_counter()
+    say = progress or (lambda msg: None)
+    spec = get_spec(model)
+    check_opset(opset)
+    qopts = QuantizeOptions(calibration_samples=calibration_samples, calibration_method=calibration_method,
+                            per_channel=per_channel, quant_format=quant_format, activation_type=activation_type,
+                            weight_type=weight_type).validate()
+    batch_sizes = tuple(batch_sizes)
+    if not batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise UsageError(f"batch sizes must be positive integers, got {batch_sizes!r}")
+    if eval_limit is not None and (isinstance(eval_limit, bool) or not isinstance(eval_limit, int)
+                                   or not 1 <= eval_limit <= 10_000):
+        raise UsageError(f"eval_limit {eval_limit!r} must be an integer from 1 to 10000")
+
+    out = Path(out) if out is not None else default_out(model)
+    ckpt_path = Path(checkpoint) if checkpoint is not None else default_checkpoint(model)
+    if not ckpt_path.is_file():
+        how = (f"train one with: mnist-edge train --model {model} --out {default_checkpoint(model)}"
+               if checkpoint is None else "check the --checkpoint path")
+        trained = Path("runs") / model / CHECKPOINT_NAME  # where `mnist-edge train` writes by default
+        if checkpoint is None and trained.is_file():
+            how += f" (or export the one it wrote: --checkpoint {trained})"
+        raise CheckpointError(f"no checkpoint at '{ckpt_path}' for model '{model}'; {how}")
+    _preflight(out)
+
+    from mnist_edge.checkpoint import load_checkpoint
+    from mnist_edge.io import sha256_file
+
+    ckpt_sha = sha256_file(ckpt_path)
+    net, ckpt = load_checkpoint(ckpt_path)
+    if ckpt["model"] != model:
+        raise CheckpointError(f"checkpoint '{ckpt_path}' holds model '{ckpt['model']}', not '{model}'")
+
+    say("loading MNIST")
+    from mnist_edge.data import load_mnist
+
+    x_test, y_test = load_mnist("test", root=data_root)
+    n_eval = eval_limit or len(x_test)
+    x_eval, y_eval = np.ascontiguousarray(x_test[:n_eval, None]), np.asarray(y_test[:n_eval]).astype(np.int64)
+    if quantize:
+        from mnist_edge.export.quantize import custom_source, training_calibration_images
+
+        if calibration_images is None:
+            cal_images, cal_source = training_calibration_images(qopts.calibration_samples, qopts.seed, data_root)
+        else:
+            cal_images, cal_source = np.asarray(calibration_images), custom_source(calibration_images)
+
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    except OSError as e:
+        raise ExportError(f"cannot write into '{out.parent}': {e.strerror or e}") from None
+    try:
+        # mkdtemp makes 0700; the swapped-in folder keeps the previous folder's mode (or a normal 0755)
+        os.chmod(tmp, stat.S_IMODE(out.stat().st_mode) if out.is_dir() else 0o755)
+        vers = versions()
+        _carry_over(out, tmp)
+        shutil.copyfile(ckpt_path, tmp / CHECKPOINT_NAME)
+        if sha256_file(tmp / CHECKPOINT_NAME) != ckpt_sha:
+            raise ExportError(f"checkpoint '{ckpt_path}' changed while it was being exported")
+
+        from mnist_edge.export.onnx_export import set_metadata, load_model, save_onnx
+        from mnist_edge.export.torchscript import export_torchscript
+        from mnist_edge.models import build_edge_model
+
+        edge = build_edge_model(spec, net).eval()
+        meta = _metadata(spec, ckpt_sha, vers)
+        say(f"writing {TORCHSCRIPT_NAME}")
+        export_torchscript(edge, tmp / TORCHSCRIPT_NAME, metadata=meta)
+        say(f"writing {ONNX_NAME} (opset {opset})")
+        onnx_info = export_onnx(edge, tmp / ONNX_NAME, opset=opset, metadata=meta, doc=spec.description)
+        recipe = None
+        if quantize:
+            from mnist_edge.export.quantize import quantize_int8
+
+            say(f"writing {INT8_NAME} ({qopts.calibration_method} calibration, "
+                f"{len(cal_images)} {cal_source['split']} images)")
+            recipe = quantize_int8(tmp / ONNX_NAME, tmp / INT8_NAME, cal_images, qopts, source=cal_source)
+            q = load_model(tmp / INT8_NAME)
+            if q.ir_version > onnx_info["ir_version"]:
+                q.ir_version = onnx_info["ir_version"]  # quantizer may bump IR; ours loads everywhere
+            set_metadata(q, dict(meta, **{META_KEYS["precision"]: "int8",
+                                          META_KEYS["quantization"]: metadata_json(recipe)}),
+                         doc=spec.description + " (static int8)")
+            save_onnx(q, tmp / INT8_NAME)
+
+        checks, measured = _run_gates(model, edge, tmp, x_eval, y_eval, batch_sizes, quantize, say)
+        G.raise_on_failure(checks, model)
+
+        manifest = _manifest(spec, ckpt, ckpt_sha, tmp, checks, measured, vers, onnx_info, opset, recipe,
+                             n_eval, batch_sizes)
+        write_manifest(tmp, manifest)
+        say(f"replacing '{out}'")
+        _swap_into_place(tmp, out)
+    except OSError as e:
+        _remove(tmp)
+        raise ExportError(f"writing the export for '{out}' failed: {e}; '{out}' is unchanged") from e
+    except BaseException:
+        _remove(tmp)
+        raise
+    from mnist_edge.manifest import read_manifest
+
+    return ExportResult(model=model, out=out, manifest=read_manifest(out), checks=checks,
+                        seconds=time.perf_counter() - t0)
+
+
+def _preflight(out: Path) -> None:
+    """Fail before any work when ``out`` cannot be replaced: not a folder, or read-only."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"output '{out}' exists and is not a folder")
+    if out.exists():
+        mode = out.stat().st_mode
+        # Root passes os.access on a chmod 555 folder; the missing write bits still say "leave this alone".
+        if not os.access(out, os.W_OK) or not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+            raise ExportError(f"output folder '{out}' is read-only (mode {stat.filemode(mode)}); "
+                              "its artifacts are unchanged")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create '{out.parent}': {e.strerror or e}") from None
+    if not os.access(out.parent, os.W_OK):
+        raise ExportError(f"cannot write into '{out.parent}' (read-only); nothing was changed")
+
+
+def _carry_over(out: Path, tmp: Path) -> None:
+    """Copy every file of the previous output folder that an export does not own into ``tmp``."""
+    if not out.is_dir():
+        return
+    for entry in out.iterdir():
+        if entry.name in OWN_NAMES or entry.name == CHECKPOINT_NAME:  # checkpoint: copied from its source
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, tmp / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
+
+
+def _metadata(spec, ckpt_sha: str, vers: dict) -> dict[str, str]:
+    pad = (spec.input_size - 28) // 2
+    values = {
+        "contract": CONTRACT_VERSION,
+        "model": spec.name,
+        "labels": metadata_json(list(LABELS)),
+        "input": metadata_json({"name": INPUT_NAME, "dtype": INPUT_DTYPE, "shape": list(INPUT_SHAPE),
+                                "range": [0, 255], "pixels": "MNIST: 0 background, 255 ink"}),
+        "outputs": metadata_json(list(OUTPUT_NAMES)),
+        "normalization": metadata_json({"scale": 1 / 255, "mean": spec.mean, "std": spec.std,
+                                        "input_size": spec.input_size, "pad": pad,
+                                        "formula": "(pad(image / 255, pad) - mean) / std, inside the graph"}),
+        "seed_file": spec.seed_file,
+        "checkpoint_sha256": ckpt_sha,
+        "versions": metadata_json(vers),
+        "precision": "fp32",
+    }
+    return {META_KEYS[k]: v for k, v in values.items()}
+
+
+def _attempt(fn, *args):
+    """Run fn; an exception becomes the value, so a gate can report it as a failed check."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        return e
+
+
+def _run_gates(model, edge, folder: Path, x, y, batch_sizes, quantize: bool, say):
+    from mnist_edge.export.ort_eval import contract_problems, make_session, ort_logits
+    from mnist_edge.export.torchscript import load_torchscript, torch_logits, torch_threads
+
+    n = len(x)
+    checks: list = []
+    measured: dict = {}
+    with torch_threads(1):
+        say(f"gates: PyTorch reference on {n:,} test images at batch sizes {', '.join(map(str, batch_sizes))}")
+        ref = {bs: torch_logits(edge, x, bs) for bs in batch_sizes}
+        say(f"gates: {TORCHSCRIPT_NAME}")
+        ts, _ = load_torchscript(folder / TORCHSCRIPT_NAME)
+        ts_out = {bs: _attempt(torch_logits, ts, x, bs) for bs in batch_sizes}
+    checks += G.parity_checks(TORCHSCRIPT_NAME, ref, ts_out, **G.THRESHOLDS["torchscript"])
+
+    say(f"gates: {ONNX_NAME}")
+    sess = make_session(folder / ONNX_NAME)
+    checks.append(G.contract_check(ONNX_NAME, contract_problems(sess)))
+    onnx_out = {bs: _attempt(ort_logits, sess, x, bs) for bs in batch_sizes}
+    checks += G.parity_checks(ONNX_NAME, ref, onnx_out, **G.THRESHOLDS["onnx"])
+    outputs = {"pytorch": ref, TORCHSCRIPT_NAME: ts_out, ONNX_NAME: onnx_out}
+
+    if quantize:
+        say(f"gates: {INT8_NAME}")
+        sess8 = make_session(folder / INT8_NAME)
+        checks.append(G.contract_check(INT8_NAME, contract_problems(sess8)))
+        int8_out = {bs: _attempt(ort_logits, sess8, x, bs) for bs in batch_sizes}
+        fp32 = {bs: (o if isinstance(o, np.ndarray) else ref[bs]) for bs, o in onnx_out.items()}
+        checks += G.int8_checks(INT8_NAME, fp32, int8_out, y, **G.THRESHOLDS["int8"])
+        outputs[INT8_NAME] = int8_out
+
+    acc_bs = max(batch_sizes)
+    for name, outs in outputs.items():
+        o = outs[acc_bs]
+        measured[name] = {"accuracy": round(float((o.argmax(1) == y).mean() * 100), 4)
+                          if isinstance(o, np.ndarray) else None}
+    for name, ref_name, ref_outs in ((TORCHSCRIPT_NAME, "pytorch", ref), (ONNX_NAME, "pytorch", ref),
+                                     (INT8_NAME, ONNX_NAME, outputs.get(ONNX_NAME))):
+        if name not in outputs:
+            continue
+        agree = [float((o.argmax(1) == ref_outs[bs].argmax(1)).mean() * 100)
+                 for bs, o in outputs[name].items()
+                 if isinstance(o, np.ndarray) and isinstance(ref_outs[bs], np.ndarray)]
+        diffs = [float(np.abs(o - ref_outs[bs]).max()) for bs, o in outputs[name].items()
+                 if isinstance(o, np.ndarray) and isinstance(ref_outs[bs], np.ndarray)]
+        measured[name].update(reference=ref_name, agreement=round(min(agree), 4) if agree else None,
+                              max_abs_diff=max(diffs) if diffs else None)
+    return checks, measured
+
+
+def _manifest(spec, ckpt, ckpt_sha, folder: Path, checks, measured, vers, onnx_info, opset, recipe,
+              n_eval, batch_sizes) -> dict:
+    files = {CHECKPOINT_NAME: dict(file_record(folder / CHECKPOINT_NAME), kind="checkpoint", format=ckpt["format"],
+                                   test_accuracy=(ckpt.get("metrics") or {}).get("test_accuracy"))}
+    if files[CHECKPOINT_NAME]["sha256"] != ckpt_sha:
+        raise ExportError("the checkpoint copy changed during the export")
+    kinds = {TORCHSCRIPT_NAME: ("torchscript", "fp32"), ONNX_NAME: ("onnx", "fp32"), INT8_NAME: ("onnx", "int8")}
+    for name, (fmt, precision) in kinds.items():
+        if name not in measured:
+            continue
+        summary = G.summarize(checks, name)
+        entry = dict(file_record(folder / name), kind="model", format=fmt, precision=precision, **measured[name],
+                     label_mismatches=summary["worst"].get("label_mismatches"),
+                     by_batch=summary["by_batch"])
+        if fmt == "onnx":
+            entry.update(opset=onnx_info["opset"], ir_version=onnx_info["ir_version"])
+        if precision == "int8":
+            entry["accuracy_drop_pp"] = summary["worst"].get("accuracy_drop_pp")
+            entry["quantization"] = recipe
+        files[name] = entry
+    return {
+        "model": spec.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "contract": {"version": CONTRACT_VERSION,
+                     "input": {"name": INPUT_NAME, "dtype": INPUT_DTYPE, "shape": list(INPUT_SHAPE), "range": [0, 255]},
+                     "outputs": list(OUTPUT_NAMES), "labels": list(LABELS)},
+        "evaluation": {"split": "test", "images": n_eval, "batch_sizes": list(batch_sizes), "threads": 1},
+        "versions": vers,
+        "settings": {"opset": opset, "quantize": recipe is not None, "quantization": recipe,
+                     "thresholds": G.THRESHOLDS, "seed_file": spec.seed_file,
+                     "checkpoint_sha256": ckpt_sha, "normalization": {"mean": spec.mean, "std": spec.std,
+                                                                      "input_size": spec.input_size}},
+        "pytorch": {"accuracy": measured["pytorch"]["accuracy"]},
+        "checks": [c.to_dict() for c in checks],
+        "files": files,
+    }
+
+
+# --- the atomic swap -------------------------------------------------------------------------------------
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux renameat2 RENAME_EXCHANGE); False where that is unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):  # filesystem cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(b))
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold Ctrl-C back for a few syscalls (main thread, POSIX); it is delivered when the block ends."""
+    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    else:
+        yield
+
+
+def _swap_into_place(new: Path, out: Path) -> None:
+    """Make ``new`` the folder at ``out``; the old folder is removed only once the new one is in place."""
+    if not out.exists():
+        os.rename(new, out)
+        return
+    if _exchange(new, out):
+        _remove(new)  # now holds the previous artifacts
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    try:
+        with _sigint_deferred():  # between the two renames `out` does not exist: no Ctrl-C there
+            os.rename(out, backup / out.name)
+            try:
+                os.rename(new, out)
+            except BaseException:
+                os.rename(backup / out.name, out)
+                raise
+    finally:
+        _remove(backup)  # the previous artifacts after success; empty after a restored failure
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

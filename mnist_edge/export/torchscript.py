@@ -1,0 +1,82 @@
+"""TorchScript export: the traced EdgeModel, loadable with plain ``torch.jit.load`` (no mnist_edge needed).
+
+torch 2.13 marks ``torch.jit.trace/save/load`` deprecated in favour of ``torch.export``; they still work,
+and TorchScript is the format this project promises to C++/LibTorch and mobile users, so the warning is
+silenced here (and only here) rather than shown to every user of ``mnist-edge export``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+
+import numpy as np
+
+EXTRA_FILE = "mnist_edge.json"  # contract metadata stored inside the .pt archive (torch.jit _extra_files)
+
+
+@contextlib.contextmanager
+def _no_jit_deprecation():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+        yield
+
+
+def example_input(batch: int = 2):
+    """A deterministic uint8 batch [batch, 1, 28, 28] covering 0..255 (batch >= 2: see export_onnx)."""
+    import torch
+
+    return torch.arange(batch * 784, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(batch, 1, 28, 28)
+
+
+def export_torchscript(edge, path: str | os.PathLike, *, metadata: dict[str, str]) -> None:
+    """Trace ``edge`` (an EdgeModel in eval mode) and save it with ``metadata`` as an extra JSON file."""
+    import torch
+
+    edge.eval()
+    with _no_jit_deprecation(), torch.inference_mode(False), torch.no_grad():
+        # check_trace re-runs the trace on the example and compares graphs: catches data-dependent control flow
+        traced = torch.jit.trace(edge, (example_input(3),), check_trace=True)
+        torch.jit.save(traced, os.fspath(path), _extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
+
+
+def load_torchscript(path: str | os.PathLike):
+    """Load a TorchScript file we wrote (call only after its hash matched: TorchScript files are code)."""
+    import torch
+
+    with _no_jit_deprecation():
+        extra = {EXTRA_FILE: ""}
+        module = torch.jit.load(os.fspath(path), map_location="cpu", _extra_files=extra)
+    return module.eval(), json.loads(extra[EXTRA_FILE] or "{}")
+
+
+def torch_logits(module, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Logits float32 [N, 10] of an EdgeModel or its TorchScript, ``batch_size`` images per call."""
+    import torch
+
+    out = np.empty((len(images), 10), dtype=np.float32)
+    images = np.ascontiguousarray(images)
+    x = torch.from_numpy(images if images.flags.writeable else images.copy())  # torch warns on read-only arrays
+    with _no_jit_deprecation(), torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            out[start:start + batch_size] = module(x[start:start + batch_size])[0].numpy()
+    return out
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Temporarily run torch with ``n`` intra-op threads (restored afterwards).
+
+    One thread for the gates: at batch 1 and 7 these models spend their time in per-op overhead, and on a
+    2-core machine shared with another job two OpenMP threads made batch-1 loops up to 100x slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
