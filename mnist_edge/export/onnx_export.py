@@ -71,7 +71,6 @@ def export_onnx(edge, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET, me
     The example batch has 2 images and the batch axis is declared dynamic: exporting with a batch of 1
     can fix the batch dimension. The gates run the file at batch sizes 1, 7 and 64 regardless.
     """
-    import onnx
     import torch
 
     check_opset(opset)
@@ -124,6 +123,11 @@ def save_onnx(model, path: str | os.PathLike) -> None:
     """Full checker pass (shape inference, strict), then one self-contained file (external data refused)."""
     import onnx
 
+    from mnist_edge.export.ort_eval import external_tensors
+
+    external = external_tensors(model)
+    if external:
+        raise ExportError(f"the exported model stores {', '.join(external[:3])} as external data; refused")
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:

@@ -37,7 +37,7 @@ def make_session(model, *, threads: int = 1):
                                     providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own pybind exception types
         where = "model bytes" if isinstance(model, bytes) else f"'{model}'"
-        raise ArtifactError(f"onnxruntime {ort.__version__} cannot load {where}: {_first_line(e)}") from None
+        raise ArtifactError(f"onnxruntime {ort.__version__} cannot load {where}: {first_line(e)}") from None
 
 
 def ort_logits(session, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -82,11 +82,20 @@ def runtime_limits() -> tuple[int, int]:
     return max_ir, max_opset
 
 
-def inspect_onnx(path: str | os.PathLike, *, model_name: str | None = None) -> dict:
+def external_tensors(model) -> list[str]:
+    """Names of tensors in ``model`` (a ModelProto) stored as external data."""
+    import onnx
+
+    return [t.name for t in _all_initializers(model.graph)
+            if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data)]
+
+
+def inspect_onnx(path: str | os.PathLike, *, model_name: str | None = None, data: bytes | None = None) -> dict:
     """Check one ONNX file before running it; returns ``{"ir_version", "opset", "metadata"}``.
 
     Refuses external data (path-traversal CVEs; our models are tiny), IR or opset newer than the installed
-    onnxruntime (quoting both), and metadata missing a contract key. Call only after the hash check.
+    onnxruntime (quoting both), and metadata missing a contract key. Call only after the hash check, and
+    pass the hash-checked ``data`` where you have it so the bytes checked are the bytes parsed.
     Without the ``onnx`` package, returns None and the session's own checks stand in.
     """
     try:
@@ -97,11 +106,10 @@ def inspect_onnx(path: str | os.PathLike, *, model_name: str | None = None) -> d
 
     path = Path(path)
     try:
-        model = onnx.load(path, load_external_data=False)
+        model = onnx.load_from_string(data) if data is not None else onnx.load(path, load_external_data=False)
     except Exception as e:
-        raise ArtifactError(f"'{path}' is not a readable ONNX file: {_first_line(e)}") from None
-    external = [t.name for t in _all_initializers(model.graph)
-                if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data)]
+        raise ArtifactError(f"'{path}' is not a readable ONNX file: {first_line(e)}") from None
+    external = external_tensors(model)
     if external:
         raise ArtifactError(f"'{path}' stores tensors as external data ({', '.join(external[:3])}); refused: "
                             "mnist-edge models are self-contained single files")
@@ -154,6 +162,6 @@ def contract_problems(session) -> list[str]:
     return problems
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__

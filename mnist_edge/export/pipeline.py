@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import json
 import os
 import platform
 import shutil
@@ -30,7 +29,7 @@ import numpy as np
 
 from mnist_edge.contract import (CONTRACT_VERSION, INPUT_DTYPE, INPUT_NAME, INPUT_SHAPE, LABELS, META_KEYS,
                                  OUTPUT_NAMES)
-from mnist_edge.errors import CheckpointError, ExportError, UsageError
+from mnist_edge.errors import CheckpointError, ExportError, GateError, UsageError
 from mnist_edge.export import gates as G
 from mnist_edge.export.onnx_export import DEFAULT_OPSET, check_opset, export_onnx, metadata_json
 from mnist_edge.export.quantize import QuantizeOptions
@@ -142,6 +141,7 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
             cal_images, cal_source = np.asarray(calibration_images), custom_source(calibration_images)
 
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     except OSError as e:
         raise ExportError(f"cannot write into '{out.parent}': {e.strerror or e}") from None
@@ -180,7 +180,10 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
             save_onnx(q, tmp / INT8_NAME)
 
         checks, measured = _run_gates(model, edge, tmp, x_eval, y_eval, batch_sizes, quantize, say)
-        G.raise_on_failure(checks, model)
+        try:
+            G.raise_on_failure(checks, model)
+        except GateError as e:
+            raise GateError(f"{e}. Nothing was written: '{out}' is unchanged") from None
 
         manifest = _manifest(spec, ckpt, ckpt_sha, tmp, checks, measured, vers, onnx_info, opset, recipe,
                              n_eval, batch_sizes)
@@ -209,12 +212,9 @@ def _preflight(out: Path) -> None:
         if not os.access(out, os.W_OK) or not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
             raise ExportError(f"output folder '{out}' is read-only (mode {stat.filemode(mode)}); "
                               "its artifacts are unchanged")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ExportError(f"cannot create '{out.parent}': {e.strerror or e}") from None
-    if not os.access(out.parent, os.W_OK):
-        raise ExportError(f"cannot write into '{out.parent}' (read-only); nothing was changed")
+    existing = next(p for p in (out.parent, *out.parent.parents) if p.exists())
+    if not os.access(existing, os.W_OK):
+        raise ExportError(f"cannot write into '{existing}' (read-only); nothing was changed")
 
 
 def _carry_over(out: Path, tmp: Path) -> None:

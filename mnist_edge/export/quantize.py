@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mnist_edge.contract import INPUT_NAME
-from mnist_edge.errors import UsageError
+from mnist_edge.errors import ExportError, UsageError
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANT_FORMATS = ("qdq", "qoperator")
@@ -120,12 +120,18 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ima
     fmt = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[options.quant_format]
     extra_options: dict = {}  # onnxruntime defaults: asymmetric activations, symmetric weights
     reader = ImageCalibrationReader(images)
-    with quiet():
-        quantize_static(os.fspath(fp32_path), os.fspath(out_path), reader, quant_format=fmt,
-                        per_channel=options.per_channel, reduce_range=options.reduce_range,
-                        activation_type=qtype[options.activation_type], weight_type=qtype[options.weight_type],
-                        calibrate_method=method, op_types_to_quantize=None, nodes_to_exclude=None,
-                        use_external_data_format=False, extra_options=extra_options)
+    try:
+        with quiet():
+            quantize_static(os.fspath(fp32_path), os.fspath(out_path), reader, quant_format=fmt,
+                            per_channel=options.per_channel, reduce_range=options.reduce_range,
+                            activation_type=qtype[options.activation_type], weight_type=qtype[options.weight_type],
+                            calibrate_method=method, op_types_to_quantize=None, nodes_to_exclude=None,
+                            use_external_data_format=False, extra_options=extra_options)
+    except OSError:
+        raise  # disk full, read-only: the pipeline reports these with the folder they concern
+    except Exception as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ExportError(f"onnxruntime quantize_static failed: {type(e).__name__}: {text}") from e
     return {
         "tool": "onnxruntime.quantization.quantize_static",
         "onnxruntime": ort.__version__,

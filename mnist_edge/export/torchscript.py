@@ -8,6 +8,7 @@ silenced here (and only here) rather than shown to every user of ``mnist-edge ex
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import warnings
@@ -35,20 +36,31 @@ def export_torchscript(edge, path: str | os.PathLike, *, metadata: dict[str, str
     """Trace ``edge`` (an EdgeModel in eval mode) and save it with ``metadata`` as an extra JSON file."""
     import torch
 
+    from mnist_edge.errors import ExportError
+    from mnist_edge.export.ort_eval import first_line
+
     edge.eval()
     with _no_jit_deprecation(), torch.inference_mode(False), torch.no_grad():
         # check_trace re-runs the trace on the example and compares graphs: catches data-dependent control flow
-        traced = torch.jit.trace(edge, (example_input(3),), check_trace=True)
-        torch.jit.save(traced, os.fspath(path), _extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
+        try:
+            traced = torch.jit.trace(edge, (example_input(3),), check_trace=True)
+        except Exception as e:
+            raise ExportError(f"torch.jit.trace failed: {type(e).__name__}: {first_line(e)}") from e
+        try:
+            torch.jit.save(traced, os.fspath(path), _extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
+        except RuntimeError as e:  # torch reports write failures (disk full) as RuntimeError
+            raise ExportError(f"cannot write '{path}': {first_line(e)}") from None
 
 
-def load_torchscript(path: str | os.PathLike):
-    """Load a TorchScript file we wrote (call only after its hash matched: TorchScript files are code)."""
+def load_torchscript(source):
+    """Load a TorchScript file we wrote, from a path or its bytes (call only after its hash matched:
+    TorchScript files are code). Returns (module in eval mode, the metadata dict stored with it)."""
     import torch
 
     with _no_jit_deprecation():
         extra = {EXTRA_FILE: ""}
-        module = torch.jit.load(os.fspath(path), map_location="cpu", _extra_files=extra)
+        f = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
+        module = torch.jit.load(f, map_location="cpu", _extra_files=extra)
     return module.eval(), json.loads(extra[EXTRA_FILE] or "{}")
 
 

@@ -9,6 +9,7 @@ where it is not.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,8 +78,11 @@ def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: 
             continue
         try:
             if entry.get("format") == "onnx":
-                inspect_onnx(folder / name, model_name=manifest["model"])
-                session = make_session(folder / name)
+                data = (folder / name).read_bytes()  # parse exactly the bytes whose hash we check
+                if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                    raise ArtifactError("changed on disk after its hash check")
+                inspect_onnx(folder / name, model_name=manifest["model"], data=data)
+                session = make_session(data)
                 bad = contract_problems(session)
                 if bad:
                     raise ArtifactError("; ".join(bad))
@@ -89,7 +93,10 @@ def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: 
                     continue
                 from mnist_edge.export.torchscript import load_torchscript, torch_logits, torch_threads
 
-                module, _ = load_torchscript(folder / name)
+                data = (folder / name).read_bytes()
+                if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                    raise ArtifactError("changed on disk after its hash check")
+                module, _ = load_torchscript(data)
                 with torch_threads(1):  # see torch_threads: 4x faster than 2 threads on a busy 2-core machine
                     row["accuracy"] = accuracy_pct(torch_logits(module, x, batch), y)
             else:
