@@ -22,8 +22,9 @@ MAX_IR_VERSION = 10
 def make_session(model, *, threads: int = 1):
     """A CPU InferenceSession for a path or serialized bytes.
 
-    One intra-op thread by default: these models are tiny, so batch-1 calls are dominated by per-call
-    overhead, and a spinning thread pool on a shared 2-core machine made loops 10-100x slower (measured).
+    One intra-op thread and no spinning by default: these models are tiny, so batch-1 calls are dominated
+    by per-call overhead; on this shared 2-core machine torch's two-thread pool made the same loops 10-100x
+    slower (measured), and onnxruntime's pool spins the same way.
     """
     import onnxruntime as ort
 
