@@ -136,7 +136,7 @@ def test_both_examples_ship_the_same_digit_module():
     assert node_copy == web_copy, "examples/node/digit.mjs and examples/web/digit.mjs must be the same file"
 
 
-@pytest.mark.parametrize("case", ["missing", "not_png", "blank", "bad_precision", "tampered"])
+@pytest.mark.parametrize("case", ["missing", "not_png", "blank", "bad_precision", "tampered", "foreign_model"])
 def test_bad_input_is_one_line_naming_it(node, model_dir, mnist_dir, tmp_path, case):
     args, expected = ["--model-dir", model_dir], None
     if case == "missing":
@@ -153,6 +153,14 @@ def test_bad_input_is_one_line_naming_it(node, model_dir, mnist_dir, tmp_path, c
     elif case == "bad_precision":
         args += ["--precision", "fp16", tmp_path / "x.png"]
         expected = "--precision must be fp32, int8 or both"
+    elif case == "foreign_model":  # an ONNX file without our contract metadata is refused, naming the keys
+        model = onnx.load(str(model_dir / "model.onnx"))
+        del model.metadata_props[:]
+        (tmp_path / "foreign").mkdir()
+        onnx.save(model, str(tmp_path / "foreign" / "model.onnx"))
+        Image.fromarray(load_mnist("test", mnist_dir)[0][0]).save(tmp_path / "d.png")
+        args = ["--model-dir", tmp_path / "foreign", tmp_path / "d.png"]
+        expected = "not an mnist-edge model: metadata lacks mnist_edge.contract"
     else:  # a model file whose bytes differ from the manifest's hash is refused
         copy = tmp_path / "art"
         shutil.copytree(model_dir, copy)

@@ -302,9 +302,10 @@ async function main() {
   const dir = resolve(opts.modelDir ?? defaultModelDir());
   const precisions = opts.precisions.filter((p) => {
     if (existsSync(join(dir, FILES[p]))) return true;
-    if (opts.explicitPrecision || p === "fp32") fail(`${join(dir, FILES[p])}: no such file`);
-    return false; // int8 is optional when both were asked for implicitly
+    if (opts.explicitPrecision) fail(`${join(dir, FILES[p])}: no such file`);
+    return false; // with the default "both", use what the folder has
   });
+  if (!precisions.length) fail(`${dir} holds neither ${FILES.fp32} nor ${FILES.int8}`);
   const data = opts.idx ? loadIdx(opts) : loadPngs(opts.pngs);
   const result = {
     runtime: { onnxruntime_node: ort.env.versions?.common ?? null, node: process.version },

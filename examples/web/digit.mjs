@@ -25,6 +25,7 @@
 //   4. paste into 28x28 at the integer offset that puts the centre of mass nearest (14, 14).
 // Returns null when there is no digit (ink fainter than 32 grey levels above the background).
 
+export const CONTRACT_VERSION = "1"; // mnist_edge/contract.py
 export const SIDE = 28;
 export const BOX = 20;
 export const CENTER = 14.0;
@@ -308,19 +309,36 @@ export function readOnnxInfo(bytes) {
 
 /**
  * The mnist-edge contract read from metadata_props: model name, precision, class names, input spec.
- * JSON-valued keys are parsed; a model without the contract keys throws, naming what is missing.
+ * JSON-valued keys are parsed; a model without the contract keys, or of another contract version, throws.
  */
 export function readContract(metadata) {
   const need = ["contract", "model", "labels", "input", "outputs", "normalization"].map((k) => "mnist_edge." + k);
   const missing = need.filter((k) => !(k in metadata));
   if (missing.length) throw new Error(`not an mnist-edge model: metadata lacks ${missing.join(", ")}`);
-  const json = (k) => (metadata[k] === undefined ? undefined : JSON.parse(metadata[k]));
+  if (metadata["mnist_edge.contract"] !== CONTRACT_VERSION) {
+    throw new Error(`mnist-edge contract version ${JSON.stringify(metadata["mnist_edge.contract"])}, this code ` +
+      `reads ${JSON.stringify(CONTRACT_VERSION)}`);
+  }
+  const json = (k) => {
+    if (metadata[k] === undefined) return undefined;
+    try {
+      return JSON.parse(metadata[k]);
+    } catch {
+      throw new Error(`metadata ${k} is not JSON: ${metadata[k].slice(0, 80)}`);
+    }
+  };
+  const labels = json("mnist_edge.labels");
+  if (!Array.isArray(labels) || labels.length !== 10) throw new Error("metadata mnist_edge.labels is not a list of 10 names");
+  const input = json("mnist_edge.input");
+  if (input?.name !== "image" || input?.dtype !== "uint8") {
+    throw new Error(`metadata mnist_edge.input is ${metadata["mnist_edge.input"]}, expected image, uint8`);
+  }
   return {
     contract: metadata["mnist_edge.contract"],
     model: metadata["mnist_edge.model"],
     precision: metadata["mnist_edge.precision"] ?? "unknown",
-    labels: json("mnist_edge.labels"),
-    input: json("mnist_edge.input"),
+    labels,
+    input,
     outputs: json("mnist_edge.outputs"),
     normalization: json("mnist_edge.normalization"),
     quantization: json("mnist_edge.quantization"),
