@@ -25,7 +25,8 @@ def run(args) -> int:
     fmt = "{:<16} {:>9} {:>9}  {}"
     print(f"verified {report.model} in {report.folder}/")
     print(fmt.format("file", "accuracy", "manifest", "status"))
-    for r in report.rows:
+    order = ("checkpoint.pt", "model.pt", "model.onnx", "model.int8.onnx")
+    for r in sorted(report.rows, key=lambda r: order.index(r["file"]) if r["file"] in order else len(order)):
         acc = f"{r['accuracy']:.2f}%" if r["accuracy"] is not None else "-"
         exp = f"{r['expected']:.2f}%" if isinstance(r["expected"], (int, float)) else "-"
         print(fmt.format(r["file"], acc, exp, r["status"]))
