@@ -105,6 +105,12 @@ def custom_source(images: np.ndarray) -> dict:
             "images_sha256": hashlib.sha256(images.tobytes()).hexdigest()}
 
 
+def _softmax_nodes(path) -> list[str]:
+    import onnx
+
+    return [n.name for n in onnx.load(os.fspath(path)).graph.node if n.op_type == "Softmax"]
+
+
 def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, images: np.ndarray,
                   options: QuantizeOptions, *, source: dict) -> dict:
     """Write the static int8 model of ``fp32_path`` to ``out_path``; returns the recipe to record."""
@@ -119,13 +125,16 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ima
               "percentile": CalibrationMethod.Percentile}[options.calibration_method]
     fmt = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[options.quant_format]
     extra_options: dict = {}  # onnxruntime defaults: asymmetric activations, symmetric weights
+    # Softmax stays float: quantized, `probabilities` would come in steps of 1/255 (ties, rows not summing
+    # to 1). Its input is dequantized logits, so the int8 Conv/Gemm work is unchanged.
+    exclude = _softmax_nodes(fp32_path)
     reader = ImageCalibrationReader(images)
     try:
         with quiet():
             quantize_static(os.fspath(fp32_path), os.fspath(out_path), reader, quant_format=fmt,
                             per_channel=options.per_channel, reduce_range=options.reduce_range,
                             activation_type=qtype[options.activation_type], weight_type=qtype[options.weight_type],
-                            calibrate_method=method, op_types_to_quantize=None, nodes_to_exclude=None,
+                            calibrate_method=method, op_types_to_quantize=None, nodes_to_exclude=exclude,
                             use_external_data_format=False, extra_options=extra_options)
     except OSError:
         raise  # disk full, read-only: the pipeline reports these with the folder they concern
@@ -139,6 +148,6 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ima
         "calibration_batch_size": reader.batch_size,
         "calibration_source": source,
         "op_types_to_quantize": "all onnxruntime supports",
-        "nodes_to_exclude": [],
+        "nodes_to_exclude": exclude,
         "extra_options": extra_options,
     }
