@@ -266,7 +266,7 @@ async function classify(model, data, opts) {
     const out = await model.session.run({ image });
     const z = out.logits.data; // float32 [n, 10]
     for (let i = 0; i < n; i++) {
-      // Rank by the logits (not the int8 graph's quantized "probabilities"), as the Python runtime does.
+      // Rank by the logits and take their softmax, as the Python runtime does (see fromLogits).
       const { label: best, probabilities: p } = fromLogits(z.subarray(i * 10, i * 10 + 10));
       labels[start + i] = best;
       confidence[start + i] = Number(p[best].toFixed(6));

@@ -218,9 +218,9 @@ export function normalizeDigit(gray, width, height) {
 
 /**
  * The predicted class and the probabilities from one row of the "logits" output: the class with the highest
- * logit (the first on ties, as numpy's argmax) and the softmax, computed here in double precision. Use the
- * logits, not the graph's "probabilities" output: in the int8 model that output is itself quantized (steps
- * of 1/255), so near-ties become exact ties and rows need not sum to 1. For fp32 the two agree.
+ * logit (the first on ties, as numpy's argmax) and the softmax, computed here in double precision. For our
+ * files this equals the graph's "probabilities" output to float rounding; ranking by the logits also stays
+ * right for an int8 file whose Softmax was quantized too (probabilities in steps of 1/255, with ties).
  * @param {ArrayLike<number>} logits  ten numbers
  * @returns {{label: number, probabilities: number[]}}
  */

@@ -105,6 +105,8 @@ $("clear").addEventListener("click", () => {
   clearPad();
 });
 
+$("compare").addEventListener("click", () => compare());
+
 for (const button of document.querySelectorAll(".switch button")) {
   button.addEventListener("click", () => selectPrecision(button.dataset.precision));
 }
@@ -163,13 +165,40 @@ async function inferOnce() {
   drawPreview(digit);
   const precision = state.precision;
   const [out, ms] = await timedRun(precision, digit);
-  // Rank by the logits and take their softmax (the int8 graph's own "probabilities" are quantized).
+  // Rank by the logits and take their softmax, as the Python runtime does (see fromLogits in digit.mjs).
   const { label, probabilities } = fromLogits(out.logits.data);
   state.result = { label, name: state.labels[label], probabilities, precision, ms };
   state.runs++;
   showResult(state.result);
   showLatency();
 }
+
+// A fair side-by-side: both models on the same input (the current drawing, else a blank image),
+// alternating run by run so that whatever else the machine does affects both alike. The samples replace
+// the ones shown.
+async function compare(runs = 100) {
+  const button = $("compare");
+  button.disabled = true;
+  button.textContent = "comparing…";
+  await window.mnistEdge.idle();
+  try {
+    const canvas = ctx.getImageData(0, 0, pad.width, pad.height).data;
+    const digit = (inked && normalizeDigit(rgbaToGray(canvas, pad.width, pad.height), pad.width, pad.height)) ||
+      new Uint8Array(SIDE * SIDE);
+    const precisions = Object.keys(state.models);
+    for (const p of precisions) state.latency[p] = [];
+    for (let i = 0; i < runs; i++) {
+      for (const p of precisions) await timedRun(p, digit);
+    }
+    showLatency();
+  } catch (e) {
+    fail(e);
+  } finally {
+    button.disabled = false;
+    button.textContent = `compare, ${runs} runs each`;
+  }
+}
+window.mnistEdge.compare = compare;
 
 function drawPreview(digit) {
   const img = preview.createImageData(SIDE, SIDE);
@@ -231,7 +260,7 @@ function showLatency() {
     el.dataset.medianMs = String(m);
     el.querySelector(".lat-ms").textContent = `${m.toFixed(2)} ms`;
     el.querySelector(".lat-note").textContent =
-      `${samples.length} runs · last ${samples[samples.length - 1].toFixed(2)} ms`;
+      `median of ${samples.length} runs · last ${samples[samples.length - 1].toFixed(2)} ms`;
   }
 }
 

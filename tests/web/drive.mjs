@@ -126,8 +126,11 @@ try {
     await page.click("#use-fp32");
     result.digits.push({ digit, fp32, int8, inferences_while_drawing: fp32.runs - before.runs });
   }
-  // Screenshot: the last digit, fp32 selected, both latencies measured.
-  await page.evaluate(() => window.mnistEdge.idle());
+  // Both models side by side on the last drawing (the page's compare button), then the screenshot:
+  // the last digit, fp32 selected, both latencies measured alike.
+  await page.click("#compare");
+  await page.waitForFunction(() => !document.getElementById("compare").disabled);
+  await page.mouse.move(0, 0); // no hover effects in the picture
   result.final = await readPage(page);
   await page.screenshot({ path: args.screenshot, fullPage: true });
   result.screenshot = args.screenshot;
