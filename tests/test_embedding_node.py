@@ -130,12 +130,6 @@ def test_png_files_are_normalized_exactly_like_the_python_runtime(node, model_di
     assert out["models"]["int8"]["labels"] == load(model_dir, precision="int8").predict(py).labels.tolist()
 
 
-def test_both_examples_ship_the_same_digit_module():
-    node_copy = (NODE_DIR / "digit.mjs").read_bytes()
-    web_copy = (ROOT / "examples" / "web" / "digit.mjs").read_bytes()
-    assert node_copy == web_copy, "examples/node/digit.mjs and examples/web/digit.mjs must be the same file"
-
-
 @pytest.mark.parametrize("case", ["missing", "not_png", "blank", "bad_precision", "tampered", "foreign_model"])
 def test_bad_input_is_one_line_naming_it(node, model_dir, mnist_dir, tmp_path, case):
     args, expected = ["--model-dir", model_dir], None

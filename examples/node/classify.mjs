@@ -22,7 +22,7 @@ import { gunzipSync } from "node:zlib";
 import ort from "onnxruntime-node";
 import { PNG } from "pngjs";
 
-import { fromLogits, normalizeDigit, readContract, readOnnxInfo, rgbaToGray, SIDE } from "./digit.mjs";
+import { fromLogits, normalizeDigit, readContract, readOnnxInfo, rgbaToGray, SIDE } from "../web/digit.mjs"; // one copy, shared with the browser demo
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const FILES = { fp32: "model.onnx", int8: "model.int8.onnx" };
