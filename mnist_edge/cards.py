@@ -72,7 +72,7 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None) -> str
         lines += ["**Our reading of the seed.** " + spec.reading, ""]
     lines += ["## Recipe", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in recipe.items() if k != "notes"]
-    lines += ["", recipe.get("notes", ""), "", "## Accuracy and parity per format", "",
+    lines += ["", spec.recipe.notes, "", "## Accuracy and parity per format", "",
               "Measured by `mnist-edge export` on the full test set at batch sizes 1, 7 and 64.", "",
               "| file | format | size | accuracy | agreement with reference | max abs Δ logits | reference |",
               "|---|---|---|---|---|---|---|"]

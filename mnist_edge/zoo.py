@@ -63,6 +63,13 @@ _SEED4 = Recipe(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=20, epochs=20
                 notes="seed: 20 epochs, 48k/12k split, dropout 0.2; its notebook uses batch 20, ToTensor() only "
                       "(pixels in [0,1]) and keeps the lowest-validation-loss model; SGD 0.01 momentum 0.9 is ours")
 
+# Seed 000 states batch 32 and 10 epochs; the constant-rate Adam of its course reached 98.82% (final
+# epoch, full 60k), short of the seed's ">99% with the full dataset", so we added one step decay.
+_SEED0 = Recipe(**_ADAM_001, batch_size=32, epochs=10, step_size=6, gamma=0.1,
+                notes="seed: batch 32, 10 epochs, pixels scaled to [0,1]; Adam 1e-3 is the course's optimizer. "
+                      "Our change: StepLR(6, 0.1); without it the final epoch reached 98.82%, below the seed's "
+                      ">99% (full 60k training set)")
+
 MODELS: dict[str, ModelSpec] = {
     s.name: s
     for s in [
@@ -71,15 +78,13 @@ MODELS: dict[str, ModelSpec] = {
             description="conv 1-10 k5 p1, maxpool, conv 10-20 k5 p1, maxpool, FC 500-50-10",
             net="CnnSmall", kwargs={"convs": 2}, documented_accuracy=99.0, documented_params=30_840,
             mean=0.0, std=1.0,
-            recipe=Recipe(**_ADAM_001, batch_size=32, epochs=10,
-                          notes="seed: batch 32, 10 epochs, pixels scaled to [0,1]; Adam 1e-3 is the "
-                                "course's optimizer; we train on the full 60k (seed: '>99% with the full dataset')"),
+            recipe=_SEED0,
         ),
         ModelSpec(
             name="cnn_small_1conv", seed_file="000_944f530ba93fd2b3.txt",
             description="seed 000 with conv2 commented out: conv 1-10 k5 p1, maxpool, FC 1690-50-10",
             net="CnnSmall", kwargs={"convs": 1}, mean=0.0, std=1.0,
-            recipe=Recipe(**_ADAM_001, batch_size=32, epochs=10, notes="same recipe as cnn_small"),
+            recipe=_SEED0,
             reading="Removing conv2 and maxpool2 leaves 10 maps of 13x13 after maxpool1, so fc1 takes "
                     "1690 inputs (the 'what else needs to change' of the seed's exercise): 85,320 parameters.",
         ),
