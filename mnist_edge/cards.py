@@ -113,7 +113,8 @@ def zoo_index(rows: list[tuple[str, dict, dict, dict | None]]) -> str:
              "Every model of the zoo, trained by its seed's recipe, exported and gated by `mnist-edge export "
              "--quantize`, verified by the test suite (`tests/test_exported.py`). Accuracy on the full "
              "10,000-image test set; latency p50 in ms at batch 1, 1 thread (`mnist-edge bench`, see each card "
-             "for the machine).", "",
+             "for the machine). Training time is the wall clock recorded in each checkpoint; several models were "
+             "trained while the 2-core machine also ran other jobs, so those times overstate a quiet machine's.", "",
              "| model | documented | PyTorch | ONNX fp32 | ONNX int8 | int8 agreement | fp32 size | int8 size | "
              "eager | TorchScript | ONNX fp32 | ONNX int8 | training |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

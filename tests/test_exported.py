@@ -1,0 +1,58 @@
+"""The committed artifacts in exported/: every registry model has them, and they still check out.
+
+Recomputed here on the full 10,000-image test set, against the manifest written at export time and the
+committed checkpoint (PyTorch is the oracle).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_edge.checkpoint import load_checkpoint
+from mnist_edge.data import load_mnist
+from mnist_edge.export.gates import THRESHOLDS
+from mnist_edge.export.ort_eval import accuracy_pct, make_session, ort_logits
+from mnist_edge.manifest import read_manifest, verify_files
+from mnist_edge.models import build_edge_model
+from mnist_edge.zoo import MODELS, get_spec
+
+EXPORTED = Path(__file__).resolve().parent.parent / "exported"
+REQUIRED = ("checkpoint.pt", "model.pt", "model.onnx", "model.int8.onnx", "manifest.json",
+            "training_curves.png", "README.md")
+
+
+@pytest.fixture(scope="module")
+def test_set(mnist_dir):
+    x, y = load_mnist("test", root=mnist_dir)
+    return np.ascontiguousarray(x[:, None]), y
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_committed_artifacts_match_manifest_and_checkpoint(name, test_set):
+    folder = EXPORTED / name
+    missing = [f for f in REQUIRED if not (folder / f).is_file()]
+    assert not missing, f"exported/{name} lacks {missing}: train, export --quantize, bench and card it"
+    manifest = read_manifest(folder)
+    verify_files(folder, manifest=manifest)  # every hash, before anything is parsed
+    assert manifest["model"] == name
+    assert manifest["evaluation"]["images"] == 10_000
+
+    images, labels = test_set
+    logits = {}
+    for fname in ("model.onnx", "model.int8.onnx"):
+        logits[fname] = ort_logits(make_session(folder / fname), images, 1000)
+        recorded = manifest["files"][fname]["accuracy"]
+        assert accuracy_pct(logits[fname], labels) == pytest.approx(recorded, abs=0.05), fname
+
+    net, ckpt = load_checkpoint(folder / "checkpoint.pt")
+    edge = build_edge_model(get_spec(name), net).eval()
+    with torch.no_grad():
+        ref = torch.cat([edge(torch.from_numpy(images[i:i + 1000]))[0] for i in range(0, len(images), 1000)]).numpy()
+    fp32 = logits["model.onnx"]
+    assert np.abs(fp32 - ref).max() <= THRESHOLDS["onnx"]["max_abs_diff"]
+    assert (fp32.argmax(1) != ref.argmax(1)).sum() <= THRESHOLDS["onnx"]["label_mismatches"]
+    assert accuracy_pct(ref, labels) == pytest.approx(ckpt["metrics"]["test_accuracy"], abs=0.05)
+    int8 = logits["model.int8.onnx"]
+    assert accuracy_pct(fp32, labels) - accuracy_pct(int8, labels) <= THRESHOLDS["int8"]["accuracy_drop_pp"]
