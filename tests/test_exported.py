@@ -26,7 +26,7 @@ REQUIRED = ("checkpoint.pt", "model.pt", "model.onnx", "model.int8.onnx", "manif
 @pytest.fixture(scope="module")
 def test_set(mnist_dir):
     x, y = load_mnist("test", root=mnist_dir)
-    return np.ascontiguousarray(x[:, None]), y
+    return x[:, None].copy(), y  # writable: torch.from_numpy warns on read-only arrays
 
 
 @pytest.mark.parametrize("name", list(MODELS))
