@@ -27,7 +27,7 @@ from mnist_edge.cli import main
 from mnist_edge.contract import META_KEYS
 from mnist_edge.errors import CheckpointError, ExportError, GateError, UsageError
 from mnist_edge.export import gates as G
-from mnist_edge.export import pipeline
+from mnist_edge.export import pipeline, swap
 from mnist_edge.export.quantize import QuantizeOptions, custom_source, quantize_int8
 from mnist_edge.io import sha256_file
 from mnist_edge.manifest import verify_files
@@ -275,15 +275,15 @@ def test_a_failed_or_interrupted_export_leaves_the_previous_folder_byte_identica
         monkeypatch.setattr("mnist_edge.export.quantize.quantize_int8", fail)
     elif target == "rename":
         real_rename = os.rename
-        monkeypatch.setattr(pipeline, "_exchange", lambda a, b: False)  # e.g. a filesystem without RENAME_EXCHANGE
+        monkeypatch.setattr(swap, "_exchange", lambda a, b: False)  # e.g. a filesystem without RENAME_EXCHANGE
 
         def rename(src, dst):
             if Path(src).name.startswith(".bn_cnn.export-"):  # the new folder moving into place
                 raise exc
             return real_rename(src, dst)
-        monkeypatch.setattr(pipeline.os, "rename", rename)
+        monkeypatch.setattr(swap.os, "rename", rename)
     else:
-        monkeypatch.setattr(pipeline, target, fail)
+        monkeypatch.setattr(swap if target == "_exchange" else pipeline, target, fail)
     expected = ExportError if isinstance(exc, OSError) else type(exc)
     with pytest.raises(expected) as e:
         pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=out,
@@ -299,7 +299,7 @@ def test_a_new_export_carries_other_files_over_and_drops_stale_artifacts(artifac
                                                                           tmp_path, monkeypatch):
     out = previous_folder(artifact_dir, tmp_path)
     os.chmod(out, 0o750)
-    monkeypatch.setattr(pipeline, "_exchange", lambda a, b: False)  # exercise the two-rename swap too
+    monkeypatch.setattr(swap, "_exchange", lambda a, b: False)  # exercise the two-rename swap too
     result = pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=out,
                                    data_root=mnist_dir, eval_limit=300)
     names = {p.name for p in out.iterdir()}

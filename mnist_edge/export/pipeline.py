@@ -9,17 +9,11 @@ curves, notes) are carried over into the new one.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import errno
 import os
 import platform
 import shutil
-import signal
 import stat
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,6 +27,7 @@ from mnist_edge.errors import CheckpointError, ExportError, GateError, UsageErro
 from mnist_edge.export import gates as G
 from mnist_edge.export.onnx_export import DEFAULT_OPSET, check_opset, export_onnx, metadata_json
 from mnist_edge.export.quantize import QuantizeOptions
+from mnist_edge.export.swap import remove_tree, swap_into_place
 from mnist_edge.manifest import MANIFEST_NAME, file_record, write_manifest
 
 EXPORT_ROOT = Path("exported")
@@ -189,12 +184,12 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
                              n_eval, batch_sizes)
         write_manifest(tmp, manifest)
         say(f"replacing '{out}'")
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except OSError as e:
-        _remove(tmp)
+        remove_tree(tmp)
         raise ExportError(f"writing the export for '{out}' failed: {e}; '{out}' is unchanged") from e
     except BaseException:
-        _remove(tmp)
+        remove_tree(tmp)
         raise
     from mnist_edge.manifest import read_manifest
 
@@ -344,61 +339,3 @@ def _manifest(spec, ckpt, ckpt_sha, folder: Path, checks, measured, vers, onnx_i
         "checks": [c.to_dict() for c in checks],
         "files": files,
     }
-
-
-# --- the atomic swap -------------------------------------------------------------------------------------
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically exchange two paths (Linux renameat2 RENAME_EXCHANGE); False where that is unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):  # glibc < 2.28, musl
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_exchange = -100, 2
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):  # filesystem cannot exchange
-        return False
-    raise OSError(err, os.strerror(err), os.fspath(b))
-
-
-@contextlib.contextmanager
-def _sigint_deferred():
-    """Hold Ctrl-C back for a few syscalls (main thread, POSIX); it is delivered when the block ends."""
-    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    else:
-        yield
-
-
-def _swap_into_place(new: Path, out: Path) -> None:
-    """Make ``new`` the folder at ``out``; the old folder is removed only once the new one is in place."""
-    if not out.exists():
-        os.rename(new, out)
-        return
-    if _exchange(new, out):
-        _remove(new)  # now holds the previous artifacts
-        return
-    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    try:
-        with _sigint_deferred():  # between the two renames `out` does not exist: no Ctrl-C there
-            os.rename(out, backup / out.name)
-            try:
-                os.rename(new, out)
-            except BaseException:
-                os.rename(backup / out.name, out)
-                raise
-    finally:
-        _remove(backup)  # the previous artifacts after success; empty after a restored failure
-
-
-def _remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
