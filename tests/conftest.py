@@ -25,6 +25,12 @@ SHORT_TRAIN_IMAGES = 10_000
 SHORT_TRAIN_EPOCHS = {"mlp_wide": 2, "cnn_small_1conv": 2, "cnn_dropout": 2}
 
 
+def pytest_configure(config):
+    # CI passes a relative MNIST_EDGE_DATA (../shared/data/mnist); tests that chdir must still find it.
+    if os.environ.get("MNIST_EDGE_DATA"):
+        os.environ["MNIST_EDGE_DATA"] = str(Path(os.environ["MNIST_EDGE_DATA"]).resolve())
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The MNIST folder named by $MNIST_EDGE_DATA; the suite fails (not skips) when it is not set."""
@@ -35,7 +41,9 @@ def mnist_dir() -> Path:
     path = Path(value)
     if not path.is_dir():
         pytest.fail(f"MNIST_EDGE_DATA={value!r} is not a folder")
-    return path
+    from mnist_edge.data import find_mnist_dir
+
+    return find_mnist_dir(path)  # the folder that holds the files (flat or torchvision's MNIST/raw)
 
 
 @dataclass(frozen=True)
@@ -114,3 +122,13 @@ def artifact_dir(exported_bn_cnn) -> Path:
 def edge_model(short_trained):
     """The PyTorch EdgeModel (eval) that ``artifact_dir`` was exported from: the oracle for its labels."""
     return short_trained("bn_cnn").edge_model()
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The committed exported/bn_cnn: what apps embed (drawn digits need the fully trained model)."""
+    folder = Path(__file__).resolve().parents[1] / "exported" / "bn_cnn"
+    if not (folder / "manifest.json").is_file():
+        pytest.fail(f"{folder} is missing: it is committed; restore it (git checkout exported/) or run "
+                    "`mnist-edge export --model bn_cnn --quantize`")
+    return folder

@@ -40,19 +40,6 @@ def node():
     return exe
 
 
-@pytest.fixture(scope="module")
-def model_dir(request):
-    """The artifact folder apps embed: exported/bn_cnn if exported, else the session's test artifact."""
-    real = ROOT / "exported" / "bn_cnn"
-    if (real / "model.onnx").is_file():
-        return real
-    try:
-        return Path(request.getfixturevalue("artifact_dir"))
-    except pytest.FixtureLookupError:
-        pytest.fail("no exported model: run `mnist-edge export --model bn_cnn --quantize` (or provide the "
-                    "artifact_dir fixture)")
-
-
 def classify(node, *args, check=True):
     proc = subprocess.run([node, str(CLASSIFY), *map(str, args)], capture_output=True, text=True, timeout=120)
     if check:

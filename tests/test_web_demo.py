@@ -34,18 +34,6 @@ INSTALL = ("run the install steps of .ci/run (apt-get install -y chromium; Node.
 
 
 @pytest.fixture(scope="module")
-def model_dir(request):
-    """The real exported/bn_cnn if exported (drawn digits need a well-trained model), else the session's."""
-    real = ROOT / "exported" / "bn_cnn"
-    if (real / "model.onnx").is_file():
-        return real
-    try:
-        return Path(request.getfixturevalue("artifact_dir"))
-    except pytest.FixtureLookupError:
-        pytest.fail("no exported model: run `mnist-edge export --model bn_cnn --quantize`")
-
-
-@pytest.fixture(scope="module")
 def browser_tools():
     node = shutil.which("node")
     if node is None:
