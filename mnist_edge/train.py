@@ -176,20 +176,11 @@ def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, 
 
 
 def _device_name(dev) -> str:
-    import platform
-
     import torch
 
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from mnist_edge.bench.environment import cpu_model
+
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model()
 
 
 def _progress(total: int, desc: str, enabled: bool):

@@ -77,6 +77,11 @@ def parse_cpuinfo(text: str) -> dict:
     return {"model": model, "core": core, "flags": flags}
 
 
+def cpu_model() -> str:
+    """The CPU's model name, for records such as a checkpoint's training hardware."""
+    return parse_cpuinfo(_read("/proc/cpuinfo") or "")["model"] or platform.processor() or platform.machine()
+
+
 def _darwin_cpu() -> dict:
     def sysctl(name):
         try:

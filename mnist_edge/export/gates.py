@@ -79,6 +79,11 @@ def _fmt(metric: str, v) -> str:
     return f"{v:g}"
 
 
+def _error(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def parity_checks(artifact: str, reference: dict, outputs: dict, *, max_abs_diff: float,
                   label_mismatches: int) -> list[Check]:
     """Logits of ``artifact`` against reference logits, per batch size.
@@ -89,7 +94,7 @@ def parity_checks(artifact: str, reference: dict, outputs: dict, *, max_abs_diff
     checks = []
     for bs, out in outputs.items():
         if isinstance(out, BaseException):
-            err = f"{type(out).__name__}: {str(out).strip().splitlines()[0] if str(out).strip() else ''}"
+            err = _error(out)
             checks += [Check(artifact, bs, "max_abs_diff", None, "<=", max_abs_diff, err),
                        Check(artifact, bs, "label_mismatches", None, "<=", label_mismatches, err)]
             continue
@@ -109,7 +114,7 @@ def int8_checks(artifact: str, fp32: dict, int8: dict, labels: np.ndarray, *, ac
     checks = []
     for bs, out in int8.items():
         if isinstance(out, BaseException):
-            err = f"{type(out).__name__}: {str(out).strip().splitlines()[0] if str(out).strip() else ''}"
+            err = _error(out)
             checks += [Check(artifact, bs, "accuracy_drop_pp", None, "<=", accuracy_drop_pp, err),
                        Check(artifact, bs, "agreement_pct", None, ">=", agreement_pct, err)]
             continue

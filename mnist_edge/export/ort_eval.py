@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.contract import INPUT_NAME, INPUT_SHAPE, META_KEYS, NUM_CLASSES, OUTPUT_NAMES, REQUIRED_META
+from mnist_edge.contract import INPUT_NAME, META_KEYS, NUM_CLASSES, OUTPUT_NAMES, REQUIRED_META
 from mnist_edge.errors import ArtifactError, ContractError
 
 # IR versions above 10 are rejected by onnxruntime releases before 1.20; 10 covers every opset we write.
@@ -137,30 +137,6 @@ def _all_initializers(graph):
             yield from attr.tensors
             for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                 yield from _all_initializers(g)
-
-
-def contract_problems(session) -> list[str]:
-    """How a session's inputs/outputs differ from the contract (empty list: it matches)."""
-    problems = []
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if [i.name for i in inputs] != [INPUT_NAME]:
-        problems.append(f"inputs {[i.name for i in inputs]}, expected [{INPUT_NAME!r}]")
-    else:
-        inp = inputs[0]
-        if inp.type != "tensor(uint8)":
-            problems.append(f"input type {inp.type}, expected tensor(uint8)")
-        shape = list(inp.shape)
-        if len(shape) != 4 or shape[1:] != list(INPUT_SHAPE[1:]):
-            problems.append(f"input shape {shape}, expected [batch, 1, 28, 28]")
-        elif not isinstance(shape[0], str):
-            problems.append(f"input batch dimension is fixed at {shape[0]}; it must be dynamic")
-    if [o.name for o in outputs] != list(OUTPUT_NAMES):
-        problems.append(f"outputs {[o.name for o in outputs]}, expected {list(OUTPUT_NAMES)}")
-    else:
-        for o in outputs:
-            if o.type != "tensor(float)" or len(o.shape) != 2 or o.shape[1] != NUM_CLASSES:
-                problems.append(f"output {o.name} is {o.type} {list(o.shape)}, expected tensor(float) [batch, 10]")
-    return problems
 
 
 def first_line(e: BaseException) -> str:

@@ -254,7 +254,8 @@ def _attempt(fn, *args):
 
 
 def _run_gates(model, edge, folder: Path, x, y, batch_sizes, quantize: bool, say):
-    from mnist_edge.export.ort_eval import contract_problems, make_session, ort_logits
+    from mnist_edge.export.ort_eval import make_session, ort_logits
+    from mnist_edge.runtime.checks import session_io_problems as contract_problems
     from mnist_edge.export.torchscript import load_torchscript, torch_logits, torch_threads
 
     n = len(x)

@@ -58,8 +58,8 @@ def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: 
         return report
 
     from mnist_edge.data import load_mnist
-    from mnist_edge.export.ort_eval import (accuracy_pct, contract_problems, inspect_onnx, make_session,
-                                            ort_logits)
+    from mnist_edge.export.ort_eval import accuracy_pct, inspect_onnx, make_session, ort_logits
+    from mnist_edge.runtime.checks import session_io_problems as contract_problems
 
     evaluation = manifest.get("evaluation") or {}
     n = evaluation.get("images", 10_000)

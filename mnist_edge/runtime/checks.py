@@ -63,6 +63,13 @@ def check_metadata(meta: dict, source: str) -> dict:
 
 def check_session_io(session, source: str) -> None:
     """The graph's real inputs/outputs: one ``image`` uint8 [batch, 1, 28, 28] -> float32 [batch, 10] x2."""
+    problems = session_io_problems(session)
+    if problems:
+        raise ContractError(f"{source} does not follow contract {C.CONTRACT_VERSION}: " + "; ".join(problems))
+
+
+def session_io_problems(session) -> list[str]:
+    """How a session's inputs/outputs differ from the contract (empty: they match); the exporter's gate too."""
     problems = []
     inputs = session.get_inputs()
     if len(inputs) != 1:
@@ -83,8 +90,7 @@ def check_session_io(session, source: str) -> None:
         if o.type != "tensor(float)":
             problems.append(f"output {name!r} type {o.type}, expected tensor(float)")
         problems += _shape_problems(f"output {name!r}", o.shape, (C.NUM_CLASSES,))
-    if problems:
-        raise ContractError(f"{source} does not follow contract {C.CONTRACT_VERSION}: " + "; ".join(problems))
+    return problems
 
 
 def _shape_problems(what: str, shape, tail: tuple) -> list[str]:
@@ -93,7 +99,8 @@ def _shape_problems(what: str, shape, tail: tuple) -> list[str]:
         return [f"{what} shape {shape}, expected {expected}"]
     out = []
     if isinstance(shape[0], int):  # a fixed batch size, baked in at export
-        out.append(f"{what} has a fixed batch dimension {shape[0]}, expected a dynamic one ({expected})")
+        out.append(f"{what} batch dimension is fixed at {shape[0]} (a fixed batch dimension {shape[0]} baked in "
+                   f"at export); expected a dynamic one ({expected})")
     if list(shape[1:]) != list(tail):
         out.append(f"{what} shape {shape}, expected {expected}")
     return out
