@@ -9,6 +9,9 @@ who can rewrite the files can rewrite the digest).
 Standard library only (no numpy, torch or onnx): the runtime and ``mnist-edge verify`` use it where
 torch is absent.
 
+``created`` is ``$SOURCE_DATE_EPOCH`` when set, else the time the checkpoint's training finished (its
+own record), else null: never the export's wall clock, so re-exporting a checkpoint reproduces the file.
+
 Schema (``format`` ``mnist-edge-manifest/1``)::
 
     {"format", "model", "created", "digest",

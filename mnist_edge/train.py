@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +69,17 @@ def _evaluate(net, prepare, images, labels, batch: int = 1000):
 
 def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, seed: int = 0,
           device: str = "cpu", out=None, limit_train: int | None = None, progress: bool = False,
-          plot: bool = True, threads: int | None = None) -> TrainResult:
-    """Train registry model ``model`` by its recipe; write a checkpoint (and curves PNG) to ``out``."""
+          plot: bool = True, threads: int | None = None, test_each_epoch: bool = True) -> TrainResult:
+    """Train registry model ``model`` by its recipe; write a checkpoint (and curves PNG) to ``out``.
+
+    ``test_each_epoch=False`` scores the test set once, at the end, instead of after every epoch (for the
+    curves only: it never chooses the model); smoke runs and test fixtures skip the per-epoch passes.
+    """
+    from mnist_edge.data import require_splits
+    from mnist_edge.extras import require
+
+    require("train", "training", ("torch",))
+    require_splits(data_root)  # before any other work: say how to get the data
     import torch
     import torch.nn.functional as F
 
@@ -144,11 +154,12 @@ def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, 
             row["val_loss"], row["val_acc"] = _evaluate(net, prepare, x_va, y_va)
             if best is None or row["val_loss"] < best[1]:
                 best = (epoch, row["val_loss"], copy.deepcopy(net.state_dict()))
-        row["test_loss"], row["test_acc"] = _evaluate(net, prepare, x_te, y_te)
+        if test_each_epoch:
+            row["test_loss"], row["test_acc"] = _evaluate(net, prepare, x_te, y_te)
         history.append(row)
         if bar is not None:
             bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{row['train_acc']:.2f}",
-                            test=f"{row['test_acc']:.2f}")
+                            **({"test": f"{row['test_acc']:.2f}"} if "test_acc" in row else {}))
             bar.close()
 
     selected = "final"
@@ -162,7 +173,9 @@ def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, 
     ckpt_path = None
     if out is not None:
         ckpt_path = Path(out)
+        finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         metrics = {"test_accuracy": test_acc, "selected": selected, "train_seconds": round(seconds, 1),
+                   "finished_utc": finished,
                    "device": str(dev), "device_name": _device_name(dev), "threads": torch.get_num_threads(),
                    "seed": seed, "train_images": n, "limit_train": limit_train}
         save_checkpoint(ckpt_path, model=model, state_dict=net.state_dict(), recipe=recipe.to_dict(),

@@ -25,6 +25,21 @@ THRESHOLDS = {
 }
 
 
+def check_thresholds(thresholds: dict | None) -> dict:
+    """``thresholds`` (default :data:`THRESHOLDS`) after checking it has exactly THRESHOLDS' keys and numbers."""
+    from mnist_edge.errors import UsageError
+
+    if thresholds is None:
+        return THRESHOLDS
+    ok = isinstance(thresholds, dict) and thresholds.keys() == THRESHOLDS.keys() and all(
+        isinstance(thresholds[k], dict) and thresholds[k].keys() == THRESHOLDS[k].keys()
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                for v in thresholds[k].values()) for k in THRESHOLDS)
+    if not ok:
+        raise UsageError(f"thresholds {thresholds!r} must have the shape of {THRESHOLDS!r} with finite numbers")
+    return thresholds
+
+
 @dataclass
 class Check:
     artifact: str  # file name, e.g. "model.onnx"

@@ -46,10 +46,36 @@ def export_torchscript(edge, path: str | os.PathLike, *, metadata: dict[str, str
             traced = torch.jit.trace(edge, (example_input(3),), check_trace=True)
         except Exception as e:
             raise ExportError(f"torch.jit.trace failed: {type(e).__name__}: {first_line(e)}") from e
-        try:
-            torch.jit.save(traced, os.fspath(path), _extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
-        except RuntimeError as e:  # torch reports write failures (disk full) as RuntimeError
-            raise ExportError(f"cannot write '{path}': {first_line(e)}") from None
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
+    # Written by us, not by torch: a full disk is an OSError here (torch's own writer aborts the process).
+    with open(path, "wb") as f:
+        f.write(strip_debug_info(buf.getvalue()))
+
+
+def strip_debug_info(archive: bytes) -> bytes:
+    """The TorchScript archive without its ``*.debug_pkl`` records, rewritten by torch's own zip writer.
+
+    Those records hold the traced Python call stacks: absolute paths of the checkout and the virtualenv.
+    ``torch.jit.load`` treats them as optional (they only improve error messages). Writing through a
+    buffer also names the archive's top folder ``archive/`` whatever the file is called, so the bytes
+    depend only on the model and the versions.
+    """
+    import torch
+
+    reader = torch._C.PyTorchFileReader(io.BytesIO(archive))
+    out = io.BytesIO()
+    writer = torch._C.PyTorchFileWriter(out)
+    writer.set_min_version(int(reader.get_record("version")))
+    for name in reader.get_all_records():
+        # the writer adds its own version and serialization id (a hash of what it wrote)
+        if name.endswith(".debug_pkl") or name in ("version", ".data/version", ".data/serialization_id"):
+            continue
+        data = reader.get_record(name)
+        writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
+    del writer
+    return out.getvalue()
 
 
 def load_torchscript(source):
