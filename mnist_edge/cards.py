@@ -133,6 +133,9 @@ def zoo_index(rows: list[tuple[str, dict, dict, dict | None]]) -> str:
 
 def write_cards(exported: str | Path = "exported", models: list[str] | None = None) -> list[Path]:
     """Write the card of each model folder present (or of ``models``) and the index over all present."""
+    from mnist_edge.extras import require
+
+    require("train", "writing model cards (they read the checkpoints)", ("torch", "matplotlib"))
     exported = Path(exported)
     written = []
     for name in models or [n for n in MODELS if (exported / n / "manifest.json").is_file()]:

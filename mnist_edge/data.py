@@ -88,17 +88,60 @@ def _locate(folder: Path, names) -> dict[str, Path] | None:
     return None
 
 
+def download_hint(root=None) -> str:
+    """The command that fetches the files into the folder :func:`data_home` picks for ``root``."""
+    folder, source = data_home(root)
+    return "mnist-edge data download" + (f" --data {folder}" if root is not None else "")
+
+
 def _find(root, names) -> dict[str, Path]:
     folder, source = data_home(root)
     found = _locate(folder, names)
     if found is None:
+        missing = [n for n in names if _locate(folder, (n,)) is None]
         raise DataNotFoundError(
-            f"MNIST files not found in {folder} (from {source}; also looked in "
-            f"{folder / _TORCHVISION_SUBDIR}). Needed: {', '.join(names)} (each plain or .gz). "
-            f"Set {ENV_VAR}=DIR or pass --data DIR for a folder holding them, or download them "
-            f"(load_mnist(..., download=True), or the CLI's download option)."
+            f"MNIST files not found in {folder} (from {source}; also looked in {folder / _TORCHVISION_SUBDIR}); "
+            f"missing: {', '.join(missing)}. Get them with: {download_hint(root)} "
+            f"(or point --data DIR / ${ENV_VAR} at a folder that holds them)"
         )
     return found
+
+
+def require_splits(root=None, splits=tuple(SPLITS)) -> None:
+    """Fail at once, in one line saying how to get them, when the files of ``splits`` are not there.
+
+    Only looks for the files (no reading): commands call it before any other work.
+    """
+    for split in splits:
+        if split not in SPLITS:
+            raise UsageError(f"unknown split {split!r}; valid: {', '.join(map(repr, SPLITS))}")
+    _find(root, tuple(n for split in splits for n in SPLITS[split]))
+
+
+class FileStatus(NamedTuple):
+    name: str
+    path: Path | None  # None: not found
+    state: str  # "verified", "missing", or what is wrong with it
+
+
+def status(root: str | os.PathLike | None = None) -> tuple[Path, str, list[FileStatus]]:
+    """Where the data is looked for, why there, and each of the four files: found and verified or not."""
+    folder, source = data_home(root)
+    rows = []
+    for name, info in FILES.items():
+        found = _locate(folder, (name,))
+        if found is None:
+            rows.append(FileStatus(name, None, "missing"))
+            continue
+        path = found[name]
+        try:
+            data = read_capped(path, info.size + _SLACK)
+        except IdxFormatError as e:
+            rows.append(FileStatus(name, path, f"unreadable: {e}"))
+            continue
+        ok = hashlib.sha256(data).hexdigest() == info.sha256
+        rows.append(FileStatus(name, path, "verified" if ok else "SHA-256 differs from the known MNIST file"))
+    return folder, source, rows
 
 
 def find_mnist_dir(root: str | os.PathLike | None = None) -> Path:

@@ -13,6 +13,10 @@ class UnknownModelError(UsageError):
     """A model name that is not in the registry."""
 
 
+class MissingExtraError(MnistEdgeError):
+    """A command needs an optional extra that is not installed (names the pip install)."""
+
+
 class DataError(MnistEdgeError):
     """MNIST files missing, malformed or failing their checksum."""
 

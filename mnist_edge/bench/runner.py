@@ -239,6 +239,10 @@ def run_bench(model=None, *, formats=DEFAULT_FORMATS, batch_sizes=DEFAULT_BATCH_
     if not isinstance(device, str) or not (device in ("cpu", "cuda") or device.startswith("cuda:")):
         raise UsageError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
     folder = resolve_folder(model)
+    if accuracy:
+        from mnist_edge.data import require_splits
+
+        require_splits(data, ("test",))  # before any timing: say now how to get the data
     env = collect_environment()
     settings = {"formats": names, "batch_sizes": batch_sizes, "threads": thread_counts,
                 "threads_requested": [str(t) for t in threads], "runs": runs, "seconds": seconds,

@@ -49,6 +49,10 @@ def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: 
     from mnist_edge.manifest import verify_files
 
     folder = Path(folder)
+    if not hashes_only:
+        from mnist_edge.data import require_splits
+
+        require_splits(data_root, ("test",))
     manifest = verify_files(folder)  # hashes before anything is parsed
     report = VerifyReport(folder=folder, model=manifest["model"])
     files = manifest["files"]
