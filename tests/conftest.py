@@ -1,9 +1,10 @@
 """Shared fixtures: the MNIST folder (required, never skipped), short-trained models and one exported folder.
 
 Session-scoped and built once: ``short_trained(name)`` trains a registry model on 10,000 training images
-for one epoch (a few seconds to ~20 s on 2 CPU cores; 90-96% test accuracy, enough for the int8 gate's
-99.5% agreement to be meaningful), and ``artifact_dir`` is ``mnist-edge export --model bn_cnn --quantize``
-of the short-trained bn_cnn, run through the CLI with the full 10,000-image gates. Tests that change
+for one epoch (a few seconds to ~20 s on 2 CPU cores; 90-96% test accuracy), and ``artifact_dir`` is
+``mnist-edge export --model bn_cnn --quantize`` of the committed bn_cnn checkpoint, run through the CLI
+with the full 10,000-image gates. No test depends on a short training landing above a threshold: the
+short-trained models are exported with SHORT_TRAINED_THRESHOLDS. Tests that change
 files copy ``artifact_dir`` first.
 """
 
@@ -78,7 +79,8 @@ def short_trained(mnist_dir, tmp_path_factory):
             result = train(name, data_root=mnist_dir, limit_train=SHORT_TRAIN_IMAGES,
                            epochs=SHORT_TRAIN_EPOCHS.get(name, 1),
                            batch_size=min(recipe.batch_size, 64),  # LeNet's 600 would give only 17 steps
-                           seed=0, out=root / name / "checkpoint.pt", plot=False, threads=1)
+                           seed=0, out=root / name / "checkpoint.pt", plot=False, threads=1,
+                           test_each_epoch=False)
             cache[name] = ShortTrained(name=name, net=result.net, checkpoint=Path(result.checkpoint),
                                        test_accuracy=result.test_accuracy, seconds=time.perf_counter() - t0)
         return cache[name]
@@ -94,18 +96,27 @@ class ExportedFolder:
     seconds: float
 
 
+EXPORTED = Path(__file__).resolve().parents[1] / "exported"
+# Relaxed int8 limits for exports of the briefly trained fixtures (their low-margin predictions flip under
+# int8 by chance: agreement 99.3-99.6% measured). The real THRESHOLDS are applied to the committed,
+# fully trained models (test_exported.py, and the session's export of the committed bn_cnn below).
+SHORT_TRAINED_THRESHOLDS = {"torchscript": {"max_abs_diff": 1e-5, "label_mismatches": 0},
+                            "onnx": {"max_abs_diff": 1e-4, "label_mismatches": 1},
+                            "int8": {"accuracy_drop_pp": 2.0, "agreement_pct": 97.0}}
+
+
 @pytest.fixture(scope="session")
-def exported_bn_cnn(short_trained, mnist_dir, tmp_path_factory) -> ExportedFolder:
-    """``mnist-edge export --model bn_cnn --quantize`` of the short-trained bn_cnn (full gates). Do not modify."""
+def exported_bn_cnn(mnist_dir, tmp_path_factory) -> ExportedFolder:
+    """``mnist-edge export --model bn_cnn --quantize`` of the *committed* bn_cnn checkpoint (full gates, real
+    thresholds: a fully trained model passes them with a wide margin on any CPU). Do not modify."""
     from mnist_edge.cli import main
 
-    trained = short_trained("bn_cnn")
     out = tmp_path_factory.mktemp("exported") / "bn_cnn"
     stdout, stderr = io.StringIO(), io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["export", "--model", "bn_cnn", "--checkpoint", str(trained.checkpoint), "--out", str(out),
-                     "--quantize", "--data", str(mnist_dir)])
+        code = main(["export", "--model", "bn_cnn", "--checkpoint", str(EXPORTED / "bn_cnn" / "checkpoint.pt"),
+                     "--out", str(out), "--quantize", "--data", str(mnist_dir)])
     if code != 0:
         pytest.fail(f"mnist-edge export failed ({code}): {stderr.getvalue()[-2000:]}")
     return ExportedFolder(out, stdout.getvalue(), stderr.getvalue(), time.perf_counter() - t0)
@@ -113,21 +124,26 @@ def exported_bn_cnn(short_trained, mnist_dir, tmp_path_factory) -> ExportedFolde
 
 @pytest.fixture(scope="session")
 def artifact_dir(exported_bn_cnn) -> Path:
-    """An export folder of the short-trained bn_cnn: checkpoint.pt, model.pt, model.onnx, model.int8.onnx,
+    """An export folder of the committed bn_cnn checkpoint: checkpoint.pt, model.pt, model.onnx, model.int8.onnx,
     manifest.json. Shared by the session: copy it before changing anything."""
     return exported_bn_cnn.path
 
 
 @pytest.fixture(scope="session")
-def edge_model(short_trained):
+def edge_model():
     """The PyTorch EdgeModel (eval) that ``artifact_dir`` was exported from: the oracle for its labels."""
-    return short_trained("bn_cnn").edge_model()
+    from mnist_edge.checkpoint import load_checkpoint
+    from mnist_edge.models import build_edge_model
+    from mnist_edge.zoo import get_spec
+
+    net, _ = load_checkpoint(EXPORTED / "bn_cnn" / "checkpoint.pt")
+    return build_edge_model(get_spec("bn_cnn"), net).eval()
 
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     """The committed exported/bn_cnn: what apps embed (drawn digits need the fully trained model)."""
-    folder = Path(__file__).resolve().parents[1] / "exported" / "bn_cnn"
+    folder = EXPORTED / "bn_cnn"
     if not (folder / "manifest.json").is_file():
         pytest.fail(f"{folder} is missing: it is committed; restore it (git checkout exported/) or run "
                     "`mnist-edge export --model bn_cnn --quantize`")

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import http.server
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -424,3 +425,57 @@ def test_class_balanced_indices_scarce_class():
     assert counts.tolist() == [3] + [5] * 9  # class 0's shortfall is shared by the others
     with pytest.raises(UsageError):
         class_balanced_indices(labels, len(labels) + 1, seed=0)
+
+
+# --- the `mnist-edge data` command ---------------------------------------------------------------------
+
+
+def run_data_cli(*argv) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from mnist_edge.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["data", *argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_data_command_shows_where_it_looks_and_what_verifies(mnist_dir, tmp_path):
+    code, out, err = run_data_cli("--data", str(mnist_dir))
+    assert code == 0 and f"MNIST folder: {mnist_dir} (from the data argument)" in out
+    assert out.count(" verified ") == 4 and "all 4 files verified" in out
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    shutil.copyfile(real(mnist_dir, "t10k-labels-idx1-ubyte"), folder / "t10k-labels-idx1-ubyte.gz")
+    (folder / "t10k-images-idx3-ubyte").write_bytes(idx_images(2))  # right format, wrong bytes
+    code, out, err = run_data_cli("--data", str(folder))
+    assert code == 1
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "verified" in rows["t10k-labels-idx1-ubyte"] and "SHA-256 differs" in rows["t10k-images-idx3-ubyte"]
+    assert rows["train-images-idx3-ubyte"].split()[1] == "missing"
+    assert err.strip() == f"3 of 4 files missing or wrong; get them with: mnist-edge data download --data {folder}"
+
+
+def test_data_download_fetches_verified_files_atomically(server, tmp_path):
+    dest = tmp_path / "fresh"
+    code, out, err = run_data_cli("download", "--data", str(dest), "--mirror", f"{server}/empty/",
+                                  "--mirror", f"{server}/good/")
+    assert code == 0 and "all 4 files verified" in out
+    assert "t10k-labels" in err  # the progress bar (or line) on stderr
+    assert sorted(p.name for p in (dest / "MNIST" / "raw").iterdir()) == sorted(f"{n}.gz" for n in FILES)
+    # a mirror serving a corrupt file: one line, nothing at the final path, no temporary file
+    bad = tmp_path / "bad"
+    code, out, err = run_data_cli("download", "--data", str(bad), "--mirror", f"{server}/corrupt/", "--no-progress")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith("mnist-edge data: error: could not download") and "SHA-256" in err
+    assert list((bad / "MNIST" / "raw").iterdir()) == []
+
+
+def test_data_command_without_data_names_the_download_command(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    code, out, err = run_data_cli()
+    assert code == 1 and f"MNIST folder: {tmp_path / 'xdg' / 'mnist-edge'} (from the per-user cache)" in out
+    assert err.strip() == "4 of 4 files missing or wrong; get them with: mnist-edge data download"

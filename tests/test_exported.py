@@ -55,4 +55,7 @@ def test_committed_artifacts_match_manifest_and_checkpoint(name, test_set):
     assert (fp32.argmax(1) != ref.argmax(1)).sum() <= THRESHOLDS["onnx"]["label_mismatches"]
     assert accuracy_pct(ref, labels) == pytest.approx(ckpt["metrics"]["test_accuracy"], abs=0.05)
     int8 = logits["model.int8.onnx"]
+    # the real int8 gates, on the fully trained committed model (the test fixtures are only briefly trained)
     assert accuracy_pct(fp32, labels) - accuracy_pct(int8, labels) <= THRESHOLDS["int8"]["accuracy_drop_pp"]
+    assert (int8.argmax(1) == fp32.argmax(1)).mean() * 100 >= THRESHOLDS["int8"]["agreement_pct"]
+    assert manifest["settings"]["thresholds"] == THRESHOLDS

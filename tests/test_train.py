@@ -39,16 +39,21 @@ def test_checkpoint_round_trip_gives_identical_outputs(short_run, mnist_dir):
 
 
 def test_training_is_deterministic_for_a_seed(mnist_dir):
-    a = train("bn_cnn", data_root=mnist_dir, epochs=1, limit_train=512, seed=3, plot=False)
-    b = train("bn_cnn", data_root=mnist_dir, epochs=1, limit_train=512, seed=3, plot=False)
+    a = train("bn_cnn", data_root=mnist_dir, epochs=1, limit_train=512, seed=3, plot=False,
+              test_each_epoch=False)
+    b = train("bn_cnn", data_root=mnist_dir, epochs=1, limit_train=512, seed=3, plot=False,
+              test_each_epoch=False)
     for (ka, va), (kb, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka
 
 
 def test_validation_selection_uses_the_validation_split(mnist_dir):
-    r = train("cnn_dropout", data_root=mnist_dir, epochs=2, limit_train=1000, seed=0, plot=False)
+    r = train("cnn_dropout", data_root=mnist_dir, epochs=2, limit_train=1000, seed=0, plot=False,
+              test_each_epoch=False)
     best = min(r.history, key=lambda h: h["val_loss"])
     assert r.selected == f"val_loss@{best['epoch']}"
+    assert all("test_acc" not in h for h in r.history)  # scored once, at the end: r.test_accuracy
+    assert 0 < r.test_accuracy <= 100
 
 
 def test_non_weights_only_checkpoint_is_refused(tmp_path):
