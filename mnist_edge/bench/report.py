@@ -38,6 +38,7 @@ import json
 from pathlib import Path
 
 from mnist_edge.errors import UsageError
+from mnist_edge.io import format_size as _size
 
 SCHEMA_NAME, SCHEMA_MAJOR = "mnist-edge-bench", 1
 SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_MAJOR}"
@@ -93,15 +94,6 @@ def write_json(report: dict, path) -> Path:
     return Path(path)
 
 
-def _size(n) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
 def _num(x, fmt="{:.3f}") -> str:
     return "-" if x is None else fmt.format(x)
 
@@ -137,7 +129,7 @@ def _eager_p50(report) -> dict:
 
 
 COLUMNS = ("format", "batch", "thr", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min ms", "img/s",
-           "x eager", "cold ms", "size", "RSS MB", "acc %", "provider")
+           "x eager", "cold ms", "size", "RSS MiB", "acc %", "provider")
 
 
 def table_rows(report: dict) -> list[list[str]]:
@@ -203,7 +195,7 @@ def render_markdown(report: dict) -> str:
     for r in table_rows(report):
         lines.append(_md_row(r if len(r) == len(COLUMNS) else r + [""] * (len(COLUMNS) - len(r))))
     lines += ["", "x eager: PyTorch eager's p50 / this p50 at the same batch and threads (higher is faster); "
-              "cold: load + first inference, ms; RSS: peak resident memory of the format's process, MB.", ""]
+              "cold: load + first inference, ms; RSS: peak resident memory of the format's process, MiB.", ""]
     lines += [f"> warning: {w}" for w in report.get("warnings") or []]
     lines += ["", f"**Advice:** {report['advice']['line']}", ""]
     return "\n".join(lines)
