@@ -38,6 +38,8 @@ def register(sub) -> None:
                    help="run every format in this process (default: one process per format, for per-format "
                         "peak memory and crash isolation)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--wide", action="store_true", help="every column (p90, mean, std, min, provider); the default "
+                                                       "table fits 100 columns")
     p.set_defaults(func=run)
 
 
@@ -79,7 +81,7 @@ def run(args) -> int:
                        accuracy=args.accuracy, data=args.data, device=args.device,
                        isolate=not args.in_process, progress=not args.no_progress,
                        command=_command(args, formats, batch_sizes, threads))
-    print(rep.render_table(report))
+    print(rep.render_table(report, wide=args.wide))
     if args.json:
         rep.write_json(report, args.json)
         print(f"json: {args.json}")
