@@ -53,8 +53,11 @@ def plot_history(history: list[dict], path: str | Path, title: str = "") -> Path
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(epochs) == 1:
+        if len(epochs) == 1:  # one point in the middle, its tick alone
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+            ax.set_xticks(epochs)
+        if len(history) <= 3:
+            ax.margins(y=0.15)  # room for the value labels
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)

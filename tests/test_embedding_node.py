@@ -158,3 +158,42 @@ def test_bad_input_is_one_line_naming_it(node, model_dir, mnist_dir, tmp_path, c
     lines = proc.stderr.strip().splitlines()
     assert lines[0].startswith("classify.mjs: error: ") and expected in lines[0], proc.stderr
     assert "    at " not in proc.stderr  # no stack trace
+
+
+def test_digit_mjs_normalizes_noisy_scans_exactly_like_python(mnist_dir, tmp_path):
+    """The synthesized scans of tests/scans.py (noise, clipping, grey paper, gradients, JPEG, a 1,000+ pixel
+    photo) through digit.mjs's normalizeDigit and through Python's normalize_digit: identical bytes.
+    Needs only node (digit.mjs has no dependencies)."""
+    import scans
+
+    from mnist_edge.errors import InputError
+    from mnist_edge.runtime.images import normalize_digit
+
+    exe = shutil.which("node")
+    if exe is None:
+        pytest.fail(f"node is not on PATH: {INSTALL}")
+    x, _ = load_mnist("test", mnist_dir)
+    pages = [scans.scan(x[i], kind, i) for kind in scans.KINDS for i in range(3)]
+    photo = np.full((1100, 1300), 200.0)
+    photo[300:804, 400:904] -= 150 * np.kron(x[5] / 255.0, np.ones((18, 18)))
+    pages += [(photo + np.random.default_rng(5).normal(0, 20, photo.shape)).clip(0, 255).astype(np.uint8),
+              np.full((40, 40), 255, np.uint8)]  # the last: blank
+    (tmp_path / "pages.json").write_text(json.dumps([{"w": p.shape[1], "h": p.shape[0], "data": p.ravel().tolist()}
+                                                     for p in pages]))
+    script = tmp_path / "run.mjs"
+    script.write_text(
+        f'import {{ readFileSync }} from "node:fs";\n'
+        f'import {{ normalizeDigit }} from {json.dumps((ROOT / "examples" / "web" / "digit.mjs").as_uri())};\n'
+        f'const pages = JSON.parse(readFileSync({json.dumps(str(tmp_path / "pages.json"))}, "utf8"));\n'
+        'console.log(JSON.stringify(pages.map((p) => { const o = normalizeDigit(p.data, p.w, p.h); '
+        'return o ? Array.from(o) : null; })));\n')
+    proc = subprocess.run([exe, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    js = json.loads(proc.stdout)
+    for i, (page, got) in enumerate(zip(pages, js)):
+        try:
+            want = normalize_digit(page).ravel().tolist()
+        except InputError:
+            want = None
+        assert got == want, f"page {i} ({page.shape}): JS and Python normalization differ"
+    assert js[-1] is None and all(j is not None for j in js[:-1])

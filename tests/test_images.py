@@ -225,10 +225,12 @@ def test_noisy_scans_classify_like_the_clean_digits(digits, committed, kind):
     # digit refused as blank. Now the labels are those of the clean renders (measured: all 40, each kind).
     assert (committed.predict(out).labels == committed.predict(clean).labels).mean() >= 0.95
     assert (committed.predict(out).labels == y).mean() >= 0.9
-    # The strokes survive (grey paper once kept ~55% of the ink) and specks do not join them.
-    ink, ref = (out > 0).sum(axis=(1, 2)), (clean > 0).sum(axis=(1, 2))
-    assert 0.75 <= np.median(ink / ref) <= 1.35
-    assert np.mean([_corr(a, b) for a, b in zip(out, clean)]) > 0.8
+    # The strokes survive (grey paper once kept ~55% of the ink) and specks do not join them. (The
+    # 28x28 scan is compared with the MNIST digit itself, the 5x page with its clean render.)
+    ref = x if kind == "small_noisy" else clean
+    ink = (out > 0).sum(axis=(1, 2)) / (ref > 0).sum(axis=(1, 2))
+    assert 0.75 <= np.median(ink) <= 1.35
+    assert np.mean([_corr(a, b) for a, b in zip(out, ref)]) > 0.85  # measured: 0.92-0.97
 
 
 def test_white_noise_clipped_at_white_keeps_the_digits_box(digits):
@@ -236,7 +238,8 @@ def test_white_noise_clipped_at_white_keeps_the_digits_box(digits):
     out = normalize_digit(scans.scan(d, "white_noise", 0))
     rows, cols = np.flatnonzero(out.any(1)), np.flatnonzero(out.any(0))
     assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 20  # the digit, not the page, fills the box
-    assert (out[:3] == 0).all() and (out[-3:] == 0).all()  # no specks at the margins
+    clean = normalize_digit(scans.scan(d, "clean", 0))
+    assert (out > 0).sum() <= 1.35 * (clean > 0).sum()  # no specks around it (the old box: the whole page)
 
 
 def test_blank_noisy_page_is_refused_naming_the_paper_as_it_is(tmp_path):
