@@ -197,3 +197,28 @@ def test_digit_mjs_normalizes_noisy_scans_exactly_like_python(mnist_dir, tmp_pat
             want = None
         assert got == want, f"page {i} ({page.shape}): JS and Python normalization differ"
     assert js[-1] is None and all(j is not None for j in js[:-1])
+
+
+def test_readme_commands_work_from_the_example_folder(node, mnist_dir, tmp_path):
+    """Each `node classify.mjs ...` line of examples/node/README.md, run in examples/node (my_digit.png: a
+    real PNG; the IDX path: this run's MNIST folder when the checkout's default one is elsewhere)."""
+    x, _ = load_mnist("test", mnist_dir)
+    digit = tmp_path / "my_digit.png"
+    Image.fromarray(255 - x[0]).resize((112, 112)).save(digit)
+    readme = (NODE_DIR / "README.md").read_text()
+    block = readme.split("```bash\n")[1].split("```")[0]
+    lines = [line for line in block.splitlines() if line.startswith("node classify.mjs")]
+    assert len(lines) >= 3
+    idx = find_mnist_dir(mnist_dir) / "t10k-images-idx3-ubyte.gz"
+    for line in lines:
+        args = line.split()[2:]
+        args = [str(digit) if a == "my_digit.png" else a for a in args]
+        args = [str(idx) if a.endswith("t10k-images-idx3-ubyte.gz") and not (NODE_DIR / a).is_file() else a
+                for a in args]
+        proc = subprocess.run([node, "classify.mjs", *args], cwd=NODE_DIR, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, f"{line}: {proc.stderr}"
+        if "--help" not in args:
+            out = json.loads(proc.stdout)
+            if "my_digit.png" in line:
+                assert all(m["labels"] == [7] for m in out["models"].values())
