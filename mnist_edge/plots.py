@@ -132,8 +132,9 @@ def plot_zoo(points: list[dict], path: str | Path, title: str = "") -> Path:
     for model, ps in by_model.items():
         ps = sorted(ps, key=lambda p: p["format"])
         ax.plot([p["latency_ms"] for p in ps], [p["accuracy"] for p in ps], color="0.7", lw=0.8, zorder=1)
-        top = max(ps, key=lambda p: p["accuracy"])
-        ax.annotate(model, (top["latency_ms"], top["accuracy"]), textcoords="offset points", xytext=(0, 14),
+        top = max(ps, key=lambda p: area(p["size_bytes"]))
+        lift = 4 + 0.5 * np.sqrt(area(top["size_bytes"]))  # above the marker's edge (area is in points^2)
+        ax.annotate(model, (top["latency_ms"], top["accuracy"]), textcoords="offset points", xytext=(0, lift),
                     ha="center", fontsize=8)
     for fmt, (color, marker) in FORMAT_STYLE.items():
         ps = [p for p in points if p["format"] == fmt]
@@ -157,7 +158,7 @@ def plot_zoo(points: list[dict], path: str | Path, title: str = "") -> Path:
     for axis in (ax.xaxis,):
         axis.set_major_formatter(FormatStrFormatter("%g"))
         axis.set_minor_formatter(FormatStrFormatter("%g"))
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.tick_params(axis="x", which="both", labelsize=8)
     ax.margins(x=0.12, y=0.12)
     ax.set(xlabel="batch-1 latency, p50 (ms, 1 thread, log scale)", ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3, which="both")
