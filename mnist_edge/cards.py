@@ -86,7 +86,8 @@ def model_pictures(folder: Path, data_root=None) -> list[Path]:
         a, b = preds["fp32"], preds["int8"]
         written.append(gallery(np.flatnonzero(a.labels != b.labels), b, folder / "misclassified_int8.png",
                                f"{name}: test digits where int8's label differs from fp32's",
-                               lambda i: f"{y[i]}: {a.labels[i]} | {b.labels[i]} ({b.probabilities[i, b.labels[i]]:.2f})",
+                               lambda i: (f"{y[i]}: {a.labels[i]} | {b.labels[i]} "
+                                          f"({b.probabilities[i, b.labels[i]]:.2f})"),
                                "true: fp32 | int8 (int8's probability)"))
     else:
         (folder / "misclassified_int8.png").unlink(missing_ok=True)  # from an earlier export that differed

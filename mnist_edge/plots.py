@@ -139,8 +139,8 @@ def plot_zoo(points: list[dict], path: str | Path, title: str = "") -> Path:
     for fmt, (color, marker) in FORMAT_STYLE.items():
         ps = [p for p in points if p["format"] == fmt]
         if ps:
-            ax.scatter([p["latency_ms"] for p in ps], [p["accuracy"] for p in ps], s=[area(p["size_bytes"]) for p in ps],
-                       c=color, marker=marker, alpha=0.6, edgecolors="black", linewidths=0.5, zorder=2)
+            ax.scatter([p["latency_ms"] for p in ps], [p["accuracy"] for p in ps],
+                       s=[area(p["size_bytes"]) for p in ps], c=color, marker=marker, alpha=0.6, edgecolors="black", linewidths=0.5, zorder=2)
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FormatStrFormatter
 

@@ -220,7 +220,8 @@ def render_markdown(report: dict) -> str:
     lines += ["", _md_row(COLUMNS), _md_row(["---"] * len(COLUMNS))]
     for r in table_rows(report):
         lines.append(_md_row(r if len(r) == len(COLUMNS) else r + [""] * (len(COLUMNS) - len(r))))
-    lines += ["", "img/s: batch / p50; x eager: PyTorch eager's p50 / this p50 at the same batch and threads (higher is faster); "
+    lines += ["", "img/s: batch / p50; x eager: PyTorch eager's p50 / this p50 at the same batch and threads "
+              "(higher is faster); "
               "cold: load + first inference, ms; RSS: peak resident memory of the format's process, MiB.", ""]
     lines += [f"> warning: {w}" for w in report.get("warnings") or []]
     lines += ["", f"**Advice:** {report['advice']['line']}", ""]

@@ -47,7 +47,8 @@ class Parser(argparse.ArgumentParser):
             options = set(self._option_string_actions) | set(given._option_string_actions if given else ())
             for arg in bad.group(1).split():
                 flag = arg.split("=", 1)[0]
-                close = difflib.get_close_matches(flag, sorted(options), n=1, cutoff=0.6) if flag.startswith("-") else []
+                close = (difflib.get_close_matches(flag, sorted(options), n=1, cutoff=0.6)
+                         if flag.startswith("-") else [])
                 if close:
                     message += f" (did you mean {close[0]}?)"
                     break

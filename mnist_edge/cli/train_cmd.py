@@ -12,7 +12,8 @@ def register(sub) -> None:
                     "Trains on the MNIST training set with the optimizer, schedule, epochs and augmentation its "
                     "seed document gives (options override them), then writes a weights-only checkpoint and a "
                     "PNG of the training curves beside it. CPU runs are deterministic for a seed.",
-                    ["mnist-edge train --model cnn_small", "mnist-edge train --model lenet5 --epochs 1 --out runs/try.pt",
+                    ["mnist-edge train --model cnn_small",
+                     "mnist-edge train --model lenet5 --epochs 1 --out runs/try.pt",
                      "mnist-edge train --model bn_cnn --device cuda"])
     p.add_argument("--model", required=True, help="registry name (see `mnist-edge list`)")
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
