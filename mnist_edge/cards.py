@@ -2,7 +2,10 @@
 
 Every number in a card comes from an artifact, never typed by hand: accuracy, agreement, differences
 and sizes from `manifest.json`; recipe, history, training time and hardware from `checkpoint.pt`;
-latency from `bench.json` (a `mnist-edge bench --json` report, schema mnist-edge-bench/1).
+latency from `bench.json` (a `mnist-edge bench --json` report, schema mnist-edge-bench/1), marked stale
+when the SHA-256 it recorded for a file is not that of the file beside it now. The pictures
+(`confusion.png`, `misclassified.png`, `misclassified_int8.png`, and `zoo.png` for the index) come from
+running the ONNX files on the 10,000 test images with the torch-free runtime.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mnist_edge.io import write_text_atomic
+import numpy as np
+
+from mnist_edge.errors import ArtifactError
+from mnist_edge.io import format_size, sha256_file, write_text_atomic
 from mnist_edge.zoo import MODELS, get_spec
 
 FORMATS = (("eager", "PyTorch eager"), ("torchscript", "TorchScript"), ("onnx", "ONNX fp32"),
@@ -27,6 +33,77 @@ def _latency(bench: dict | None, fmt: str, batch: int, threads: int = 1):
 
 def _ms(row, key="p50_ms") -> str:
     return f"{row[key]:.3f}" if row else "-"
+
+
+def stale_formats(folder: Path, bench: dict | None) -> dict[str, str]:
+    """{format: why} for each benchmarked format whose file is gone or has other bytes than were timed."""
+    out = {}
+    for e in (bench or {}).get("formats", []):
+        if e.get("status") != "ok" or not e.get("file") or not e.get("sha256"):
+            continue
+        path = folder / Path(e["file"]).name
+        if not path.is_file():
+            out[e["format"]] = f"{path.name} is gone"
+        elif sha256_file(path) != e["sha256"]:
+            out[e["format"]] = f"{path.name} changed since it was timed"
+    return out
+
+
+def model_pictures(folder: Path, data_root=None) -> list[Path]:
+    """confusion.png (fp32, and int8 beside it when its predictions differ), misclassified.png (the fp32
+    model's errors) and misclassified_int8.png (the digits where int8's label differs from fp32's), from
+    the ONNX files on the 10,000 test images. Needs matplotlib and the MNIST test set."""
+    from mnist_edge import plots
+    from mnist_edge.data import load_mnist
+    from mnist_edge.runtime import load
+
+    x, y = load_mnist("test", data_root)
+    preds = {}
+    for precision, fname in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
+        if (folder / fname).is_file():
+            preds[precision] = load(folder, precision=precision, threads=1).predict(x)
+    if not preds:
+        raise ArtifactError(f"{folder} holds neither model.onnx nor model.int8.onnx: no pictures to draw")
+    name = folder.name
+    first = next(iter(preds))
+    same = len(preds) == 2 and (preds["fp32"].labels == preds["int8"].labels).all()
+    shown = {first: preds[first]} if same or len(preds) == 1 else preds
+    matrices = {(f"{p} = int8" if same else p): plots.confusion_matrix(y, q.labels) for p, q in shown.items()}
+    written = [plots.plot_confusion(matrices, folder / "confusion.png", title=f"{name}: confusion matrix")]
+
+    def gallery(idx, pred, path, title, caption, legend):
+        idx = idx[np.argsort(-pred.probabilities[idx, pred.labels[idx]], kind="stable")]  # most confident first
+        more = f", the {plots.GALLERY_MAX} most confident shown" if len(idx) > plots.GALLERY_MAX else ""
+        return plots.plot_gallery(x[idx[:plots.GALLERY_MAX]], [caption(i) for i in idx[:plots.GALLERY_MAX]], path,
+                                  f"{title} ({len(idx)}{more}); caption: {legend}")
+
+    p = preds[first]
+    written.append(gallery(np.flatnonzero(p.labels != y), p, folder / "misclassified.png",
+                           f"{name} {first}: misclassified test digits",
+                           lambda i: f"{y[i]}→{p.labels[i]} ({p.probabilities[i, p.labels[i]]:.2f})",
+                           "true→predicted (probability)"))
+    if len(preds) == 2 and not same:
+        a, b = preds["fp32"], preds["int8"]
+        written.append(gallery(np.flatnonzero(a.labels != b.labels), b, folder / "misclassified_int8.png",
+                               f"{name}: test digits where int8's label differs from fp32's",
+                               lambda i: (f"{y[i]}: {a.labels[i]} | {b.labels[i]} "
+                                          f"({b.probabilities[i, b.labels[i]]:.2f})"),
+                               "true: fp32 | int8 (int8's probability)"))
+    else:
+        (folder / "misclassified_int8.png").unlink(missing_ok=True)  # from an earlier export that differed
+    return written
+
+
+def zoo_points(rows) -> list[dict]:
+    """The zoo plot's points: ONNX fp32 and int8 of each model with a bench report (batch 1, 1 thread)."""
+    points = []
+    for name, man, _ckpt, bench in rows:
+        for fmt, fname, label in (("onnx", "model.onnx", "ONNX fp32"), ("int8", "model.int8.onnx", "ONNX int8")):
+            row, f = _latency(bench, fmt, 1), man["files"].get(fname)
+            if row and f and f.get("accuracy") is not None:
+                points.append({"model": name, "format": label, "latency_ms": row["p50_ms"],
+                               "accuracy": f["accuracy"], "size_bytes": f["size"]})
+    return points
 
 
 def reproduce(name: str) -> str:
@@ -46,7 +123,10 @@ def load_folder(folder: Path) -> tuple[dict, dict, dict | None]:
     return read_manifest(folder), read_checkpoint(folder / "checkpoint.pt"), bench
 
 
-def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None) -> str:
+def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, stale: dict | None = None,
+               pictures: tuple = ()) -> str:
+    """The card's markdown. ``stale``: {format: why} from :func:`stale_formats`; ``pictures``: the names
+    of the picture files present in the folder."""
     from mnist_edge.models import build_net, count_macs, count_params
 
     spec = get_spec(name)
@@ -79,7 +159,7 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None) -> str
     for fname, label in FILES.items():
         f = files.get(fname)
         if f:
-            lines.append(f"| `{fname}` | {label} | {f['size'] / 1024:.1f} KiB | {f['accuracy']:.2f}% | "
+            lines.append(f"| `{fname}` | {label} | {format_size(f['size'])} | {f['accuracy']:.2f}% | "
                          f"{f['agreement']:.2f}% | {f['max_abs_diff']:.2e} | {f['reference']} |")
     q = manifest["settings"].get("quantization")
     if q:
@@ -95,20 +175,32 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None) -> str
                   f"onnxruntime {env['versions'].get('onnxruntime')}, torch {env['versions'].get('torch')}; "
                   "1 thread, milliseconds per call.", "",
                   "| format | batch 1 p50 | batch 1 p99 | batch 64 p50 | batch 64 p99 |", "|---|---|---|---|---|"]
+        stale = stale or {}
         for fmt, label in FORMATS:
             b1, b64 = _latency(bench, fmt, 1), _latency(bench, fmt, 64)
-            lines.append(f"| {label} | {_ms(b1)} | {_ms(b1, 'p99_ms')} | {_ms(b64)} | {_ms(b64, 'p99_ms')} |")
+            mark = " (stale)" if fmt in stale else ""
+            lines.append(f"| {label}{mark} | {_ms(b1)} | {_ms(b1, 'p99_ms')} | {_ms(b64)} | {_ms(b64, 'p99_ms')} |")
         lines += ["", bench["advice"]["line"]]
+        if stale:
+            lines += ["", "**Stale:** " + "; ".join(f"{fmt}: {why}" for fmt, why in stale.items())
+                      + ". These timings describe other files; run the bench command below again."]
     else:
         lines.append("Not measured yet: run `mnist-edge bench` (see below).")
     lines += ["", "## Files", "", "`checkpoint.pt` (weights-only, rebuilds its model), `model.pt`, `model.onnx`, "
               "`model.int8.onnx`, `manifest.json` (SHA-256 of every file; check with `mnist-edge verify "
               f"exported/{name}`), `training_curves.png`, `bench.json`.", "",
-              "![training curves](training_curves.png)", "", "## Reproduce", "", "```bash", reproduce(name), "```", ""]
+              "![training curves](training_curves.png)", ""]
+    if pictures:
+        lines += ["## Errors on the test set", "",
+                  "The ONNX files on the 10,000 test images, run by the torch-free runtime (`mnist-edge card`).", ""]
+        captions = {"confusion.png": "confusion matrix", "misclassified.png": "misclassified test digits",
+                    "misclassified_int8.png": "digits where int8's label differs from fp32's"}
+        lines += [f"![{captions[p]}]({p})\n" for p in captions if p in pictures]
+    lines += ["## Reproduce", "", "```bash", reproduce(name), "```", ""]
     return "\n".join(lines)
 
 
-def zoo_index(rows: list[tuple[str, dict, dict, dict | None]]) -> str:
+def zoo_index(rows: list[tuple[str, dict, dict, dict | None]], plot: str | None = None) -> str:
     lines = ["# Exported models", "",
              "Every model of the zoo, trained by its seed's recipe, exported and gated by `mnist-edge export "
              "--quantize`, verified by the test suite (`tests/test_exported.py`). Accuracy on the full "
@@ -125,24 +217,57 @@ def zoo_index(rows: list[tuple[str, dict, dict, dict | None]]) -> str:
         lines.append(
             f"| [`{name}`]({name}/README.md) | {doc} | {m['test_accuracy']:.2f}% | {f['model.onnx']['accuracy']:.2f}% | "
             f"{f['model.int8.onnx']['accuracy']:.2f}% | {f['model.int8.onnx']['agreement']:.2f}% | "
-            f"{f['model.onnx']['size'] / 1024:.0f} KiB | {f['model.int8.onnx']['size'] / 1024:.0f} KiB | "
+            f"{format_size(f['model.onnx']['size'])} | {format_size(f['model.int8.onnx']['size'])} | "
             + " | ".join(lat) + f" | {m['train_seconds'] / 60:.1f} min, {m['device']} |")
+    if plot:
+        lines += ["", f"![accuracy against batch-1 latency; marker area: file size]({plot})", "",
+                  "Accuracy against batch-1 latency (p50, 1 thread, from each `bench.json`) for the ONNX fp32 and "
+                  "int8 file of every model; a marker's area is the file's size."]
     lines += ["", "## Reproduce a row", "", "```bash", reproduce("NAME"), "```", ""]
     return "\n".join(lines)
 
 
-def write_cards(exported: str | Path = "exported", models: list[str] | None = None) -> list[Path]:
-    """Write the card of each model folder present (or of ``models``) and the index over all present."""
+PICTURES = ("confusion.png", "misclassified.png", "misclassified_int8.png")
+
+
+def write_cards(exported: str | Path = "exported", models: list[str] | None = None, *, pictures: bool = True,
+                data_root=None) -> list[Path]:
+    """Write the card of each model folder present (or of ``models``) and the index over all present.
+
+    A folder without artifacts (no manifest.json) is refused, and so is an ``exported`` folder holding no
+    model folder at all: no card or index is written from nothing. ``pictures``: also draw each card's
+    pictures and the index's zoo.png (needs matplotlib and the MNIST test set, ``data_root``).
+    """
+    from mnist_edge import plots
     from mnist_edge.extras import require
 
     require("train", "writing model cards (they read the checkpoints)", ("torch", "matplotlib"))
+
     exported = Path(exported)
+    present = [n for n in MODELS if (exported / n / "manifest.json").is_file()]
+    if not exported.is_dir():
+        raise ArtifactError(f"{exported} is not a folder: nothing to write cards for")
+    if not present and not models:
+        raise ArtifactError(f"{exported} holds no exported model (no NAME/manifest.json, NAME one of "
+                            f"{', '.join(MODELS)}): nothing to write; run `mnist-edge export --model NAME` first")
     written = []
-    for name in models or [n for n in MODELS if (exported / n / "manifest.json").is_file()]:
+    for name in models or present:
         folder = exported / get_spec(name).name
-        manifest, ckpt, bench = load_folder(folder)
-        write_text_atomic(folder / "README.md", model_card(name, manifest, ckpt, bench))
+        manifest, ckpt, bench = load_folder(folder)  # ArtifactError naming a folder without a manifest
+        if pictures:
+            written += model_pictures(folder, data_root)
+        have = tuple(p for p in PICTURES if (folder / p).is_file())
+        card = model_card(get_spec(name).name, manifest, ckpt, bench, stale=stale_formats(folder, bench),
+                          pictures=have)
+        write_text_atomic(folder / "README.md", card)
         written.append(folder / "README.md")
-    rows = [(n, *load_folder(exported / n)) for n in MODELS if (exported / n / "manifest.json").is_file()]
-    write_text_atomic(exported / "README.md", zoo_index(rows))
+    rows = [(n, *load_folder(exported / n)) for n in present]
+    plot = None
+    points = zoo_points(rows)
+    if pictures and points:
+        written.append(plots.plot_zoo(points, exported / "zoo.png",
+                                      title="The zoo: accuracy against batch-1 latency (marker area: file size)"))
+    if (exported / "zoo.png").is_file():
+        plot = "zoo.png"
+    write_text_atomic(exported / "README.md", zoo_index(rows, plot=plot))
     return written + [exported / "README.md"]

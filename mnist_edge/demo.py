@@ -118,6 +118,14 @@ class DemoServer(ThreadingHTTPServer):
         self.index, self.blobs = index, blobs
         super().__init__(address, _Handler)
 
+    def handle_error(self, request, client_address):
+        """A browser that closes a connection early (reload, tab closed) is normal: no traceback for it."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            if not self.quiet:
+                print(f"mnist-edge demo: {client_address[0]} closed the connection early", file=sys.stderr)
+            return
+        super().handle_error(request, client_address)
+
     @cached_property
     def url(self) -> str:
         host, port = self.server_address[:2]

@@ -149,11 +149,12 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The registry entry for ``name``, or an error listing the valid names and the closest match."""
+    """The registry entry for ``name`` (case-insensitive: ``BN_CNN`` is ``bn_cnn``), or an error listing the
+    valid names and the closest match."""
     try:
-        return MODELS[name]
+        return MODELS[name] if name in MODELS else MODELS[str(name).lower()]
     except KeyError:
-        close = difflib.get_close_matches(str(name), MODELS, n=1)
+        close = difflib.get_close_matches(str(name).lower(), MODELS, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise UnknownModelError(
             f"unknown model '{name}'.{hint} Valid models: {', '.join(MODELS)}"

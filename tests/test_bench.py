@@ -205,7 +205,7 @@ def _report(fp32_p50=(1.0, 20.0), int8_p50=(0.5, 8.0), flags=True, acc=(None, No
 def test_advice_follows_the_measurement_then_the_flags():
     pays = _report()["advice"]
     assert pays["int8_pays"] is True and pays["ship"] == "model.int8.onnx" and pays["basis"] == "measured"
-    assert pays["int8_speedup"] == {"batch": 1, "threads": 1, "value": 2.0}
+    assert pays["int8_speedup"] == {"batch": 1, "threads": 1, "value": 2.0, "interval": None}
     assert "2.00x" in pays["line"] and "2.50x at batch 64" in pays["line"]
     slow = _report(int8_p50=(1.05, 30.0), flags=False)["advice"]  # a Pi 4: within 10%, then slower
     assert slow["int8_pays"] is False and slow["ship"] == "model.onnx" and "dot-product" in slow["line"]
@@ -217,6 +217,69 @@ def test_advice_follows_the_measurement_then_the_flags():
     pi4_guess = _report(int8_p50=(None, None), flags=False)["advice"]
     assert pi4_guess["basis"] == "cpu flags" and pi4_guess["int8_pays"] is False and "Measure" in pi4_guess["line"]
     assert _report(int8_p50=(None, None), flags=True)["advice"]["ship"] == "model.int8.onnx"
+
+
+def _with_intervals(r, spread):
+    """``r`` with each p50's 95% interval at p50 * (1 -+ spread), and its advice recomputed."""
+    for row in r["results"]:
+        row["p50_ci_ms"] = [row["p50_ms"] * (1 - spread), row["p50_ms"] * (1 + spread)]
+    r["advice"] = advice.advise(r)
+    return r
+
+
+def test_verdict_is_undetermined_when_the_ratios_interval_includes_1():
+    tight = _with_intervals(_report(int8_p50=(0.8, 16.0)), 0.05)["advice"]  # 1.25x, interval 1.13x-1.38x
+    assert tight["int8_pays"] is True and tight["int8_speedup"]["interval"] == pytest.approx([0.95 / 0.84, 1.05 / 0.76])
+    assert "95% interval 1.13x to 1.38x" in tight["line"]
+    loose = _with_intervals(_report(int8_p50=(0.8, 16.0)), 0.2)["advice"]  # 1.25x, interval 0.83x-1.88x
+    assert loose["int8_pays"] is None and loose["ship"] is None and loose["basis"] == "measured"
+    assert loose["line"].startswith("Undetermined: ") and "includes 1" in loose["line"] and "1.25x" in loose["line"]
+    slower = _with_intervals(_report(int8_p50=(1.5, 30.0)), 0.05)["advice"]  # clearly slower: decided
+    assert slower["int8_pays"] is False and slower["ship"] == "model.onnx"
+
+
+def test_summary_carries_the_p50_interval_and_p50_throughput():
+    rng = np.random.default_rng(0)
+    small, large = (timing.summarize((1e6 * (1 + rng.exponential(0.2, n))).astype(np.int64), 8) for n in (50, 5000))
+    for s in (small, large):
+        lo, hi = s["p50_ci_ms"]
+        assert lo <= s["p50_ms"] <= hi and s["throughput_p50_ips"] == pytest.approx(8000 / s["p50_ms"], rel=1e-4)
+    assert large["p50_ci_ms"][1] - large["p50_ci_ms"][0] < small["p50_ci_ms"][1] - small["p50_ci_ms"][0]
+    assert timing.median_interval(np.array([3.0])) == (3.0, 3.0)
+
+
+def test_default_table_fits_100_columns_and_shows_the_advices_throughput():
+    r = _report()
+    for row in r["results"]:
+        row["mean_ms"] = row["p50_ms"] * 1.5  # a skewed run: mean-based img/s would disagree with the advice
+        row["throughput_ips"] = row["batch"] * 1000 / row["mean_ms"]
+        row["provider"] = "CPUExecutionProvider"
+    text = report.render_table(r)
+    table = text.split("\n\n")[1].splitlines()
+    assert max(map(len, table)) <= 100 and "provider" not in table[0] and "p90" not in table[0]
+    onnx1 = next(line for line in table if line.split()[:3] == ["onnx", "1", "1"])
+    assert "1000" in onnx1.split()  # batch 1 / p50 1.0 ms, not / mean 1.5 ms (667)
+    assert all(len(line) <= 100 for line in text.splitlines()[4:-1])
+    wide = report.render_table(r, wide=True).split("\n\n")[1].splitlines()
+    assert "provider" in wide[0] and "p90 ms" in wide[0] and "mean ms" in wide[0]
+
+
+def test_compare_names_both_models_and_warns_when_they_differ():
+    a, b = _report(), _report(fp32_p50=(0.5, 10.0))
+    for r, digest in ((a, "a" * 64), (b, "a" * 64)):
+        for e in r["formats"]:
+            e["sha256"] = digest
+    same = report.compare_reports(a, b)
+    assert same["warnings"] == [] and same["models"]["a"]["name"] == same["models"]["b"]["name"] == "bn_cnn"
+    text = report.render_compare(same)
+    assert "A model: bn_cnn in exported/bn_cnn: eager checkpoint.pt (aaaaaaaaaaaa)" in text and "warning" not in text
+    b["model"] = {"name": "lenet5", "folder": "exported/lenet5"}
+    next(e for e in b["formats"] if e["format"] == "onnx")["sha256"] = "b" * 64
+    cmp = report.compare_reports(a, b)
+    assert cmp["warnings"][0] == "the runs timed different models: A bn_cnn, B lenet5"
+    assert any(w.startswith("onnx: different files") for w in cmp["warnings"])
+    assert "warning: the runs timed different models" in report.render_compare(cmp)
+    assert "B model: lenet5 in exported/lenet5" in report.render_compare(cmp, markdown=True)
 
 
 def test_compare_gives_ratios_and_lists_unmatched_cases(tmp_path):

@@ -158,3 +158,67 @@ def test_bad_input_is_one_line_naming_it(node, model_dir, mnist_dir, tmp_path, c
     lines = proc.stderr.strip().splitlines()
     assert lines[0].startswith("classify.mjs: error: ") and expected in lines[0], proc.stderr
     assert "    at " not in proc.stderr  # no stack trace
+
+
+def test_digit_mjs_normalizes_noisy_scans_exactly_like_python(mnist_dir, tmp_path):
+    """The synthesized scans of tests/scans.py (noise, clipping, grey paper, gradients, JPEG, a 1,000+ pixel
+    photo) through digit.mjs's normalizeDigit and through Python's normalize_digit: identical bytes.
+    Needs only node (digit.mjs has no dependencies)."""
+    import scans
+
+    from mnist_edge.errors import InputError
+    from mnist_edge.runtime.images import normalize_digit
+
+    exe = shutil.which("node")
+    if exe is None:
+        pytest.fail(f"node is not on PATH: {INSTALL}")
+    x, _ = load_mnist("test", mnist_dir)
+    pages = [scans.scan(x[i], kind, i) for kind in scans.KINDS for i in range(3)]
+    photo = np.full((1100, 1300), 200.0)
+    photo[300:804, 400:904] -= 150 * np.kron(x[5] / 255.0, np.ones((18, 18)))
+    pages += [(photo + np.random.default_rng(5).normal(0, 20, photo.shape)).clip(0, 255).astype(np.uint8),
+              np.full((40, 40), 255, np.uint8)]  # the last: blank
+    (tmp_path / "pages.json").write_text(json.dumps([{"w": p.shape[1], "h": p.shape[0], "data": p.ravel().tolist()}
+                                                     for p in pages]))
+    script = tmp_path / "run.mjs"
+    script.write_text(
+        f'import {{ readFileSync }} from "node:fs";\n'
+        f'import {{ normalizeDigit }} from {json.dumps((ROOT / "examples" / "web" / "digit.mjs").as_uri())};\n'
+        f'const pages = JSON.parse(readFileSync({json.dumps(str(tmp_path / "pages.json"))}, "utf8"));\n'
+        'console.log(JSON.stringify(pages.map((p) => { const o = normalizeDigit(p.data, p.w, p.h); '
+        'return o ? Array.from(o) : null; })));\n')
+    proc = subprocess.run([exe, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    js = json.loads(proc.stdout)
+    for i, (page, got) in enumerate(zip(pages, js)):
+        try:
+            want = normalize_digit(page).ravel().tolist()
+        except InputError:
+            want = None
+        assert got == want, f"page {i} ({page.shape}): JS and Python normalization differ"
+    assert js[-1] is None and all(j is not None for j in js[:-1])
+
+
+def test_readme_commands_work_from_the_example_folder(node, mnist_dir, tmp_path):
+    """Each `node classify.mjs ...` line of examples/node/README.md, run in examples/node (my_digit.png: a
+    real PNG; the IDX path: this run's MNIST folder when the checkout's default one is elsewhere)."""
+    x, _ = load_mnist("test", mnist_dir)
+    digit = tmp_path / "my_digit.png"
+    Image.fromarray(255 - x[0]).resize((112, 112)).save(digit)
+    readme = (NODE_DIR / "README.md").read_text()
+    block = readme.split("```bash\n")[1].split("```")[0]
+    lines = [line for line in block.splitlines() if line.startswith("node classify.mjs")]
+    assert len(lines) >= 3
+    idx = find_mnist_dir(mnist_dir) / "t10k-images-idx3-ubyte.gz"
+    for line in lines:
+        args = line.split()[2:]
+        args = [str(digit) if a == "my_digit.png" else a for a in args]
+        args = [str(idx) if a.endswith("t10k-images-idx3-ubyte.gz") and not (NODE_DIR / a).is_file() else a
+                for a in args]
+        proc = subprocess.run([node, "classify.mjs", *args], cwd=NODE_DIR, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, f"{line}: {proc.stderr}"
+        if "--help" not in args:
+            out = json.loads(proc.stdout)
+            if "my_digit.png" in line:
+                assert all(m["labels"] == [7] for m in out["models"].values())

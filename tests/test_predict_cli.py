@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -11,6 +12,7 @@ from PIL import Image
 from mnist_edge.cli import main
 from mnist_edge.data import load_mnist
 from mnist_edge.runtime import classifier, load
+from mnist_edge.runtime.images import load_image
 
 
 @pytest.fixture(scope="module")
@@ -86,20 +88,80 @@ def test_absent_default_model_says_what_to_do(pngs, capsys, tmp_path, monkeypatc
 
 @pytest.mark.parametrize("case, expected", [
     ("missing.png", "missing.png: no such file"),
-    ("", "is a directory"),
     ("empty.png", "empty.png is empty"),
     ("text.png", "text.png is not an image"),
+    ("blank.png", "blank.png: no digit found (no ink 32 grey levels from the background 255"),
 ])
-def test_bad_image_paths_give_one_line_naming_the_path(artifact_dir, pngs, capsys, tmp_path, case, expected):
+def test_a_bad_file_gets_its_own_error_line_and_the_others_are_classified(artifact_dir, pngs, capsys, tmp_path,
+                                                                         case, expected):
     bad = tmp_path / case
     if case == "empty.png":
         bad.write_bytes(b"")
     elif case == "text.png":
         bad.write_text("hello, not a picture\n")
-    code, out, err = _run(capsys, "predict", "--model", str(artifact_dir), pngs[0][0], str(bad))
-    assert code == 1 and out == ""  # nothing classified when any file is bad
-    assert err.startswith("mnist-edge predict: error: ") and err.count("\n") == 1
-    assert expected in err and "Traceback" not in err
+    elif case == "blank.png":
+        Image.fromarray(np.full((40, 40), 255, np.uint8)).save(bad)  # white paper: named as 255, not 0
+    code, out, err = _run(capsys, "predict", "--model", str(artifact_dir), pngs[0][0], str(bad), pngs[0][1])
+    assert code == 1  # any failure: non-zero exit, after every good file was classified
+    assert [line.rpartition(": ")[0] for line in out.splitlines()] == [pngs[0][0], pngs[0][1]]
+    errors = [line for line in err.splitlines() if line.startswith("mnist-edge predict: error: ")]
+    assert len(errors) == 1 and expected in errors[0] and "Traceback" not in err
+    assert "1 of 3 images failed" in err
+    code, out, _ = _run(capsys, "predict", "--model", str(artifact_dir), "--json", pngs[0][0], str(bad))
+    doc = json.loads(out)
+    assert code == 1 and doc["schema"] == "mnist-edge-predict/1" and doc["failed"] == 1
+    good, failed = doc["results"]
+    assert good["image"] == pngs[0][0] and isinstance(good["label"], str) and "error" not in good
+    assert failed["image"] == str(bad) and failed["label"] is None and expected in failed["error"]
+
+
+def test_a_folder_is_its_image_files_in_name_order(artifact_dir, pngs, capsys, tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for p in pngs[0][:3]:
+        shutil.copy(p, folder)
+    (folder / "notes.txt").write_text("not an image, not read")
+    (folder / ".hidden.png").write_bytes(b"")
+    code, out, err = _run(capsys, "predict", "--model", str(artifact_dir), str(folder))
+    assert code == 0, err
+    want = sorted(str(folder / Path(p).name) for p in pngs[0][:3])
+    assert [line.rpartition(": ")[0] for line in out.splitlines()] == want
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    code, out, err = _run(capsys, "predict", "--model", str(artifact_dir), str(empty), pngs[0][0])
+    assert code == 1 and out.startswith(pngs[0][0]) and f"folder {empty} holds no image files" in err
+
+
+def test_save_inputs_writes_what_the_model_saw(artifact_dir, pngs, capsys, tmp_path):
+    paths, x = pngs
+    twin = tmp_path / "other" / Path(paths[0]).name  # the same name from another folder: not overwritten
+    twin.parent.mkdir()
+    shutil.copy(paths[1], twin)
+    seen = tmp_path / "seen"
+    code, out, _ = _run(capsys, "predict", "--model", str(artifact_dir), "--save-inputs", str(seen), "--json",
+                        paths[0], str(twin), paths[2])
+    assert code == 0
+    doc = json.loads(out)
+    stem = Path(paths[0]).stem
+    assert [Path(r["input"]).name for r in doc["results"]] == [f"{stem}.png", f"{stem}-2.png",
+                                                               f"{Path(paths[2]).stem}.png"]
+    for r, want in zip(doc["results"], (x[0], x[1], x[2])):
+        saved = np.asarray(Image.open(r["input"]))
+        assert saved.shape == (28, 28) and saved.dtype == np.uint8
+        assert np.array_equal(saved, load_image(r["image"]))  # exactly the array that was classified
+        assert np.abs(saved.astype(int) - want).max() <= 1  # (an MNIST digit: itself)
+    assert load(artifact_dir).predict(np.asarray(Image.open(doc["results"][0]["input"]))).to_list()[0]["label"] \
+        == doc["results"][0]["label"]
+    (tmp_path / "afile").write_text("")
+    code, _, err = _run(capsys, "predict", "--model", str(artifact_dir), "--save-inputs", str(tmp_path / "afile"),
+                        paths[0])
+    assert code == 1 and "is a file, not a folder" in err
+
+
+def test_model_names_and_options_are_forgiving_where_safe(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--top_k", "3", "x.png"])
+    assert e.value.code == 2 and "did you mean --top-k?" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -319,7 +319,7 @@ async function start() {
   showLatency();
   showResult(null);
 
-  const kb = (n) => `${(n / 1024).toFixed(0)} kB`;
+  const kb = (n) => `${(n / 1024).toFixed(1)} KiB`; // as the mnist-edge commands print sizes
   const opset = first.info.opsets["ai.onnx"] ?? Object.values(first.info.opsets)[0];
   const sizes = Object.entries(state.models).map(([p, m]) => `${p} ${kb(m.bytes)}`).join(", ");
   $("about").textContent = `${first.contract.model} · ${sizes} · ONNX opset ${opset}, IR ${first.info.irVersion} · ` +

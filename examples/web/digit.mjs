@@ -14,23 +14,32 @@
 // stays self-contained for users who copy one folder.
 //
 // MNIST's recipe, as mnist_edge.runtime.images.normalize_digit implements it in Python (this is a port of
-// that function, step for step, with Pillow's bilinear resize reproduced exactly):
-//   1. background: the median of the outermost ring of pixels; a light one (> 127.5) is inverted so ink
-//      is bright on black;
-//   2. noise floor = background + 4 robust standard deviations of the ring (1.4826 * MAD); pixels at or
-//      below it become 0, the rest is stretched so the brightest ink is 255;
-//   3. crop to the digit's box (strong ink, widened while more ink lies within 40% of its size; on a
-//      noisy background only ink of a quarter strength counts), resize (bilinear, anti-aliased when
-//      shrinking) so the larger side is 20 pixels, keeping the aspect ratio;
-//   4. paste into 28x28 at the integer offset that puts the centre of mass nearest (14, 14).
-// Returns null when there is no digit (ink fainter than 32 grey levels above the background).
+// that function, step for step and operation for operation, with Pillow's bilinear resize reproduced
+// exactly; the module docstring there explains each step):
+//   1. an image over 1000 pixels on a side is averaged over blocks down to that;
+//   2. the median of the outermost ring of pixels decides the polarity: a light one (> 127.5) is
+//      inverted so ink is bright on black;
+//   3. paper: the ring's median when half the ring has exactly that value, else a plane through the ring
+//      (a lighting gradient); ink = image - paper;
+//   4. noise: from the ring of the ink averaged over boxes of ~1/100 of the image. None: every pixel
+//      above the paper is ink, stretched so the brightest is 255. Noisy: the digit is grown from strong
+//      ink through pixels 3 robust deviations above the paper (specks stay out), stretched so its
+//      99th-percentile pixel is 255;
+//   5. crop to the digit's box (strong ink, widened while more ink lies within 40% of its size), resize
+//      (bilinear, anti-aliased when shrinking) so the larger side is 20 pixels, keeping the aspect ratio;
+//      paste into 28x28 at the integer offset that puts the centre of mass nearest (14, 14).
+// Returns null when there is no digit (ink fainter than 32 grey levels above the paper, or than 8
+// deviations of its noise).
 
 export const CONTRACT_VERSION = "1"; // mnist_edge/contract.py
 export const SIDE = 28;
 export const BOX = 20;
 export const CENTER = 14.0;
-export const NOISE_SIGMAS = 4.0;
 export const MIN_CONTRAST = 32.0;
+const MAX_SIDE = 1000;
+const SMOOTH_DIVISOR = 100;
+const SEED_SIGMAS = 8.0;
+const LOW_SIGMAS = 3.0;
 
 function median(values) {
   const s = Float64Array.from(values).sort();
@@ -160,6 +169,92 @@ function inkBox(ink, w, h, level) {
   }
 }
 
+// The outermost ring of pixels: top row, bottom row, then the side columns without the corners.
+function ring(a, w, h) {
+  const out = [];
+  for (let x = 0; x < w; x++) out.push(a[x]);
+  if (h > 1) for (let x = 0; x < w; x++) out.push(a[(h - 1) * w + x]);
+  for (let y = 1; y < h - 1; y++) {
+    out.push(a[y * w]);
+    if (w > 1) out.push(a[y * w + w - 1]);
+  }
+  return out;
+}
+
+// An image over MAX_SIDE pixels averaged over f x f blocks, one slice at a time as the Python code adds.
+function shrink(g, w, h) {
+  const f = Math.min(Math.ceil(Math.max(w, h) / MAX_SIDE), Math.min(w, h));
+  if (f === 1) return [g, w, h];
+  const nw = Math.floor(w / f), nh = Math.floor(h / f);
+  const acc = new Float64Array(nw * nh);
+  for (let dy = 0; dy < f; dy++) {
+    for (let dx = 0; dx < f; dx++) {
+      for (let y = 0; y < nh; y++) for (let x = 0; x < nw; x++) acc[y * nw + x] += g[(y * f + dy) * w + x * f + dx];
+    }
+  }
+  return [acc.map((v) => v / (f * f)), nw, nh];
+}
+
+// The paper's level per pixel index: the ring's median when half the ring has exactly that value, else a
+// plane through the ring (slopes from the medians of opposite sides, offset centring the ring).
+function background(g, w, h) {
+  const rg = ring(g, w, h);
+  const level = median(rg);
+  let same = 0;
+  for (const v of rg) if (v === level) same++;
+  if (same / rg.length >= 0.5 || h < 3 || w < 3) return () => level;
+  const col = (x) => { const c = []; for (let y = 0; y < h; y++) c.push(g[y * w + x]); return c; };
+  const dx = (median(col(w - 1)) - median(col(0))) / (w - 1);
+  const dy = (median(g.subarray((h - 1) * w, h * w)) - median(g.subarray(0, w))) / (h - 1);
+  const plane = new Float64Array(w * h);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) plane[y * w + x] = y * dy + x * dx;
+  const pr = ring(plane, w, h);
+  const offset = median(rg.map((v, i) => v - pr[i]));
+  return (i) => plane[i] + offset;
+}
+
+// The mean over a (2 radius + 1)-square box around each pixel (edges replicated), via summed areas
+// computed in the same order as numpy's cumsum along rows, then columns.
+function boxMean(a, w, h, radius) {
+  const k = 2 * radius + 1, pw = w + 2 * radius, ph = h + 2 * radius;
+  const s = new Float64Array((ph + 1) * (pw + 1));
+  const at = (y, x) => a[Math.min(Math.max(y - radius, 0), h - 1) * w + Math.min(Math.max(x - radius, 0), w - 1)];
+  for (let y = 0; y < ph; y++) for (let x = 0; x < pw; x++) s[(y + 1) * (pw + 1) + x + 1] = s[y * (pw + 1) + x + 1] + at(y, x);
+  for (let y = 1; y <= ph; y++) for (let x = 1; x <= pw; x++) s[y * (pw + 1) + x] = s[y * (pw + 1) + x - 1] + s[y * (pw + 1) + x];
+  const out = new Float64Array(w * h);
+  const S = (y, x) => s[y * (pw + 1) + x];
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) out[y * w + x] = (S(y + k, x + k) - S(y, x + k) - S(y + k, x) + S(y, x)) / (k * k);
+  }
+  return out;
+}
+
+// The pixels of `allowed` 4-connected to a seed (hysteresis): whole runs along rows, then columns, until
+// nothing changes.
+function grow(seeds, allowed, w, h) {
+  let m = seeds.map((v, i) => v & allowed[i]);
+  for (;;) {
+    const next = Uint8Array.from(m);
+    for (let y = 0; y < h; y++) fillRuns(next, allowed, y * w, 1, w);
+    for (let x = 0; x < w; x++) fillRuns(next, allowed, x, w, h);
+    let same = true;
+    for (let i = 0; i < m.length; i++) if (next[i] !== m[i]) { same = false; break; }
+    if (same) return m;
+    m = next;
+  }
+}
+
+function fillRuns(m, allowed, start, step, count) {
+  let i = 0;
+  while (i < count) {
+    if (!allowed[start + i * step]) { i++; continue; }
+    let j = i, hit = false;
+    while (j < count && allowed[start + j * step]) { if (m[start + j * step]) hit = true; j++; }
+    if (hit) for (let q = i; q < j; q++) m[start + q * step] = 1;
+    i = j;
+  }
+}
+
 /**
  * A grey image of one digit (any size, dark-on-light or light-on-dark) -> MNIST-style 28x28.
  * @param {ArrayLike<number>} gray  width*height grey levels in [0, 255], row-major
@@ -170,26 +265,39 @@ export function normalizeDigit(gray, width, height) {
     throw new Error(`normalizeDigit: expected ${width}x${height} grey levels, got ${gray.length}`);
   }
   let g = Float64Array.from(gray);
-  const ring = [];
-  for (let x = 0; x < width; x++) ring.push(g[x]);
-  if (height > 1) for (let x = 0; x < width; x++) ring.push(g[(height - 1) * width + x]);
-  for (let y = 1; y < height - 1; y++) {
-    ring.push(g[y * width]);
-    if (width > 1) ring.push(g[y * width + width - 1]);
+  [g, width, height] = shrink(g, width, height);
+  const inverted = median(ring(g, width, height)) > 127.5;
+  if (inverted) g = g.map((v) => 255.0 - v);
+  const n = width * height;
+  const paperLevel = background(g, width, height);
+  const res = new Float64Array(n);
+  for (let i = 0; i < n; i++) res[i] = g[i] - paperLevel(i);
+  const smooth = boxMean(res, width, height, Math.max(1, roundHalfEven(Math.max(width, height) / SMOOTH_DIVISOR)));
+  const sring = ring(smooth, width, height);
+  const bg = median(sring);
+  let spread = 1.4826 * median(sring.map((v) => Math.abs(v - bg))); // robust standard deviation
+  let ink;
+  if (spread === 0) {
+    let peak = -Infinity;
+    for (const v of res) peak = Math.max(peak, v);
+    if (peak < MIN_CONTRAST) return null;
+    ink = res.map((v) => Math.min(Math.max(v / peak, 0), 1) * 255);
+  } else {
+    spread = Math.max(spread, 1.0);
+    let peak = -Infinity;
+    for (const v of smooth) peak = Math.max(peak, v);
+    if (peak - bg < Math.max(MIN_CONTRAST, SEED_SIGMAS * spread)) return null;
+    const seedAt = bg + Math.max(SEED_SIGMAS * spread, 0.5 * (peak - bg)), lowAt = bg + LOW_SIGMAS * spread;
+    const digit = grow(smooth.map((v) => (v >= seedAt ? 1 : 0)), smooth.map((v) => (v > lowAt ? 1 : 0)), width, height);
+    const values = new Float64Array(n), inside = [];
+    for (let i = 0; i < n; i++) {
+      if (digit[i]) { values[i] = Math.max(res[i] - bg, 0.0); inside.push(values[i]); }
+    }
+    const sorted = Float64Array.from(inside).sort();
+    const top = sorted[Math.floor(0.99 * (sorted.length - 1))];
+    if (!(top > 0)) return null;
+    ink = values.map((v) => Math.min(v / top, 1.0) * 255.0);
   }
-  if (median(ring) > 127.5) {
-    g = g.map((v) => 255 - v);
-    for (let i = 0; i < ring.length; i++) ring[i] = 255 - ring[i];
-  }
-  const bg = median(ring);
-  const spread = 1.4826 * median(ring.map((v) => Math.abs(v - bg))); // robust standard deviation
-  const floor = bg + NOISE_SIGMAS * spread;
-  let peak = -Infinity;
-  for (const v of g) peak = Math.max(peak, v);
-  if (peak - Math.max(floor, bg) < MIN_CONTRAST) return null;
-  const ink = g.map((v) => Math.min(Math.max((v - floor) / (peak - floor), 0), 1) * 255);
-  // A clean background (drawings, MNIST): every ink pixel is the digit; a noisy one (photos): only ink
-  // of at least a quarter strength counts, so faint specks do not stretch the box.
   const [t, b, l, r] = inkBox(ink, width, height, spread === 0 ? 0 : 0.25 * 255);
   const h = b - t, w = r - l;
   let crop = new Float64Array(h * w);

@@ -6,7 +6,10 @@ The rule, in order:
 2. Both accuracies measured and int8 more than ``MAX_ACCURACY_DROP`` points below fp32: ship ``model.onnx``.
 3. Both ONNX formats measured: int8 pays when its p50 is at least ``PAYS_AT`` times faster than fp32's at
    the smallest batch and thread count measured (the edge case: one image at a time). A gain under 10% is
-   within the noise of a shared machine and does not justify a second kind of numerics: ship fp32.
+   within the noise of a shared machine and does not justify a second kind of numerics: ship fp32. When
+   the report has each p50's confidence interval and the interval of the ratio (fp32 low / int8 high to
+   fp32 high / int8 low) includes 1, the verdict is "undetermined": the runs cannot tell which is faster
+   (``int8_pays`` None, ``ship`` None); measure with more runs on a quieter machine.
 4. Otherwise (not measured), the CPU flags predict it: VNNI on x86, dot product (asimddp) or i8mm on ARM.
 The measurement wins over the flags; where they disagree the line says so.
 """
@@ -20,6 +23,19 @@ FP32, INT8 = "model.onnx", "model.int8.onnx"
 
 def _p50(rows, fmt):
     return {(r["batch"], r["threads"]): r["p50_ms"] for r in rows if r["format"] == fmt}
+
+
+def _ci(rows, fmt):
+    return {(r["batch"], r["threads"]): r.get("p50_ci_ms") for r in rows if r["format"] == fmt}
+
+
+def speedup_interval(report, key) -> tuple[float, float] | None:
+    """The interval of fp32 p50 / int8 p50 at ``key`` (batch, threads) from the two p50 intervals, or None
+    when the report does not carry them (reports before they were recorded)."""
+    a, b = _ci(report["results"], "onnx").get(key), _ci(report["results"], "int8").get(key)
+    if not a or not b or min(a[0], b[0]) <= 0:
+        return None
+    return a[0] / b[1], a[1] / b[0]
 
 
 def int8_speedups(report) -> dict:
@@ -48,10 +64,20 @@ def advise(report) -> dict:
                         f"{MAX_ACCURACY_DROP}): ship model.onnx."}
     if speedups:
         (batch, threads), s = min(speedups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+        interval = speedup_interval(report, (batch, threads))
         pays = s >= PAYS_AT
         others = [f"{v:.2f}x at batch {b}" for (b, t), v in speedups.items() if t == threads and b != batch]
         extra = f" ({', '.join(others)})" if others else ""
         how = f"{s:.2f}x ONNX fp32's speed at batch {batch}, {threads} thread{'s' if threads > 1 else ''}{extra}"
+        measured = {"batch": batch, "threads": threads, "value": s,
+                    "interval": list(interval) if interval else None}
+        if interval and interval[0] <= 1.0 <= interval[1]:
+            return {"int8_pays": None, "ship": None, "basis": "measured", "int8_speedup": measured,
+                    "line": f"Undetermined: int8 runs at {how}, but the 95% interval of that ratio "
+                            f"({interval[0]:.2f}x to {interval[1]:.2f}x) includes 1: these runs cannot tell "
+                            "which is faster. Measure again with more --runs on a quieter machine."}
+        if interval:
+            how += f"; 95% interval {interval[0]:.2f}x to {interval[1]:.2f}x"
         if pays:
             line = f"int8 pays here: {how}; {why}. Ship model.int8.onnx."
             if capable is False:
@@ -62,7 +88,7 @@ def advise(report) -> dict:
                 line = (line[:-1] + " (unexpected with these instructions: check the machine's load and "
                         "the onnxruntime version).")
         return {"int8_pays": pays, "ship": INT8 if pays else FP32, "basis": "measured",
-                "int8_speedup": {"batch": batch, "threads": threads, "value": s}, "line": line}
+                "int8_speedup": measured, "line": line}
     missing = [f"{f} {(entries.get(f) or {}).get('status', 'not requested')}" for f in ("onnx", "int8")
                if (entries.get(f) or {}).get("status") != "ok"]
     guess = {True: "int8 should pay here", False: "int8 is unlikely to pay here",

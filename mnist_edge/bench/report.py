@@ -25,19 +25,28 @@ Schema ``mnist-edge-bench/1`` (a JSON object; times in milliseconds, sizes in by
   (percent on the test set, or null), ``accuracy_images``, ``torch_loaded``.
 - ``results``: one object per (format, batch, threads): ``runs``, ``warmup``, ``p50_ms``, ``p90_ms``,
   ``p99_ms``, ``mean_ms``, ``std_ms``, ``min_ms``, ``max_ms``, ``throughput_ips`` (images/s =
-  batch / mean), ``load_ms`` (model/session load), ``first_ms`` (first inference), ``cold_start_ms``
+  batch / mean), ``throughput_p50_ips`` (batch / p50: what the tables show, the advice's statistic),
+  ``p50_ci_ms`` ([low, high], a 95% interval of the p50; both added in 1.x, absent from older reports),
+  ``load_ms`` (model/session load), ``first_ms`` (first inference), ``cold_start_ms``
   (their sum), ``provider``, ``device``; ONNX formats add ``predict_p50_ms`` (Classifier.predict, the
   public path with its input checks).
 - ``warnings``: list of strings (busy machine, throttling, too few runs for p99, ...).
-- ``advice``: {line, int8_pays, ship, int8_speedup {batch, threads, value} or null, basis}.
+- ``advice``: {line, int8_pays (null: undetermined or unknown), ship, int8_speedup {batch, threads, value,
+  interval ([low, high] or null)} or null, basis}.
+
+``compare_reports`` writes ``mnist-edge-bench/1/compare``: ``a`` and ``b`` (machine, versions, date),
+``models`` {a, b: {name, folder, files {format: {file, sha256}}}}, ``warnings`` (the runs timed other
+models or other files), ``rows`` and ``advice``.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 from mnist_edge.errors import UsageError
+from mnist_edge.io import format_size as _size
 
 SCHEMA_NAME, SCHEMA_MAJOR = "mnist-edge-bench", 1
 SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_MAJOR}"
@@ -93,15 +102,6 @@ def write_json(report: dict, path) -> Path:
     return Path(path)
 
 
-def _size(n) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
 def _num(x, fmt="{:.3f}") -> str:
     return "-" if x is None else fmt.format(x)
 
@@ -137,11 +137,26 @@ def _eager_p50(report) -> dict:
 
 
 COLUMNS = ("format", "batch", "thr", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min ms", "img/s",
-           "x eager", "cold ms", "size", "RSS MB", "acc %", "provider")
+           "x eager", "cold ms", "size", "RSS MiB", "acc %", "provider")
+# The default table: fits 100 columns (`--wide` shows every column).
+NARROW = ("format", "batch", "thr", "p50 ms", "p99 ms", "img/s", "x eager", "cold ms", "size", "RSS MiB", "acc %")
+
+
+def _throughput(r):
+    """Images/s at the p50 (the advice's statistic); batch / mean for reports that lack it."""
+    if r.get("throughput_p50_ips") is not None:
+        return r["throughput_p50_ips"]
+    return r["batch"] * 1000.0 / r["p50_ms"] if r.get("p50_ms") else None
+
+
+def _select(rows, columns):
+    keep = [COLUMNS.index(c) for c in columns]
+    return [[r[i] for i in keep] if len(r) == len(COLUMNS) else r for r in rows]
 
 
 def table_rows(report: dict) -> list[list[str]]:
-    """The result table as strings, one row per case; formats that did not run get one row each."""
+    """The result table as strings (every column of COLUMNS), one row per case; formats that did not run
+    get one short row each."""
     entries = {e["format"]: e for e in report["formats"]}
     eager = _eager_p50(report)
     out = []
@@ -155,7 +170,7 @@ def table_rows(report: dict) -> list[list[str]]:
             entry = entries[r["format"]]
             out.append([r["format"], str(r["batch"]), str(r["threads"]), _num(r["p50_ms"]), _num(r["p90_ms"]),
                         _num(r["p99_ms"]), _num(r["mean_ms"]), _num(r["std_ms"]), _num(r["min_ms"]),
-                        _num(r["throughput_ips"], "{:.0f}"), _num(base / r["p50_ms"] if base else None, "{:.2f}"),
+                        _num(_throughput(r), "{:.0f}"), _num(base / r["p50_ms"] if base else None, "{:.2f}"),
                         _num(r["cold_start_ms"], "{:.1f}"), _size(entry.get("size_bytes")),
                         _num(entry.get("peak_rss_mb"), "{:.0f}"), _num(entry.get("accuracy"), "{:.2f}"),
                         r["provider"]])
@@ -176,11 +191,14 @@ def _aligned(header, rows) -> str:
                                        r[0].ljust(widths[0]) + "  " + "  ".join(r[1:]) for r in rows])
 
 
-def render_table(report: dict) -> str:
-    """The terminal report: environment, the table, notes, warnings and the advice line."""
-    parts = environment_lines(report) + ["", _aligned(COLUMNS, table_rows(report)), ""]
-    parts.append("x eager: PyTorch eager's p50 / this p50 at the same batch and threads (higher is faster); "
-                 "cold: load + first inference; RSS: the format's peak resident memory")
+def render_table(report: dict, wide: bool = False) -> str:
+    """The terminal report: environment, the table (100 columns; ``wide``: every column), notes, warnings
+    and the advice line."""
+    columns = COLUMNS if wide else NARROW
+    parts = environment_lines(report) + ["", _aligned(columns, _select(table_rows(report), columns)), ""]
+    parts += textwrap.wrap("img/s: batch / p50; x eager: PyTorch eager's p50 / this p50 at the same batch and "
+                           "threads (higher is faster); cold: load + first inference; RSS: the format's peak "
+                           "resident memory" + ("" if wide else "; --wide for p90, mean, std, min and provider"), 100)
     for e in report["formats"]:
         for note in e.get("notes") or []:
             parts.append(f"note ({e['format']}): {note}")
@@ -202,8 +220,9 @@ def render_markdown(report: dict) -> str:
     lines += ["", _md_row(COLUMNS), _md_row(["---"] * len(COLUMNS))]
     for r in table_rows(report):
         lines.append(_md_row(r if len(r) == len(COLUMNS) else r + [""] * (len(COLUMNS) - len(r))))
-    lines += ["", "x eager: PyTorch eager's p50 / this p50 at the same batch and threads (higher is faster); "
-              "cold: load + first inference, ms; RSS: peak resident memory of the format's process, MB.", ""]
+    lines += ["", "img/s: batch / p50; x eager: PyTorch eager's p50 / this p50 at the same batch and threads "
+              "(higher is faster); "
+              "cold: load + first inference, ms; RSS: peak resident memory of the format's process, MiB.", ""]
     lines += [f"> warning: {w}" for w in report.get("warnings") or []]
     lines += ["", f"**Advice:** {report['advice']['line']}", ""]
     return "\n".join(lines)
@@ -220,11 +239,28 @@ def _who(report) -> str:
             f", {report['created_utc']}")
 
 
+def _models(report) -> dict:
+    files = {e["format"]: {"file": e.get("file"), "sha256": e.get("sha256")}
+             for e in report["formats"] if e.get("status") == "ok"}
+    return {"name": report["model"].get("name"), "folder": report["model"].get("folder"), "files": files}
+
+
 def compare_reports(a: dict, b: dict) -> dict:
     """Ratios B / A for every case in both reports (same format, batch and threads).
 
-    ``p50_ratio`` and ``p99_ratio`` below 1 mean B is faster; ``speedup`` is A's p50 / B's p50.
+    ``p50_ratio`` and ``p99_ratio`` below 1 mean B is faster; ``speedup`` is A's p50 / B's p50. The two
+    runs' models and files are named, with a warning where they differ (then the ratios compare more than
+    the machines).
     """
+    ma, mb = _models(a), _models(b)
+    warnings = []
+    if ma["name"] != mb["name"]:
+        warnings.append(f"the runs timed different models: A {ma['name']}, B {mb['name']}")
+    for fmt in [f for f in ma["files"] if f in mb["files"]]:
+        fa, fb = ma["files"][fmt], mb["files"][fmt]
+        if fa["sha256"] and fb["sha256"] and fa["sha256"] != fb["sha256"]:
+            warnings.append(f"{fmt}: different files (A {fa['file']} sha256 {fa['sha256'][:12]}, B {fb['file']} "
+                            f"sha256 {fb['sha256'][:12]})")
     ra, rb = {_key(r): r for r in a["results"]}, {_key(r): r for r in b["results"]}
     rows = []
     for k in list(ra) + [k for k in rb if k not in ra]:
@@ -234,10 +270,15 @@ def compare_reports(a: dict, b: dict) -> dict:
             row.update({"a_p50_ms": x["p50_ms"], "b_p50_ms": y["p50_ms"], "p50_ratio": y["p50_ms"] / x["p50_ms"],
                         "a_p99_ms": x["p99_ms"], "b_p99_ms": y["p99_ms"], "p99_ratio": y["p99_ms"] / x["p99_ms"],
                         "speedup": x["p50_ms"] / y["p50_ms"],
-                        "throughput_ratio": y["throughput_ips"] / x["throughput_ips"]})
+                        "throughput_ratio": _throughput(y) / _throughput(x)})
         rows.append(row)
-    return {"schema": SCHEMA + "/compare", "a": _who(a), "b": _who(b), "rows": rows,
-            "advice": {"a": a["advice"]["line"], "b": b["advice"]["line"]}}
+    return {"schema": SCHEMA + "/compare", "a": _who(a), "b": _who(b), "models": {"a": ma, "b": mb},
+            "warnings": warnings, "rows": rows, "advice": {"a": a["advice"]["line"], "b": b["advice"]["line"]}}
+
+
+def _model_line(m: dict) -> str:
+    files = ", ".join(f"{fmt} {f['file']} ({(f['sha256'] or '?')[:12]})" for fmt, f in m["files"].items())
+    return f"{m['name']} in {m['folder']}: {files or 'no file timed'}"
 
 
 def render_compare(cmp: dict, markdown: bool = False) -> str:
@@ -251,6 +292,9 @@ def render_compare(cmp: dict, markdown: bool = False) -> str:
                      _num(r["p50_ratio"], "{:.2f}"), _num(r["a_p99_ms"]), _num(r["b_p99_ms"]),
                      _num(r["p99_ratio"], "{:.2f}"), _num(r["throughput_ratio"], "{:.2f}")])
     intro = [f"A: {cmp['a']}", f"B: {cmp['b']}"]
+    if cmp.get("models"):
+        intro += [f"A model: {_model_line(cmp['models']['a'])}", f"B model: {_model_line(cmp['models']['b'])}"]
+    intro += [f"warning: {w}" for w in cmp.get("warnings") or []]
     outro = ["B/A below 1: B is faster (times); above 1: B has more images/s.",
              f"advice A: {cmp['advice']['a']}", f"advice B: {cmp['advice']['b']}"]
     if markdown:

@@ -47,7 +47,8 @@ def resolve_folder(model=None) -> Path:
     if p.is_file():
         raise UsageError(f"--model takes an artifact folder or a zoo name, not the file {p}; pass its folder "
                          f"{p.parent}")
-    if model in MODELS:
+    if model.lower() in MODELS:
+        model = model.lower()
         bases = list(dict.fromkeys([Path.cwd().resolve(), Path(__file__).resolve().parents[2]]))
         for base in bases:
             if (base / "exported" / model).is_dir():

@@ -1,15 +1,19 @@
 """The `mnist-edge` command: a thin argparse layer; each subcommand lives in its own module here.
 
-Each command module defines ``register(subparsers)`` which adds its parser and sets ``func`` to a
-function taking the parsed namespace; that function calls one library function with keyword
-arguments. Modules here must not import torch at import time (``--help`` works without it).
+Each command module defines ``register(subparsers)`` which adds its parser (through :func:`add_command`:
+a one-line purpose, a description and one to three examples) and sets ``func`` to a function taking the
+parsed namespace; that function calls one library function with keyword arguments. Modules here must
+not import torch at import time (``--help`` works without it).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import re
 import sys
+import textwrap
 
 from mnist_edge import __version__
 from mnist_edge.errors import MnistEdgeError
@@ -18,8 +22,52 @@ from mnist_edge.errors import MnistEdgeError
 COMMANDS = ["list", "data", "train", "export", "verify", "predict", "bench", "card", "demo"]
 
 
+DESCRIPTION = """Train MNIST digit classifiers by their published recipes, export them to TorchScript, ONNX and
+int8 ONNX (every file checked against PyTorch), and classify digits with only numpy and onnxruntime.
+
+Start with one of these (run `mnist-edge COMMAND --help` for a command's options and examples):
+  mnist-edge predict my_digit.png              classify an image with the committed bn_cnn model
+  mnist-edge list                              the models you can train and export
+  mnist-edge export --model bn_cnn --quantize  re-export a model, every check against PyTorch
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, plus "did you mean" for a mistyped option (``--quantise`` -> ``--quantize``)."""
+
+    def parse_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_args(args, namespace)
+
+    def error(self, message):
+        bad = re.match(r"unrecognized arguments: (.*)", message)
+        commands = getattr(self, "_command_parsers", {})
+        given = next((commands[a] for a in getattr(self, "_argv", []) if a in commands), None)
+        if bad:
+            options = set(self._option_string_actions) | set(given._option_string_actions if given else ())
+            for arg in bad.group(1).split():
+                flag = arg.split("=", 1)[0]
+                close = (difflib.get_close_matches(flag, sorted(options), n=1, cutoff=0.6)
+                         if flag.startswith("-") else [])
+                if close:
+                    message += f" (did you mean {close[0]}?)"
+                    break
+        if bad and given is not None:  # the command's usage line, not the top-level one
+            given.print_usage(sys.stderr)
+            self.exit(2, f"{given.prog}: error: {message}\n")
+        super().error(message)
+
+
+def add_command(sub, name: str, purpose: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    """A subcommand's parser: ``purpose`` in the command list, ``description`` and ``examples`` in its --help."""
+    text = f"{purpose[0].upper()}{purpose[1:]}. {description}"
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n"
+    return sub.add_parser(name, help=purpose, description=textwrap.fill(text, 100), epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mnist-edge", description=__doc__.splitlines()[0])
+    parser = Parser(prog="mnist-edge", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mnist-edge {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -31,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    parser._command_parsers = dict(sub.choices)  # for "did you mean" on a subcommand's options
     return parser
 
 

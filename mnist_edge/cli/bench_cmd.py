@@ -7,12 +7,16 @@ import shlex
 import sys
 from pathlib import Path
 
+from mnist_edge.cli import add_command
+
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="latency of every format side by side (eager, TorchScript, ONNX, int8)",
-                       description="Time every exported format of one model on this machine: warm-up, then "
-                                   "timed runs; p50/p90/p99, throughput, cold start, size, peak memory, and "
-                                   "one line of advice on int8. See docs/raspberry-pi.md.")
+    p = add_command(sub, "bench", "latency of every format side by side (eager, TorchScript, ONNX, int8)",
+                    "Times every exported format of one model on this machine: warm-up, then timed runs; "
+                    "p50/p99, throughput, cold start, size, peak memory, and one line of advice on whether int8 "
+                    "pays here. See docs/raspberry-pi.md.",
+                    ["mnist-edge bench", "mnist-edge bench --model lenet5 --threads 1 --runs 1000 --json pi.json",
+                     "mnist-edge bench --compare laptop.json pi.json"])
     p.add_argument("--model", help="artifact folder or zoo name (default: exported/bn_cnn)")
     p.add_argument("--formats", nargs="+", metavar="FORMAT",
                    help="any of: eager torchscript onnx int8 (default: all four)")
@@ -34,6 +38,8 @@ def register(sub) -> None:
                    help="run every format in this process (default: one process per format, for per-format "
                         "peak memory and crash isolation)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--wide", action="store_true", help="every column (p90, mean, std, min, provider); the default "
+                                                       "table fits 100 columns")
     p.set_defaults(func=run)
 
 
@@ -75,7 +81,7 @@ def run(args) -> int:
                        accuracy=args.accuracy, data=args.data, device=args.device,
                        isolate=not args.in_process, progress=not args.no_progress,
                        command=_command(args, formats, batch_sizes, threads))
-    print(rep.render_table(report))
+    print(rep.render_table(report, wide=args.wide))
     if args.json:
         rep.write_json(report, args.json)
         print(f"json: {args.json}")

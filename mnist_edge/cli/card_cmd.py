@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mnist_edge.cli import add_command
+
 
 def register(sub) -> None:
-    p = sub.add_parser("card", help="write model cards and exported/README.md from manifests, checkpoints, bench")
+    p = add_command(sub, "card", "write model cards and exported/README.md from manifests, checkpoints, bench",
+                    "Every number in a card comes from a file in the model's folder: accuracy and sizes from "
+                    "manifest.json, recipe and training from checkpoint.pt, latency from bench.json (marked when "
+                    "its hashes no longer match the files). Also draws the confusion matrices, the gallery of "
+                    "misclassified test digits and the zoo's accuracy-against-latency plot (needs torch, "
+                    "matplotlib and the MNIST test set).",
+                    ["mnist-edge card", "mnist-edge card --model bn_cnn lenet5",
+                     "mnist-edge card --exported /tmp/exported --no-pictures"])
     p.add_argument("--model", nargs="+", dest="models", help="zoo names (default: every exported folder)")
     p.add_argument("--exported", type=Path, default=Path("exported"), help="the exported/ folder")
+    p.add_argument("--data", type=Path, help="MNIST folder for the pictures (default: $MNIST_EDGE_DATA, the cache)")
+    p.add_argument("--no-pictures", action="store_true",
+                   help="only the text: no confusion matrices, galleries or zoo plot (no MNIST needed)")
     p.set_defaults(func=run)
 
 
@@ -17,6 +29,6 @@ def run(args) -> int:
     from mnist_edge.zoo import get_spec
 
     names = [get_spec(n).name for n in args.models] if args.models else None
-    for path in write_cards(args.exported, names):
+    for path in write_cards(args.exported, names, pictures=not args.no_pictures, data_root=args.data):
         print(path)
     return 0

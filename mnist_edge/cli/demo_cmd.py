@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from mnist_edge.cli import add_command
+
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="draw digits in your browser: serve the onnxruntime-web demo on 127.0.0.1",
-                       description="Serve examples/web (draw a digit, see fp32 and int8 predictions and their "
-                                   "latency in the browser) and an exported model. Needs `npm ci` in "
-                                   "examples/web once, for onnxruntime-web. Prints the address to open.")
+    p = add_command(sub, "demo", "draw digits in your browser: serve the onnxruntime-web demo on 127.0.0.1",
+                    "Serves examples/web (draw a digit, see fp32 and int8 predictions and their latency in the "
+                    "browser) and an exported model. Needs `npm ci` in examples/web once, for onnxruntime-web. "
+                    "Prints the address to open.",
+                    ["mnist-edge demo --open", "mnist-edge demo --port 0 --model-dir exported/cnn_small"])
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
     p.add_argument("--model-dir", metavar="DIR",

@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mnist_edge.cli import add_command
+
 # Defaults live here as plain values so `--help` needs neither torch nor onnx; export_model re-validates.
 _QUANT_DEFAULTS = {"calibration_samples": 1000, "calibration_method": "minmax", "per_channel": True,
                    "quant_format": "qdq", "activation_type": "int8", "weight_type": "int8"}
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a trained model to TorchScript, ONNX and int8 ONNX, checked against PyTorch",
-                       description="Export a trained model. Every artifact is checked against PyTorch on the "
-                                   "10,000 test images at batch sizes 1, 7 and 64; the output folder is replaced "
-                                   "only when every check passes.")
+    p = add_command(sub, "export", "export a trained model to TorchScript, ONNX and int8 ONNX, checked against PyTorch",
+                    "Every artifact is checked against PyTorch on the 10,000 test images at batch sizes 1, 7 and "
+                    "64; the output folder is replaced only when every check passes, with a manifest.json of "
+                    "every file's SHA-256.",
+                    ["mnist-edge export --model bn_cnn --quantize",
+                     "mnist-edge export --model lenet5 --checkpoint runs/lenet5/checkpoint.pt --out /tmp/lenet5",
+                     "mnist-edge export --model mlp --quantize --calibration-method entropy --json export.json"])
     p.add_argument("--model", required=True, metavar="NAME", help="registry name (see: mnist-edge list)")
     p.add_argument("--checkpoint", metavar="PATH", help="default: exported/NAME/checkpoint.pt")
     p.add_argument("--out", metavar="DIR", help="output folder (default: exported/NAME/)")
@@ -32,33 +37,44 @@ def register(sub) -> None:
     q.add_argument("--weight-type", choices=("int8", "uint8"), help="default int8")
     p.add_argument("--data", metavar="DIR", help="MNIST folder (default: $MNIST_EDGE_DATA or the cache)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--json", metavar="FILE", help="also write the result as JSON (schema mnist-edge-export/1; "
+                                                  "'-': to stdout instead of the table); written on failure too")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from mnist_edge.errors import UsageError
+    from mnist_edge.errors import MnistEdgeError, UsageError
     from mnist_edge.export import export_model
+    from mnist_edge.export.reports import export_document, write_document
+    from mnist_edge.zoo import get_spec
 
+    name = get_spec(args.model).name  # BN_CNN is bn_cnn
     given = {k: getattr(args, k) for k in _QUANT_DEFAULTS if getattr(args, k) is not None}
     if given and not args.quantize:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise UsageError(f"{flags} only apply with --quantize")
     progress = None if args.quiet else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
-    result = export_model(args.model, checkpoint=args.checkpoint, out=args.out, quantize=args.quantize,
-                          opset=args.opset, data_root=args.data, progress=progress,
-                          **{**_QUANT_DEFAULTS, **given})
-    print(format_result(result))
+    try:
+        result = export_model(name, checkpoint=args.checkpoint, out=args.out, quantize=args.quantize,
+                              opset=args.opset, data_root=args.data, progress=progress,
+                              **{**_QUANT_DEFAULTS, **given})
+    except MnistEdgeError as e:
+        if args.json:
+            write_document(export_document(model=name, out=args.out, error=str(e)), args.json)
+        raise
+    if args.json:
+        write_document(export_document(result), args.json)
+    if args.json != "-":
+        print(format_result(result))
     return 0
-
-
-def _size(n: int) -> str:
-    return f"{n / 1000:.1f} kB" if n < 1_000_000 else f"{n / 1e6:.2f} MB"
 
 
 def format_result(result) -> str:
     """The short table the command prints: files written, then the checks that passed."""
     m = result.manifest
     ev = m["evaluation"]
+    from mnist_edge.io import format_size as _size
+
     lines = [f"exported {result.model} to {result.out}/ in {result.seconds:.1f} s "
              f"(opset {m['settings']['opset']}; checks on {ev['images']:,} test images at batch sizes "
              f"{', '.join(map(str, ev['batch_sizes']))}; PyTorch accuracy {m['pytorch']['accuracy']:.2f}%)"]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from mnist_edge.cli import add_command
+
 
 def register(sub) -> None:
-    p = sub.add_parser("list", help="list the model zoo (parameters, MACs, documented accuracy)")
+    p = add_command(sub, "list", "list the model zoo (parameters, MACs, documented accuracy)",
+                    "One line per model you can train and export: its name (what --model takes), the seed "
+                    "document it comes from, parameter and multiply-accumulate counts (these need torch), the "
+                    "accuracy its seed documents, and the architecture in a few words.",
+                    ["mnist-edge list", "mnist-edge list --json"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import sys
 
+from mnist_edge.cli import add_command
+
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="classify digit images with an exported ONNX model (no torch needed)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...; needs Pillow)")
+    p = add_command(sub, "predict", "classify digit images with an exported ONNX model (no torch needed)",
+                    "Each image is normalized the way MNIST normalized its digits (any size, dark-on-light or "
+                    "light-on-dark, noisy scans and photos). One line per image; a file that cannot be read or "
+                    "holds no digit gets an error line of its own, the others are still classified, and the exit "
+                    "status is 1 when any failed.",
+                    ["mnist-edge predict digit.png scans/", "mnist-edge predict --top-k 3 --json *.jpg",
+                     "mnist-edge predict --model exported/lenet5 --save-inputs seen/ photo.jpg"])
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files or folders of them (PNG, JPEG, BMP, ...; needs Pillow)")
     p.add_argument("--model", metavar="FILE_OR_DIR",
                    help="an .onnx file or an artifact folder (default: exported/bn_cnn/model.int8.onnx)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--top-k", type=int, default=1, metavar="K", help="also list the K most probable digits")
     p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
     p.add_argument("--threads", type=int, metavar="N", help="onnxruntime threads (default: one per core)")
+    p.add_argument("--save-inputs", metavar="DIR",
+                   help="write the 28x28 image the model saw for each file to DIR/<name>.png")
     p.set_defaults(func=run)
 
 
@@ -21,12 +32,12 @@ def run(args) -> int:
     from mnist_edge.runtime import predict_files
 
     out = predict_files(images=args.images, model=args.model, device=args.device, top_k=args.top_k,
-                        threads=args.threads)
+                        threads=args.threads, save_inputs=args.save_inputs)
     if args.json:
         import json
 
         print(json.dumps(out, indent=2))
-        return 0
+        return 1 if out["failed"] else 0
     m = out["model"]
     verified = "verified" if m["verified"] else "not hash-checked"
     print(f"model: {m['path']} ({m['name']}, {m['precision']}, {verified}) on {m['device']} via {m['provider']}",
@@ -34,9 +45,17 @@ def run(args) -> int:
     for note in m["notes"]:
         print(f"note: {note}", file=sys.stderr)
     for r in out["results"]:
+        if "error" in r:
+            print(f"mnist-edge predict: error: {r['error']}", file=sys.stderr)
+            continue
         line = f"{r['image']}: {r['label']} ({r['probability']:.3f})"
         if args.top_k > 1:
             line += "  top-{}: {}".format(args.top_k, ", ".join(f"{t['label']} {t['probability']:.3f}"
                                                                 for t in r["top_k"]))
         print(line)
+    if args.save_inputs and len(out["results"]) > out["failed"]:
+        print(f"inputs the model saw: {args.save_inputs}/", file=sys.stderr)
+    if out["failed"]:
+        print(f"mnist-edge predict: {out['failed']} of {len(out['results'])} images failed", file=sys.stderr)
+        return 1
     return 0

@@ -1,28 +1,113 @@
-"""One call for `mnist-edge predict`: load a model, read image files, classify, return JSON-ready results."""
+"""One call for `mnist-edge predict`: load a model, read image files, classify, return JSON-ready results.
+
+Each file is read and normalized on its own: a blank, corrupt or unreadable file gets an ``error`` entry
+naming it and every other file is still classified. Schema ``mnist-edge-predict/1`` (a JSON object):
+
+- ``schema``: "mnist-edge-predict/1"; fields may be added to version 1, never removed or renamed.
+- ``model``: ``path``, ``name``, ``precision``, ``sha256``, ``verified``, ``device``, ``provider``, ``notes``.
+- ``results``: one object per image file, in the order given (a folder expands to its image files in
+  name order): ``image`` (the path), then either ``label``, ``probability``, ``top_k`` [{label,
+  probability}] and ``input`` (where the 28x28 image the model saw was written, or null), or ``error``
+  (one line, naming the file) with ``label`` null.
+- ``failed``: how many files got an ``error``.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import numpy as np
+
+from mnist_edge.errors import InputError
 from mnist_edge.runtime.classifier import load
-from mnist_edge.runtime.images import load_images
+from mnist_edge.runtime.images import load_image
+
+SCHEMA = "mnist-edge-predict/1"
+# What a folder argument expands to (by suffix, case-insensitive); a file named explicitly is always read.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm",
+                  ".pbm")
+
+
+def expand_paths(images) -> list[tuple[str, str | None]]:
+    """(path, error or None) per image: a folder becomes its image files (sorted, not recursive, no hidden
+    files); a folder without any gives one error entry naming it."""
+    out: list[tuple[str, str | None]] = []
+    for item in images:
+        p = Path(item)
+        if not p.is_dir():
+            out.append((os.fspath(item), None))
+            continue
+        try:
+            found = sorted(c for c in p.iterdir() if c.suffix.lower() in IMAGE_SUFFIXES
+                           and not c.name.startswith(".") and c.is_file())
+        except OSError as e:
+            out.append((os.fspath(item), f"folder {p}: cannot list it ({e.strerror or e})"))
+            continue
+        if not found:
+            out.append((os.fspath(item), f"folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES[:4])}, ...)"))
+        out += [(os.fspath(c), None) for c in found]
+    return out
+
+
+def _input_name(path: str, used: set[str]) -> str:
+    """``<stem>.png``, or ``<stem>-2.png``, ... when two inputs share a stem (a.png and a.jpg, two folders)."""
+    stem = Path(path).stem or "image"
+    name, n = f"{stem}.png", 1
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}.png"
+    used.add(name)
+    return name
+
+
+def save_input(image: np.ndarray, path: Path) -> Path:
+    """Write a uint8 [28, 28] image as a greyscale PNG, atomically (needs Pillow, as reading did)."""
+    import io
+
+    from PIL import Image
+
+    from mnist_edge.io import write_bytes_atomic
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "L").save(buf, "PNG")
+    write_bytes_atomic(path, buf.getvalue())
+    return path
 
 
 def predict_files(images, *, model: str | os.PathLike | None = None, device: str = "cpu", top_k: int = 1,
-                  threads: int | None = None) -> dict:
-    """Classify the image files ``images`` with ``model`` (default: the committed bn_cnn int8 model).
-
-    Every file is read and normalized before anything is classified, so a bad file fails the call
-    with an InputError naming it. Returns {"model": {...}, "results": [{"image", "label", "probability",
-    "top_k"}, ...]}.
+                  threads: int | None = None, save_inputs: str | os.PathLike | None = None) -> dict:
+    """Classify the image files (or folders of them) ``images`` with ``model`` (default: the committed
+    bn_cnn int8 model); see the module docstring for the result. A file that cannot be read or holds no
+    digit gets an ``error`` entry; the others are classified. ``save_inputs``: a folder that receives the
+    28x28 image the model saw for each file, as ``<file stem>.png``.
     """
-    paths = [os.fspath(p) for p in images]
-    clf = load(model, device=device, threads=threads)
-    pred = clf.predict(load_images(paths), top_k=top_k)
-    results = [{"image": p, **r} for p, r in zip(paths, pred.to_list(clf.labels))]
+    clf = load(model, device=device, threads=threads)  # a bad model or device fails the whole call
+    save_dir = Path(save_inputs) if save_inputs is not None else None
+    if save_dir is not None and save_dir.exists() and not save_dir.is_dir():
+        raise InputError(f"--save-inputs {save_dir} is a file, not a folder")
+    entries, good, arrays = [], [], []
+    for path, error in expand_paths(images):
+        if error is None:
+            try:
+                arrays.append(load_image(path))
+                good.append(len(entries))
+            except InputError as e:
+                error = str(e)
+        entries.append({"image": path, "label": None} if error is None else
+                       {"image": path, "label": None, "error": error})
+    if arrays:
+        pred = clf.predict(np.stack(arrays), top_k=top_k)
+        used: set[str] = set()
+        for i, arr, r in zip(good, arrays, pred.to_list(clf.labels)):
+            entries[i].update(r)
+            entries[i]["input"] = (os.fspath(save_input(arr, save_dir / _input_name(entries[i]["image"], used)))
+                                   if save_dir is not None else None)
     return {
+        "schema": SCHEMA,
         "model": {"path": str(clf.path), "name": clf.model, "precision": clf.precision, "sha256": clf.sha256,
                   "verified": clf.verified, "device": clf.device, "provider": clf.provider,
                   "notes": list(clf.notes)},
-        "results": results,
+        "results": entries,
+        "failed": sum("error" in e for e in entries),
     }

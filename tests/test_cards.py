@@ -1,0 +1,111 @@
+"""`mnist-edge card` and the pictures: confusion matrices, misclassified galleries, the zoo plot, training
+curves; stale bench results are marked; a folder without artifacts is refused. Runs on a temporary copy of
+the committed exported/bn_cnn (nothing is trained)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mnist_edge import cards, plots
+from mnist_edge.cli import main
+from mnist_edge.errors import ArtifactError
+
+
+@pytest.fixture(scope="module")
+def carded(model_dir, mnist_dir, tmp_path_factory):
+    """A copy of exported/bn_cnn with its cards and pictures written (once for the module)."""
+    root = tmp_path_factory.mktemp("cards") / "exported"
+    shutil.copytree(model_dir, root / "bn_cnn", ignore=shutil.ignore_patterns(*cards.PICTURES, "README.md"))
+    written = cards.write_cards(root, pictures=True, data_root=mnist_dir)
+    return root, written
+
+
+def _png_size(path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def test_card_has_confusion_matrix_and_galleries_for_fp32_and_int8(carded, model_dir, mnist_dir):
+    root, written = carded
+    folder = root / "bn_cnn"
+    for name in ("confusion.png", "misclassified.png"):
+        assert folder / name in written and min(_png_size(folder / name)) > 300
+    card = (folder / "README.md").read_text()
+    assert "![confusion matrix](confusion.png)" in card and "![misclassified test digits](misclassified.png)" in card
+    from mnist_edge.data import load_mnist
+    from mnist_edge.runtime import load
+
+    x, y = load_mnist("test", mnist_dir)
+    fp32, int8 = (load(model_dir, precision=p).predict(x).labels for p in ("fp32", "int8"))
+    # The committed fp32 and int8 files disagree on a few digits: int8 gets its own gallery then.
+    assert (fp32 != int8).any() == (folder / "misclassified_int8.png").is_file()
+    if (fp32 != int8).any():
+        assert "(misclassified_int8.png)" in card
+    m = plots.confusion_matrix(y, fp32)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert m.sum() == 10_000 and np.trace(m) / 100 == pytest.approx(manifest["files"]["model.onnx"]["accuracy"])
+    assert (m.sum(axis=1) == np.bincount(y, minlength=10)).all()  # rows are the true classes
+
+
+def test_zoo_index_has_the_accuracy_latency_plot(carded):
+    root, written = carded
+    assert root / "zoo.png" in written and min(_png_size(root / "zoo.png")) > 300
+    index = (root / "README.md").read_text()
+    assert "](zoo.png)" in index and "marker's area is the file's size" in index
+    bench = json.loads((root / "bn_cnn" / "bench.json").read_text())
+    points = cards.zoo_points([("bn_cnn", json.loads((root / "bn_cnn" / "manifest.json").read_text()), {}, bench)])
+    assert {p["format"] for p in points} == {"ONNX fp32", "ONNX int8"}  # one point per model and format
+    assert all(p["size_bytes"] > 0 and p["latency_ms"] > 0 for p in points)
+
+
+def test_a_bench_result_for_other_files_is_marked_stale(carded, tmp_path):
+    root, _ = carded
+    folder = tmp_path / "bn_cnn"
+    shutil.copytree(root / "bn_cnn", folder)
+    assert cards.stale_formats(folder, json.loads((folder / "bench.json").read_text())) == {}
+    bench = json.loads((folder / "bench.json").read_text())
+    next(e for e in bench["formats"] if e["format"] == "onnx")["sha256"] = "0" * 64
+    (folder / "bench.json").write_text(json.dumps(bench))
+    (folder / "model.pt").unlink()
+    stale = cards.stale_formats(folder, bench)
+    assert stale == {"onnx": "model.onnx changed since it was timed", "torchscript": "model.pt is gone"}
+    manifest, ckpt, bench = cards.load_folder(folder)
+    card = cards.model_card("bn_cnn", manifest, ckpt, bench, stale=stale)
+    assert "| ONNX fp32 (stale) |" in card and "| ONNX int8 |" in card and "**Stale:**" in card
+
+
+def test_card_refuses_a_folder_without_artifacts(tmp_path, capsys):
+    empty = tmp_path / "exported"
+    empty.mkdir()
+    with pytest.raises(ArtifactError, match="holds no exported model"):
+        cards.write_cards(empty, pictures=False)
+    assert not (empty / "README.md").exists()
+    assert main(["card", "--exported", str(empty), "--no-pictures"]) == 1
+    assert "holds no exported model" in capsys.readouterr().err and not (empty / "README.md").exists()
+    (empty / "mlp").mkdir()
+    assert main(["card", "--exported", str(empty), "--model", "MLP", "--no-pictures"]) == 1
+    assert "manifest.json' is missing" in capsys.readouterr().err
+    assert not (empty / "mlp" / "README.md").exists() and not (empty / "README.md").exists()
+
+
+def test_training_curves_have_whole_epoch_ticks_and_read_for_one_epoch(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi=100: figures.append(fig) or path)
+    one = [{"epoch": 1, "train_loss": 0.3, "train_acc": 91.0, "test_loss": 0.15, "test_acc": 95.5}]
+    plots.plot_history(one, tmp_path / "one.png")
+    many = [{**one[0], "epoch": e} for e in range(1, 8)]
+    plots.plot_history(many, tmp_path / "many.png")
+    for fig in figures:
+        for ax in fig.axes:
+            lo, hi = ax.get_xlim()
+            ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+            assert ticks and all(float(t).is_integer() for t in ticks)
+    one_ax = figures[0].axes[1]
+    assert one_ax.get_xlim() == (0.0, 2.0)  # the single epoch in the middle, not at an edge
+    assert any("95.50%" in t.get_text() for t in one_ax.texts)  # its values written next to the points
+    assert not figures[1].axes[1].texts  # many epochs: the curve speaks for itself
