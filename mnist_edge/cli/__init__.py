@@ -15,7 +15,7 @@ from mnist_edge import __version__
 from mnist_edge.errors import MnistEdgeError
 
 # command name -> module in mnist_edge.cli (order is the order in --help)
-COMMANDS = ["list", "train", "export", "verify", "predict", "bench", "card", "demo"]
+COMMANDS = ["list", "train", "export", "quantize", "verify", "predict", "bench", "card", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
