@@ -30,8 +30,10 @@ from mnist_edge.export.search import search_int8
 
 EVAL = 500
 CHEAP = QuantizeOptions(calibration_samples=100)
-# with the one-class images below, deliberately bad: the top 1% of each range clipped too
-BAD = CHEAP.with_(calibration_method="percentile", percentile=99.0)
+# with the one-class images below, deliberately bad: the top 0.1% of each range clipped too (the logits of
+# digits other than 1, above all; measured: agreement 99.4% on the first 500 test images, then the fallback
+# keeps the last conv in float and passes)
+BAD = CHEAP.with_(calibration_method="percentile", percentile=99.9)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, metavar="NAME", help="registry name (see: mnist-edge list)")
     p.add_argument("--onnx", metavar="FILE", help="the fp32 ONNX file (default: exported/NAME/model.onnx)")
     p.add_argument("--search", action="store_true",
-                      help="search the recipe space (default: check the starting recipe only, with the fallback)")
-    p.add_argument("--recipe", metavar="FILE", help="starting recipe file (default: the model's registered recipe)")
+                   help="search the recipe space (default: check the starting recipe only, with the fallback)")
+    p.add_argument("--recipe", metavar="FILE", help="starting recipe file (default: onnxruntime's defaults with --search, "
+                   "else the model's registered recipe)")
     p.add_argument("--out", metavar="DIR", help="where int8_recipe.json and int8_search.png go (default: runs/NAME)")
     p.add_argument("--register", action="store_true",
                    help="also record the result as the model's recipe (mnist_edge/int8_recipes/NAME.json)")

@@ -18,6 +18,7 @@ Needs onnx and onnxruntime, never torch.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import json
 import os
@@ -153,7 +154,7 @@ def worst_text(rows: list[dict], n: int = 3) -> str:
 
 
 def op_profile(path, images: np.ndarray, *, runs: int = 20) -> dict:
-    """``{"ms_per_call", "ops": [{op, ms, share}]}``: onnxruntime's profiler, 1 thread, ``runs`` calls."""
+    """``{"ms_per_call", "ops": [{op, ms, share}]}``: onnxruntime's profiler, 1 thread, median of ``runs`` calls."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="mnist-edge-profile-") as tmp:
@@ -168,12 +169,16 @@ def op_profile(path, images: np.ndarray, *, runs: int = 20) -> dict:
         for _ in range(runs + 1):  # the first call allocates and pre-packs weights: not counted
             sess.run(None, feed)
         events = json.loads(Path(sess.end_profiling()).read_text())
+    # Each op's time summed per call, then the median over calls: one descheduled call on a busy machine
+    # must not make an op look slow.
     starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    after = starts[1] if len(starts) > 1 else 0
-    per_op: dict[str, float] = collections.defaultdict(float)
+    per_call: dict[str, list[float]] = collections.defaultdict(lambda: [0.0] * len(starts))
     for e in events:
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time") and e.get("ts", 0) >= after:
-            per_op[e.get("args", {}).get("op_name", "?")] += e.get("dur", 0) / 1000.0 / runs
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+            call = bisect.bisect_right(starts, e.get("ts", 0)) - 1
+            if call >= 1:  # call 0 allocates and pre-packs weights
+                per_call[e.get("args", {}).get("op_name", "?")][call] += e.get("dur", 0) / 1000.0
+    per_op = {op: float(np.median(v[1:])) for op, v in per_call.items()}
     total = sum(per_op.values()) or 1.0
     ops = [{"op": op, "ms": round(ms, 5), "share": round(ms / total, 3)}
            for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])]

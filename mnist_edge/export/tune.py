@@ -52,7 +52,7 @@ def quantize_model(model: str, *, fp32=None, search: bool = True, recipe=None, o
     """Search ``model``'s int8 recipe (``search``) or check one recipe with the fallback, and write it.
 
     ``fp32`` defaults to ``exported/MODEL/model.onnx``; the starting recipe is ``options``, else
-    ``recipe`` (a file), else the model's registered recipe. ``out`` (default ``runs/MODEL``) receives
+    ``recipe`` (a file), else the defaults for a search and the model's registered recipe for a check. ``out`` (default ``runs/MODEL``) receives
     int8_recipe.json, int8_search.png (with matplotlib) and, with ``report``, int8_report.json.
     """
     from mnist_edge.data import load_mnist
@@ -65,7 +65,11 @@ def quantize_model(model: str, *, fp32=None, search: bool = True, recipe=None, o
     fp32 = Path(fp32) if fp32 is not None else default_out(model) / ONNX_NAME
     if not fp32.is_file():
         raise ArtifactError(f"no fp32 ONNX file at '{fp32}'; export one first: mnist-edge export --model {model}")
-    base = (options or load_recipe(model, recipe).options).validate()
+    # A search starts from onnxruntime's defaults (not from the recipe an earlier search registered, which
+    # would bias it) unless told otherwise; checking one recipe starts from the registered one.
+    if options is None:
+        options = load_recipe(model, recipe).options if (recipe is not None or not search) else QuantizeOptions()
+    base = options.validate()
     if eval_limit is not None and (isinstance(eval_limit, bool) or not isinstance(eval_limit, int)
                                    or not 1 <= eval_limit <= 10_000):
         raise UsageError(f"--eval-limit {eval_limit!r} must be an integer from 1 to 10000")
