@@ -62,6 +62,9 @@ def quantize_model(model: str, *, fp32=None, search: bool = True, recipe=None, o
     from mnist_edge.zoo import get_spec
 
     get_spec(model)
+    if register and calibration_class is not None:
+        raise UsageError("--calibration-class is a demonstration of bad calibration; its result cannot be "
+                         "registered (export calibrates on class-balanced images)")
     fp32 = Path(fp32) if fp32 is not None else default_out(model) / ONNX_NAME
     if not fp32.is_file():
         raise ArtifactError(f"no fp32 ONNX file at '{fp32}'; export one first: mnist-edge export --model {model}")
