@@ -108,6 +108,7 @@ def zoo_points(rows) -> list[dict]:
 
 def reproduce(name: str) -> str:
     return (f"mnist-edge train --model {name} --out runs/{name}/checkpoint.pt\n"
+            f"mnist-edge quantize --model {name} --search --register --out exported/{name}  # measures this machine\n"
             f"mnist-edge export --model {name} --checkpoint runs/{name}/checkpoint.pt --quantize\n"
             f"mnist-edge bench --model exported/{name} --threads 1 --json exported/{name}/bench.json\n"
             f"mnist-edge card --model {name}")
@@ -168,6 +169,7 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
                       f"{src['images']} class-balanced training images ({src['split']} split, seed {src['seed']}), "
                       f"weights {q['weight_type']} {'per channel' if q['per_channel'] else 'per tensor'}, "
                       f"activations {q['activation_type']}."]
+        lines += int8_recipe_lines(manifest)
     lines += ["", "## Latency", ""]
     if bench:
         env = bench["environment"]
@@ -200,6 +202,30 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
     return "\n".join(lines)
 
 
+def _ratio(r: dict | None) -> str:
+    return f"{r['ratio']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]" if r else "-"
+
+
+def int8_recipe_lines(manifest: dict) -> list[str]:
+    """The int8 recipe the search chose, its verdict and measured ratios (from the manifest)."""
+    rec = manifest.get("int8_recipe")
+    if not rec:
+        return []
+    q = manifest["files"]["model.int8.onnx"]["quantization"]
+    changes = [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "percentile")
+               if q.get(k) not in (None, [], False) and (k != "percentile" or q["calibration_method"] == "percentile")]
+    lines = ["", f"**int8 recipe** ({rec['source']}): " + (", ".join(changes) or "onnxruntime's defaults")
+             + f". Recommended file: `{rec['recommended']}`."]
+    if rec.get("verdict"):
+        ratios = (rec.get("chosen") or {}).get("ratios") or {}
+        machine, search = rec.get("machine") or {}, rec.get("search") or {}
+        lines += ["", f"Verdict: **int8 {rec['verdict']}** on {machine.get('cpu')} (`mnist-edge quantize --search`, "
+                      f"{search.get('trials')} trials in {search.get('seconds')} s, load average "
+                      f"{machine.get('load_average')}): int8/fp32 p50 at batch 1 {_ratio(ratios.get('1'))}, "
+                      f"at batch 64 {_ratio(ratios.get('64'))} (95% intervals, 1 thread)."]
+    return lines
+
+
 def zoo_index(rows: list[tuple[str, dict, dict, dict | None]], plot: str | None = None) -> str:
     lines = ["# Exported models", "",
              "Every model of the zoo, trained by its seed's recipe, exported and gated by `mnist-edge export "
@@ -208,8 +234,8 @@ def zoo_index(rows: list[tuple[str, dict, dict, dict | None]], plot: str | None 
              "for the machine). Training time is the wall clock recorded in each checkpoint; several models were "
              "trained while the 2-core machine also ran other jobs, so those times overstate a quiet machine's.", "",
              "| model | documented | PyTorch | ONNX fp32 | ONNX int8 | int8 agreement | fp32 size | int8 size | "
-             "eager | TorchScript | ONNX fp32 | ONNX int8 | training |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "eager | TorchScript | ONNX fp32 | ONNX int8 | training | int8 verdict (int8/fp32 p50, batch 1 / 64) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, man, ckpt, bench in rows:
         spec, f, m = get_spec(name), man["files"], ckpt["metrics"]
         doc = f"{spec.documented_accuracy:.2f}%" if spec.documented_accuracy else "-"
@@ -218,13 +244,21 @@ def zoo_index(rows: list[tuple[str, dict, dict, dict | None]], plot: str | None 
             f"| [`{name}`]({name}/README.md) | {doc} | {m['test_accuracy']:.2f}% | {f['model.onnx']['accuracy']:.2f}% | "
             f"{f['model.int8.onnx']['accuracy']:.2f}% | {f['model.int8.onnx']['agreement']:.2f}% | "
             f"{format_size(f['model.onnx']['size'])} | {format_size(f['model.int8.onnx']['size'])} | "
-            + " | ".join(lat) + f" | {m['train_seconds'] / 60:.1f} min, {m['device']} |")
+            + " | ".join(lat) + f" | {m['train_seconds'] / 60:.1f} min, {m['device']} | {_verdict(man)} |")
     if plot:
         lines += ["", f"![accuracy against batch-1 latency; marker area: file size]({plot})", "",
                   "Accuracy against batch-1 latency (p50, 1 thread, from each `bench.json`) for the ONNX fp32 and "
                   "int8 file of every model; a marker's area is the file's size."]
     lines += ["", "## Reproduce a row", "", "```bash", reproduce("NAME"), "```", ""]
     return "\n".join(lines)
+
+
+def _verdict(manifest: dict) -> str:
+    rec = manifest.get("int8_recipe") or {}
+    if not rec.get("verdict"):
+        return "not searched"
+    ratios = (rec.get("chosen") or {}).get("ratios") or {}
+    return f"{rec['verdict']} ({_ratio(ratios.get('1'))} / {_ratio(ratios.get('64'))})"
 
 
 PICTURES = ("confusion.png", "misclassified.png", "misclassified_int8.png")

@@ -19,7 +19,7 @@ from mnist_edge import __version__
 from mnist_edge.errors import MnistEdgeError
 
 # command name -> module in mnist_edge.cli (order is the order in --help)
-COMMANDS = ["list", "data", "train", "export", "verify", "predict", "bench", "card", "demo"]
+COMMANDS = ["list", "data", "train", "export", "quantize", "verify", "predict", "bench", "card", "demo"]
 
 
 DESCRIPTION = """Train MNIST digit classifiers by their published recipes, export them to TorchScript, ONNX and

@@ -7,9 +7,10 @@ import sys
 
 from mnist_edge.cli import add_command
 
-# Defaults live here as plain values so `--help` needs neither torch nor onnx; export_model re-validates.
-_QUANT_DEFAULTS = {"calibration_samples": 1000, "calibration_method": "minmax", "per_channel": True,
-                   "quant_format": "qdq", "activation_type": "int8", "weight_type": "int8"}
+# The int8 flags: each one changes one field of the model's registered recipe (QuantizeOptions); unset
+# flags leave the recipe's value. Plain names here so `--help` needs neither torch nor onnx.
+_QUANT_FLAGS = ("calibration_samples", "calibration_method", "percentile", "per_channel", "quant_format",
+                "activation_type", "weight_type", "reduce_range", "preprocess", "keep_float")
 
 
 def register(sub) -> None:
@@ -26,15 +27,25 @@ def register(sub) -> None:
     p.add_argument("--quantize", action="store_true", help="also write a static int8 ONNX file (model.int8.onnx)")
     p.add_argument("--opset", type=int, default=18, metavar="N",
                    help="ONNX opset (default 18; 16-17 for older runtimes where the model converts)")
-    q = p.add_argument_group("int8 options (with --quantize)")
-    q.add_argument("--calibration-samples", type=int, metavar="N",
-                   help=f"class-balanced training images (default {_QUANT_DEFAULTS['calibration_samples']})")
-    q.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), help="default minmax")
+    q = p.add_argument_group("int8 options (with --quantize; each changes one field of the model's recipe)")
+    q.add_argument("--recipe", metavar="FILE",
+                   help="int8 recipe file (default: the model's registered recipe, mnist_edge/int8_recipes/NAME.json, "
+                        "found by `mnist-edge quantize --search`; without one, onnxruntime's defaults)")
+    q.add_argument("--calibration-samples", type=int, metavar="N", help="class-balanced training images (default 1000)")
+    q.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile", "distribution"),
+                   help="default minmax")
+    q.add_argument("--percentile", type=float, metavar="P", help="with --calibration-method percentile (default 99.999)")
     q.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
                    help="per-channel weight scales (default: on)")
     q.add_argument("--quant-format", choices=("qdq", "qoperator"), help="default qdq")
     q.add_argument("--activation-type", choices=("int8", "uint8"), help="default int8")
     q.add_argument("--weight-type", choices=("int8", "uint8"), help="default int8")
+    q.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
+                   help="7-bit weights, for CPUs without VNNI / dot product (default: off)")
+    q.add_argument("--preprocess", action=argparse.BooleanOptionalAction, default=None,
+                   help="run onnxruntime's quant_pre_process first (default: off)")
+    q.add_argument("--keep-float", action="append", metavar="OP[i]",
+                   help="keep this node in float, e.g. Conv[0] (the first Conv); repeat for more")
     p.add_argument("--data", metavar="DIR", help="MNIST folder (default: $MNIST_EDGE_DATA or the cache)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON (schema mnist-edge-export/1; "
@@ -49,15 +60,22 @@ def run(args) -> int:
     from mnist_edge.zoo import get_spec
 
     name = get_spec(args.model).name  # BN_CNN is bn_cnn
-    given = {k: getattr(args, k) for k in _QUANT_DEFAULTS if getattr(args, k) is not None}
-    if given and not args.quantize:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+    given = {k: getattr(args, k) for k in _QUANT_FLAGS if getattr(args, k) is not None}
+    if (given or args.recipe) and not args.quantize:
+        flags = ", ".join("--" + k.replace("_", "-") for k in [*given, *(["recipe"] if args.recipe else [])])
         raise UsageError(f"{flags} only apply with --quantize")
+    options = None
+    if given:
+        from mnist_edge.export.recipes import load_recipe
+
+        if "keep_float" in given:
+            given["keep_float"] = tuple(given["keep_float"])
+        options = load_recipe(name, args.recipe).options.with_(**given)
     progress = None if args.quiet else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     try:
         result = export_model(name, checkpoint=args.checkpoint, out=args.out, quantize=args.quantize,
                               opset=args.opset, data_root=args.data, progress=progress,
-                              **{**_QUANT_DEFAULTS, **given})
+                              recipe=args.recipe, quantize_options=options)
     except MnistEdgeError as e:
         if args.json:
             write_document(export_document(model=name, out=args.out, error=str(e)), args.json)
@@ -103,4 +121,16 @@ def format_result(result) -> str:
                 worst[c.metric] = c
         parts = ["contract ok" if c.metric == "contract" else c.brief() for c in worst.values()]
         lines.append(f"  {artifact:<16} worst of each: " + "; ".join(parts))
-    return "\n".join(lines)
+    return "\n".join(lines + _int8_lines(m))
+
+
+def _int8_lines(m: dict) -> list[str]:
+    """The int8 recipe's source and verdict, and what onnxruntime's quantizer said."""
+    rec = m.get("int8_recipe")
+    if not rec:
+        return []
+    q = (m["files"].get("model.int8.onnx") or {}).get("quantization") or {}
+    lines = [f"int8 recipe: {rec['source']}; recommended file: {m['recommended']}"
+             + (f" ({rec['summary']})" if rec.get("summary") else "")]
+    lines += [f"onnxruntime: {msg}" for msg in q.get("onnxruntime_messages", [])]
+    return lines

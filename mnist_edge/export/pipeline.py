@@ -75,14 +75,15 @@ def versions() -> dict:
 
 
 def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = False, opset: int = DEFAULT_OPSET,
-                 calibration_samples: int = 1000, calibration_method: str = "minmax", per_channel: bool = True,
-                 quant_format: str = "qdq", activation_type: str = "int8", weight_type: str = "int8",
-                 data_root=None, calibration_images: np.ndarray | None = None,
-                 batch_sizes=G.BATCH_SIZES, eval_limit: int | None = None, thresholds: dict | None = None,
-                 progress=None) -> ExportResult:
+                 recipe=None, quantize_options: QuantizeOptions | None = None, data_root=None,
+                 calibration_images: np.ndarray | None = None, batch_sizes=G.BATCH_SIZES,
+                 eval_limit: int | None = None, thresholds: dict | None = None, progress=None) -> ExportResult:
     """Export registry model ``model`` from its checkpoint into ``out`` and check every artifact.
 
     ``checkpoint`` defaults to ``exported/MODEL/checkpoint.pt``, ``out`` to ``exported/MODEL/``.
+    int8 uses ``quantize_options`` if given, else the options of ``recipe`` (a recipe file), else the
+    model's registered recipe (``mnist_edge/int8_recipes/MODEL.json``, written by ``mnist-edge quantize
+    --search --register``), else the defaults; the manifest records which, and the recommended file.
     ``calibration_images`` (uint8 [N, 28, 28]) replaces the class-balanced training images, for tests
     and experiments; ``eval_limit`` gates on the first N test images instead of all 10,000 (recorded).
     ``thresholds`` replaces :data:`gates.THRESHOLDS` (same keys; recorded in the manifest): for tests of
@@ -98,9 +99,10 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
 
     require("train", "export (TorchScript, ONNX, int8)", ("torch", "onnx", "onnxscript"))
     check_opset(opset)
-    qopts = QuantizeOptions(calibration_samples=calibration_samples, calibration_method=calibration_method,
-                            per_channel=per_channel, quant_format=quant_format, activation_type=activation_type,
-                            weight_type=weight_type).validate()
+    from mnist_edge.export.recipes import load_recipe
+
+    int8_recipe = load_recipe(model, recipe)
+    qopts = (quantize_options or int8_recipe.options).validate()
     batch_sizes = tuple(batch_sizes)
     if not batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes):
         raise UsageError(f"batch sizes must be positive integers, got {batch_sizes!r}")
@@ -176,6 +178,8 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
             say(f"writing {INT8_NAME} ({qopts.calibration_method} calibration, "
                 f"{len(cal_images)} {cal_source['split']} images)")
             recipe = quantize_int8(tmp / ONNX_NAME, tmp / INT8_NAME, cal_images, qopts, source=cal_source)
+            for message in recipe["onnxruntime_messages"]:
+                say(f"onnxruntime: {message}")
             q = load_model(tmp / INT8_NAME)
             if q.ir_version > onnx_info["ir_version"]:
                 q.ir_version = onnx_info["ir_version"]  # quantizer may bump IR; ours loads everywhere
@@ -188,10 +192,17 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
         try:
             G.raise_on_failure(checks, model)
         except GateError as e:
-            raise GateError(f"{e}. Nothing was written: '{out}' is unchanged") from None
+            hint = ""
+            if quantize and any(not c.passed for c in checks if c.artifact == INT8_NAME):
+                from mnist_edge.export.diagnose import gate_failure_hint
+
+                hint = gate_failure_hint(model, tmp / ONNX_NAME, tmp / INT8_NAME, qopts, x_eval)
+            raise GateError(f"{e}{hint}. Nothing was written: '{out}' is unchanged") from None
 
         manifest = _manifest(spec, ckpt, ckpt_sha, tmp, checks, measured, vers, onnx_info, opset, recipe,
                              n_eval, batch_sizes, thresholds)
+        if quantize:
+            manifest.update(_recommendation(int8_recipe, qopts))
         write_manifest(tmp, manifest)
         say(f"replacing '{out}'")
         swap_into_place(tmp, out)
@@ -218,6 +229,17 @@ def created_time(ckpt: dict) -> str | None:
         return datetime.fromtimestamp(int(epoch), timezone.utc).isoformat(timespec="seconds")
     finished = (ckpt.get("metrics") or {}).get("finished_utc")
     return finished if isinstance(finished, str) else None
+
+
+def _recommendation(int8_recipe, qopts: QuantizeOptions) -> dict:
+    """Manifest keys: the file to ship (fp32 when the recipe's search found int8 does not pay) and why."""
+    record = int8_recipe.record()
+    if qopts != int8_recipe.options:
+        record.update(source=f"{record['source']}, options changed on the command line", verdict=None,
+                      recommended=INT8_NAME)
+        for key in ("summary", "chosen", "search", "trials"):
+            record.pop(key, None)  # evidence about other options
+    return {"recommended": record["recommended"], "int8_recipe": record}
 
 
 def _preflight(out: Path) -> None:

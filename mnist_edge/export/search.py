@@ -1,0 +1,355 @@
+"""The int8 recipe search: which quantization recipe is fastest here and still passes the accuracy gates.
+
+Every trial quantizes the fp32 ONNX file with one :class:`QuantizeOptions`, gates it exactly as the export
+does (accuracy drop and top-1 agreement against the fp32 file, on the test images at batch sizes 1, 7 and
+64), and, when it passes, times it against fp32 at batch 1 and 64 (interleaved, repeated; the ratio's
+95% interval from :mod:`mnist_edge.export.ratio`). A trial is scored by its worse ratio of the two.
+
+Stages, so a search costs a dozen trials rather than the whole product of options:
+
+1. the default recipe; when it fails the gate, the accuracy-controlled fallback keeps the layers around
+   the worst tensor (lowest SQNR) in float, one at a time, until it passes, and that becomes the base;
+2. one change at a time for speed: quant_pre_process, U8S8, QOperator (U8S8), per-tensor weights,
+   reduce_range, Conv/Gemm only, the first compute layer in float, first and last in float;
+3. the best of stage 2 combined with each other change that beat the base;
+4. calibration on the chosen graph (Entropy, Percentile 99.99 / 99.999, Distribution): these change
+   ranges, not the graph, so the one with the highest agreement wins (ties keep the current one).
+
+The verdict: "pays" when the chosen trial is faster than fp32 at both batch sizes (interval below 1),
+"does not pay" when it is slower at either (interval above 1), else "undetermined"; only "pays"
+recommends the int8 file. A failed trial's gate message names its three worst tensors; with
+``keep_failed`` its int8 file and diagnosis are kept there, otherwise nothing is left behind.
+Needs onnx and onnxruntime, never torch.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mnist_edge.errors import ExportError, UsageError
+from mnist_edge.export import gates as G
+from mnist_edge.export import ratio as R
+from mnist_edge.export.quantize import QuantizeOptions, float_graph, node_selectors, quantize_int8
+from mnist_edge.export.recipes import FP32_FILE, INT8_FILE, SCHEMA
+
+TIMING_BATCHES = (1, 64)
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+FALLBACK_MAX_STEPS = 6
+
+
+@dataclass
+class Trial:
+    name: str
+    stage: str
+    options: QuantizeOptions
+    passed: bool = False
+    accuracy: float | None = None  # percent, int8, at the largest gate batch size
+    agreement: float | None = None  # worst over batch sizes, percent
+    accuracy_drop_pp: float | None = None
+    ratios: dict = field(default_factory=dict)  # batch -> ratio_interval dict
+    error: str | None = None  # the gate or quantizer failure, with the worst tensors
+    worst_tensors: list = field(default_factory=list)
+    messages: list = field(default_factory=list)  # onnxruntime's quantizer log
+    seconds: float = 0.0
+    kept: str | None = None
+
+    @property
+    def score(self) -> float:
+        return max(r["ratio"] for r in self.ratios.values()) if self.ratios else float("inf")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "stage": self.stage, "changes": self.options.differences(),
+                "options": self.options.to_dict(), "passed": self.passed, "accuracy": self.accuracy,
+                "agreement": self.agreement, "accuracy_drop_pp": self.accuracy_drop_pp,
+                "ratios": {str(b): r for b, r in self.ratios.items()}, "error": self.error,
+                "worst_tensors": self.worst_tensors, "onnxruntime_messages": self.messages,
+                "seconds": round(self.seconds, 2), "kept": self.kept}
+
+
+class Searcher:
+    """One fp32 file, its calibration and test images, and a scratch folder; :meth:`trial` runs one recipe."""
+
+    def __init__(self, fp32_path, *, calibration_images, calibration_source: dict, x_eval, y_eval,
+                 batch_sizes=G.BATCH_SIZES, timing_batches=TIMING_BATCHES, repeats: int = 8, calls: int = 10,
+                 keep_failed=None, progress=None, workdir):
+        from mnist_edge.export.ort_eval import make_session, ort_logits
+
+        R.check_budget(repeats, calls, 0)
+        self.fp32 = Path(fp32_path)
+        self.cal, self.cal_source = calibration_images, calibration_source
+        self.x, self.y = np.ascontiguousarray(x_eval), np.asarray(y_eval).astype(np.int64)
+        self.batch_sizes, self.timing_batches = tuple(batch_sizes), tuple(timing_batches)
+        self.repeats, self.calls = repeats, calls
+        self.keep_failed = Path(keep_failed) if keep_failed is not None else None
+        self.say = progress or (lambda msg: None)
+        self.work = Path(workdir)
+        self.trials: list[Trial] = []
+        self.fp32_session = make_session(self.fp32)
+        self.fp32_out = {bs: ort_logits(self.fp32_session, self.x, bs) for bs in self.batch_sizes}
+
+    def trial(self, name: str, stage: str, options: QuantizeOptions, *, timed: bool = True) -> Trial:
+        from mnist_edge.export.ort_eval import make_session, ort_logits
+
+        t = Trial(name, stage, options)
+        t0 = time.perf_counter()
+        path = self.work / f"trial{len(self.trials):02d}.int8.onnx"
+        self.say(f"trial {len(self.trials) + 1} {name}: {_changes(options)}")
+        try:
+            rec = quantize_int8(self.fp32, path, self.cal, options, source=self.cal_source)
+            t.messages = rec["onnxruntime_messages"]
+            sess = make_session(path)
+            out = {bs: ort_logits(sess, self.x, bs) for bs in self.batch_sizes}
+        except (ExportError, UsageError) as e:
+            t.error = str(e)
+        else:
+            checks = G.int8_checks(INT8_FILE, self.fp32_out, out, self.y, **G.THRESHOLDS["int8"])
+            summary = G.summarize(checks, INT8_FILE)["worst"]
+            t.agreement, t.accuracy_drop_pp = summary["agreement_pct"], summary["accuracy_drop_pp"]
+            t.accuracy = round(float((out[max(self.batch_sizes)].argmax(1) == self.y).mean() * 100), 4)
+            t.passed = all(c.passed for c in checks)
+            if not t.passed:
+                t.worst_tensors = self.worst(path, options)
+                failed = "; ".join(f"{k} {G._fmt(k, v)}" for k, v in summary.items()
+                                   if any(c.metric == k and not c.passed for c in checks))
+                from mnist_edge.export.diagnose import worst_text
+
+                t.error = f"gate failed ({failed}); worst tensors: {worst_text(t.worst_tensors)}"
+            elif timed:
+                for bs in self.timing_batches:
+                    t.ratios[bs] = self.time(sess, bs)
+        t.seconds = time.perf_counter() - t0
+        if not t.passed and self.keep_failed is not None and path.is_file():
+            self.keep_failed.mkdir(parents=True, exist_ok=True)
+            kept = self.keep_failed / f"{len(self.trials):02d}-{name}.int8.onnx"
+            shutil.copyfile(path, kept)
+            t.kept = str(kept)
+        path.unlink(missing_ok=True)
+        self.trials.append(t)
+        self.say("  " + _line(t))
+        return t
+
+    def time(self, sess, bs: int) -> dict:
+        from mnist_edge.contract import INPUT_NAME
+
+        feed = {INPUT_NAME: self.x[:bs]}
+        int8 = lambda: sess.run(None, feed)  # noqa: E731
+        fp32 = lambda: self.fp32_session.run(None, feed)  # noqa: E731
+        a, b = R.time_pair(int8, fp32, repeats=self.repeats, calls=self.calls)
+        return R.ratio_interval(a, b)
+
+    def worst(self, int8_path, options: QuantizeOptions) -> list[dict]:
+        """Per-tensor SQNR rows of a failed candidate, worst first (against the graph the quantizer saw)."""
+        from mnist_edge.export.diagnose import tensor_errors
+
+        scratch = Path(tempfile.mkdtemp(prefix="float-", dir=self.work))
+        try:
+            return tensor_errors(float_graph(self.fp32, options, scratch), int8_path, self.x[:256])
+        except Exception as e:  # a diagnosis must never hide the gate failure it explains
+            return [{"tensor": f"(diagnosis failed: {type(e).__name__})", "local_sqnr_db": 0.0,
+                     "accumulated_sqnr_db": 0.0, "nodes": []}]
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def fallback(self, failed: Trial) -> Trial:
+        """Keep the layers around the worst tensor in float, one tensor at a time, until the gate passes."""
+        current = failed
+        for step in range(1, FALLBACK_MAX_STEPS + 1):
+            new = next((n for r in current.worst_tensors for n in r["nodes"]
+                        if n not in current.options.keep_float), None)
+            if new is None:
+                break
+            worst = next(r for r in current.worst_tensors if new in r["nodes"])
+            around = [n for n in worst["nodes"] if n not in current.options.keep_float]
+            self.say(f"fallback step {step}: {worst['tensor']} (local {worst['local_sqnr_db']:.1f} dB) -> "
+                     f"keep {', '.join(around)} in float")
+            options = current.options.with_(keep_float=current.options.keep_float + tuple(around))
+            current = self.trial(f"{failed.name}+fallback{step}", "fallback", options)
+            if current.passed:
+                break
+        return current
+
+
+def _changes(options: QuantizeOptions) -> str:
+    d = options.differences()
+    d.pop("calibration_samples", None)
+    return ", ".join(f"{k}={v}" for k, v in d.items()) or "onnxruntime defaults (QDQ S8S8 per-channel MinMax)"
+
+
+def _line(t: Trial) -> str:
+    if not t.passed:
+        return f"FAILED ({t.seconds:.1f} s): {t.error}"
+    ratios = "  ".join(f"b{b} {R.format_ratio(r)}" for b, r in t.ratios.items())
+    return f"passed: agreement {t.agreement:.2f}%, drop {t.accuracy_drop_pp:+.2f} pp; int8/fp32 {ratios} ({t.seconds:.1f} s)"
+
+
+def speed_variants(base: QuantizeOptions, fp32_path) -> list[tuple[str, QuantizeOptions]]:
+    """Stage 2: one change at a time (first/last compute layer found in the graph itself)."""
+    import onnx
+
+    compute = [s for s in node_selectors(onnx.load(str(fp32_path))) if s.split("[")[0] in COMPUTE_OPS]
+    out = [("preprocess", base.with_(preprocess=True)),
+           ("u8s8", base.with_(activation_type="uint8")),
+           ("qoperator-u8s8", base.with_(quant_format="qoperator", activation_type="uint8")),
+           ("per-tensor", base.with_(per_channel=False)),
+           ("reduce-range", base.with_(reduce_range=True)),
+           ("conv-gemm-only", base.with_(op_types=COMPUTE_OPS))]
+    if compute:
+        first = tuple(dict.fromkeys(base.keep_float + (compute[0],)))
+        out.append(("first-float", base.with_(keep_float=first)))
+        if len(compute) > 1:
+            out.append(("first-last-float", base.with_(keep_float=tuple(dict.fromkeys(first + (compute[-1],))))))
+    return [(n, o) for n, o in out if o != base]
+
+
+def calibration_variants(base: QuantizeOptions) -> list[tuple[str, QuantizeOptions]]:
+    out = [("entropy", base.with_(calibration_method="entropy")),
+           ("percentile-99.99", base.with_(calibration_method="percentile", percentile=99.99)),
+           ("percentile-99.999", base.with_(calibration_method="percentile", percentile=99.999)),
+           ("distribution", base.with_(calibration_method="distribution"))]
+    return [(n, o) for n, o in out if o != base]
+
+
+def _merge(a: QuantizeOptions, b: QuantizeOptions) -> QuantizeOptions:
+    """``a`` with ``b``'s differences from the defaults applied (keep_float lists are joined)."""
+    changes = b.differences()
+    if "keep_float" in changes:
+        changes["keep_float"] = tuple(dict.fromkeys(a.keep_float + b.keep_float))
+    return a.with_(**changes)
+
+
+def run_search(s: Searcher, base: QuantizeOptions, *, full: bool = True) -> Trial | None:
+    """The stages above on ``s``; returns the chosen trial (None when nothing passed)."""
+    first = s.trial("base", "base", base)
+    if not first.passed:
+        first = s.fallback(first)
+    if not full:
+        return first if first.passed else None
+    if not first.passed:
+        return None
+    root = first.options
+    variants = [s.trial(n, "speed", o) for n, o in speed_variants(root, s.fp32)]
+    passing = [first] + [t for t in variants if t.passed]
+    best = min(passing, key=lambda t: t.score)
+    helpful = [t for t in variants if t.passed and t.score < first.score and t is not best]
+    for t in sorted(helpful, key=lambda t: t.score)[:3]:
+        merged = _merge(best.options, t.options)
+        if merged == best.options or any(x.options == merged for x in s.trials):
+            continue
+        c = s.trial(f"{best.name}+{t.name}", "combine", merged)
+        if c.passed and c.score < best.score:
+            best = c
+    chosen = best
+    for n, o in calibration_variants(best.options):
+        c = s.trial(f"{best.name}+{n}", "calibration", o)
+        if c.passed and (c.agreement, -c.accuracy_drop_pp) > (chosen.agreement, -chosen.accuracy_drop_pp):
+            chosen = c
+    return chosen
+
+
+def verdict_of(chosen: Trial | None) -> tuple[str, str]:
+    """(verdict, recommended file)."""
+    if chosen is None:
+        return "no recipe passed", FP32_FILE
+    verdicts = [r["verdict"] for r in chosen.ratios.values()]
+    if verdicts and all(v == "faster" for v in verdicts):
+        return "pays", INT8_FILE
+    if "slower" in verdicts:
+        return "does not pay", FP32_FILE
+    return "undetermined", FP32_FILE
+
+
+def summary_line(model: str, verdict: str, chosen: Trial | None) -> str:
+    if chosen is None:
+        return f"no int8 recipe passed the accuracy gates for {model}: ship model.onnx (fp32)"
+    ratios = ", ".join(f"batch {b} {R.format_ratio(r)}" for b, r in chosen.ratios.items())
+    text = {"pays": f"int8 pays on this machine for {model}",
+            "does not pay": f"int8 does not pay on this machine for this model ({model}): ship model.onnx (fp32)",
+            "undetermined": f"int8 vs fp32 is undetermined on this machine for {model} (an interval includes 1; "
+                            "re-run on a quiet machine): ship model.onnx (fp32)"}[verdict]
+    return f"{text}; recipe '{chosen.name}' int8/fp32 p50 {ratios}, agreement {chosen.agreement:.2f}%"
+
+
+def search_int8(fp32_path, *, model: str, calibration_images, calibration_source: dict, x_eval, y_eval,
+                base: QuantizeOptions | None = None, full: bool = True, repeats: int = 8, calls: int = 10,
+                keep_failed=None, progress=None, tmp_root=None) -> dict:
+    """Search (``full``) or check one recipe with fallback (``full=False``); returns the recipe document.
+
+    The document is what :mod:`mnist_edge.export.recipes` reads: ``options`` of the chosen trial, the
+    verdict and recommended file, the machine, and every trial. Scratch files live in a temporary folder
+    under ``tmp_root`` (default: the system's) that is removed at the end, failure or not.
+    """
+    from mnist_edge.bench.environment import collect_environment
+
+    base = (base or QuantizeOptions()).validate()
+    t0 = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="mnist-edge-int8-search-", dir=tmp_root))
+    try:
+        s = Searcher(fp32_path, calibration_images=calibration_images, calibration_source=calibration_source,
+                     x_eval=x_eval, y_eval=y_eval, repeats=repeats, calls=calls, keep_failed=keep_failed,
+                     progress=progress, workdir=work)
+        chosen = run_search(s, base, full=full)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    verdict, recommended = verdict_of(chosen)
+    env = collect_environment()
+    machine = {"cpu": env["cpu"]["model"], "arch": env["cpu"]["arch"],
+               "int8_instructions": env["cpu"]["int8_note"], "usable_cores": env["cpu"]["usable_cores"],
+               "load_average": env["load_average"], "onnxruntime": env["versions"]["onnxruntime"],
+               "threads": 1}
+    return {
+        "schema": SCHEMA, "model": model,
+        "options": (chosen.options if chosen else base).to_dict(),
+        "verdict": verdict, "recommended": recommended, "summary": summary_line(model, verdict, chosen),
+        "chosen": chosen.to_dict() if chosen else None,
+        "machine": machine,
+        "search": {"mode": "search" if full else "single recipe with fallback", "trials": len(s.trials),
+                   "seconds": round(time.perf_counter() - t0, 1), "fp32": Path(fp32_path).name,
+                   "eval_images": int(len(s.x)), "gate_batch_sizes": list(s.batch_sizes),
+                   "gate_thresholds": G.THRESHOLDS["int8"],
+                   "timing": {"batch_sizes": list(s.timing_batches), "repeats": repeats, "calls_per_block": calls,
+                              "threads": 1, "order": "ABBA blocks, int8 first", "interval": "95% bootstrap"},
+                   "calibration": calibration_source},
+        "trials": [t.to_dict() for t in s.trials],
+    }
+
+
+def plot_search(document: dict, path) -> Path | None:
+    """Latency ratio (worse of batch 1 and 64) against agreement, one point per passed trial; failed
+    trials on the left edge. Needs matplotlib (``[train]``); returns None without it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    chosen = (document.get("chosen") or {}).get("name")
+    for t in document["trials"]:
+        if not t["ratios"]:
+            continue
+        worst = max(t["ratios"].values(), key=lambda r: r["ratio"])
+        ax.errorbar(t["agreement"], worst["ratio"], yerr=[[worst["ratio"] - worst["low"]], [worst["high"] - worst["ratio"]]],
+                    fmt="o", color="tab:red" if t["name"] == chosen else "tab:blue", capsize=3)
+        ax.annotate(t["name"], (t["agreement"], worst["ratio"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    failed = [t for t in document["trials"] if not t["passed"]]
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+    ax.set_xlabel("top-1 agreement with fp32, % (worst batch size)")
+    ax.set_ylabel("int8 / fp32 p50 latency (worse of batch 1, 64)")
+    ax.set_title(f"{document['model']}: {document['verdict']} ({len(document['trials'])} trials, "
+                 f"{len(failed)} failed the gate)\n{document['machine']['cpu']}", fontsize=9)
+    fig.tight_layout()
+    from mnist_edge.io import atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
