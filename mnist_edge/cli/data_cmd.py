@@ -6,11 +6,14 @@ import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="show where the MNIST files are looked for and whether they verify; download them",
-                       description="Show the folder the MNIST files are read from (--data, else $MNIST_EDGE_DATA, "
-                                   "else the per-user cache) and whether each of the four files is there with "
-                                   "the known SHA-256. `mnist-edge data download` fetches missing files from the "
-                                   "usual mirrors, verified, each written atomically.")
+    from mnist_edge.cli import add_command
+
+    p = add_command(sub, "data", "show where the MNIST files are looked for and whether they verify",
+                    "The folder is --data if given, else $MNIST_EDGE_DATA, else the per-user cache; each of the "
+                    "four files is shown as verified (known SHA-256), missing or wrong. `data download` fetches "
+                    "missing files from the usual mirrors, verified, each written atomically.",
+                    ["mnist-edge data", "mnist-edge data download",
+                     "mnist-edge data download --data ~/mnist --mirror https://my.mirror/mnist/"])
     p.add_argument("action", nargs="?", choices=("show", "download"), default="show",
                    help="show (default) or download")
     p.add_argument("--data", metavar="DIR", help="MNIST folder (default: $MNIST_EDGE_DATA, then the per-user cache)")

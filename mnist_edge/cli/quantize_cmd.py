@@ -7,14 +7,17 @@ import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "quantize", help="search the int8 recipe that is fastest here and passes the accuracy gates",
-        description="Quantize a model's fp32 ONNX file with a series of recipes, gate each one for accuracy as "
-                    "the export does, time the passing ones against fp32 at batch 1 and 64 (interleaved, "
-                    "repeated, 1 thread) and write the chosen recipe with the evidence. Needs onnx and "
-                    "onnxruntime only (pip install \"mnist-edge[quantize]\"). To record a model's recipe for "
-                    "`mnist-edge export --quantize`: mnist-edge quantize --model NAME --search --register "
-                    "--out exported/NAME")
+    from mnist_edge.cli import add_command
+
+    p = add_command(
+        sub, "quantize", "search the int8 recipe that is fastest here and passes the accuracy gates",
+        "Quantize a model's fp32 ONNX file with a series of recipes, gate each one for accuracy as the export "
+        "does, time the passing ones against fp32 at batch 1 and 64 (interleaved, repeated, 1 thread) and write "
+        "the chosen recipe with the evidence. Needs onnx and onnxruntime only (the [quantize] extra). --register "
+        "records the result as the model's recipe for `mnist-edge export --quantize`.",
+        ["mnist-edge quantize --model cnn_small --search --report",
+         "mnist-edge quantize --model bn_cnn --search --register --out exported/bn_cnn",
+         "mnist-edge quantize --model bn_cnn --calibration-class 1 --keep-failed /tmp/failed"])
     p.add_argument("--model", required=True, metavar="NAME", help="registry name (see: mnist-edge list)")
     p.add_argument("--onnx", metavar="FILE", help="the fp32 ONNX file (default: exported/NAME/model.onnx)")
     p.add_argument("--search", action="store_true",
