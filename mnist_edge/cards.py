@@ -7,9 +7,9 @@ latency from `bench.json` (a `mnist-edge bench --json` report, schema mnist-edge
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from mnist_edge.errors import ArtifactError, UsageError
 from mnist_edge.io import write_text_atomic
 from mnist_edge.zoo import MODELS, get_spec
 
@@ -37,13 +37,26 @@ def reproduce(name: str) -> str:
 
 
 def load_folder(folder: Path) -> tuple[dict, dict, dict | None]:
-    """(manifest, checkpoint, bench report or None) of an exported folder."""
+    """(manifest, checkpoint, bench report or None) of an exported folder; each read and validated."""
+    from mnist_edge.bench.report import load_report
     from mnist_edge.checkpoint import read_checkpoint
     from mnist_edge.manifest import read_manifest
 
     bench_path = folder / "bench.json"
-    bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
+    try:
+        bench = load_report(bench_path) if bench_path.exists() else None
+    except UsageError as e:
+        raise ArtifactError(f"cannot make the card of '{folder}': {e}") from None
     return read_manifest(folder), read_checkpoint(folder / "checkpoint.pt"), bench
+
+
+def _render(folder, fn, *args) -> str:
+    """``fn(*args)``; a field missing or of the wrong type in a file we did not write is an ArtifactError."""
+    try:
+        return fn(*args)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as e:
+        raise ArtifactError(f"cannot make the card of '{folder}': its manifest, checkpoint or bench.json lacks "
+                            f"a field the card needs or holds a wrong type ({type(e).__name__}: {e})") from None
 
 
 def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None) -> str:
@@ -138,8 +151,8 @@ def write_cards(exported: str | Path = "exported", models: list[str] | None = No
     for name in models or [n for n in MODELS if (exported / n / "manifest.json").is_file()]:
         folder = exported / get_spec(name).name
         manifest, ckpt, bench = load_folder(folder)
-        write_text_atomic(folder / "README.md", model_card(name, manifest, ckpt, bench))
+        write_text_atomic(folder / "README.md", _render(folder, model_card, name, manifest, ckpt, bench))
         written.append(folder / "README.md")
     rows = [(n, *load_folder(exported / n)) for n in MODELS if (exported / n / "manifest.json").is_file()]
-    write_text_atomic(exported / "README.md", zoo_index(rows))
+    write_text_atomic(exported / "README.md", _render(exported, zoo_index, rows))
     return written + [exported / "README.md"]

@@ -46,10 +46,18 @@ def export_torchscript(edge, path: str | os.PathLike, *, metadata: dict[str, str
             traced = torch.jit.trace(edge, (example_input(3),), check_trace=True)
         except Exception as e:
             raise ExportError(f"torch.jit.trace failed: {type(e).__name__}: {first_line(e)}") from e
+        # Saved into memory, then written by Python: on a full disk torch.jit.save's C++ writer aborts the
+        # whole process (exit 134); a failed Python write is an OSError we can report.
+        buf = io.BytesIO()
         try:
-            torch.jit.save(traced, os.fspath(path), _extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
-        except RuntimeError as e:  # torch reports write failures (disk full) as RuntimeError
-            raise ExportError(f"cannot write '{path}': {first_line(e)}") from None
+            torch.jit.save(traced, buf, _extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
+        except RuntimeError as e:
+            raise ExportError(f"cannot serialize '{path}': {first_line(e)}") from None
+    try:
+        with open(path, "wb") as f:
+            f.write(buf.getvalue())
+    except OSError as e:
+        raise ExportError(f"cannot write '{path}': {e.strerror or e}") from None
 
 
 def load_torchscript(source):
