@@ -85,15 +85,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 @contextlib.contextmanager
 def sigint_deferred():
-    """Hold Ctrl-C back for a few syscalls (main thread, POSIX); it is delivered when the block ends."""
-    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    else:
+    """Hold Ctrl-C (and SIGTERM) back for a few syscalls; a signal that came meanwhile is delivered when the
+    block ends. Done with Python handlers, not a signal mask: a mask covers only the calling thread, and
+    onnxruntime's or torch's threads would still take the signal and interrupt the block."""
+    if threading.current_thread() is not threading.main_thread():
         yield
+        return
+    pending: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+        if sig is not None and signal.getsignal(sig) is not None:  # None: a handler not set from Python
+            previous[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)  # now handled as it would have been: KeyboardInterrupt for Ctrl-C
 
 
 def note_replaced(path: str | os.PathLike) -> None:

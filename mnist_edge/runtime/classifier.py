@@ -11,6 +11,8 @@ inputs and outputs.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,10 +134,22 @@ class Classifier:
 def _run(session, batch: np.ndarray, source) -> np.ndarray:
     """The logits output for ``batch``; onnxruntime's failure (a broken graph) as an ArtifactError."""
     try:
-        return np.asarray(session.run([C.OUTPUT_NAMES[0]], {C.INPUT_NAME: batch})[0])
+        return np.asarray(session.run([C.OUTPUT_NAMES[0]], {C.INPUT_NAME: batch}, _quiet_run_options())[0])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own pybind classes (Fail, InvalidArgument...)
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+        text = re.sub(r"/\S*onnxruntime\S*:\d+ \S+\([^)]*\) ", "", text)  # source path and signature
         raise ArtifactError(f"{source} failed to run on a batch of {len(batch)}: {text[:300]}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _quiet_run_options():
+    """RunOptions that keep onnxruntime's own log of a failed kernel off stderr (the error is raised anyway)."""
+    import onnxruntime
+
+    ro = onnxruntime.RunOptions()
+    ro.log_severity_level = 4
+    return ro
 
 
 def _dry_run(session, source: str) -> None:
