@@ -111,8 +111,9 @@ def note_replaced(path: str | os.PathLike) -> None:
 
 
 def replaced_paths() -> list[str]:
-    """Final paths replaced by this process since :func:`forget_replaced` (for an honest interrupt message)."""
-    return list(dict.fromkeys(_replaced))
+    """Final paths replaced by this process since :func:`forget_replaced` and still there (a file written
+    into a temporary folder that was later removed does not count), for an honest interrupt message."""
+    return [p for p in dict.fromkeys(_replaced) if os.path.lexists(p)]
 
 
 def forget_replaced() -> None:

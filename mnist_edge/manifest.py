@@ -105,7 +105,8 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     try:
         data = read_regular(path, MAX_MANIFEST_BYTES)
     except FileTooLargeError:
-        raise ArtifactError(f"'{path}' is over {MAX_MANIFEST_BYTES:,} bytes; a manifest is a few kB") from None
+        raise ArtifactError(f"'{path}' is over {MAX_MANIFEST_BYTES:,} bytes; a manifest is at most "
+                            f"{MAX_MANIFEST_BYTES:,}") from None
     except OSError as e:
         raise ArtifactError(f"cannot read '{path}': {describe_os_error(e)}") from None
     manifest = parse_json(data, path)
