@@ -147,10 +147,14 @@ def test_2_decoded_memory_is_bounded_not_only_pixels(tmp_path):
 
     big = tmp_path / "big.png"
     Image.new("RGBA", (3000, 3000), (255, 255, 255, 255)).save(big)  # 9 MP: under the pixel limit
-    with pytest.raises(InputError, match=r"big.png is 3000x3000 RGBA: 36,000,000 bytes decoded, over the limit "
+    with pytest.raises(InputError, match=r"big.png is 3000x3000 RGBA: 36,024,000 bytes decoded, over the limit "
                                          r"of 10,000,000"):
         read_gray(big, max_decoded_bytes=10_000_000)
-    tall = tmp_path / "tall.png"  # the probe's 1 x 39,999,999 PNG, scaled down: a thin line, very long
+    probe = tmp_path / "probe.png"  # the probe's 1 x 39,999,999 PNG: 320 MB of row pointers in Pillow
+    Image.new("L", (1, 12_000_000)).save(probe)  # (scaled down) a few kB on disk
+    with pytest.raises(InputError, match=r"probe.png is 1x12000000 L: 108,000,000 bytes decoded, over the limit"):
+        read_gray(probe)
+    tall = tmp_path / "tall.png"  # long and thin, but within the limit: decoded, then reduced
     arr = np.zeros((300_000, 1), np.uint8)
     arr[100_000:200_000] = 255
     Image.fromarray(arr).save(tall)

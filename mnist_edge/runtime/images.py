@@ -133,7 +133,9 @@ def _decode(data: bytes, p: Path, Image, ImageOps, max_pixels: int, max_decoded_
         if img.format == "JPEG" and max(w, h) > WORK_SIDE:
             img.draft(img.mode, (min(w, WORK_SIDE), min(h, WORK_SIDE)))  # DCT scaling: 1/2..1/8 decoded
         dw, dh = img.size
-        decoded = dw * dh * _BYTES_PER_PIXEL.get(img.mode, 4)
+        # Pillow keeps one pointer per row besides the pixels: a 1 x 40,000,000 PNG (39 kB on disk) needs
+        # 320 MB of row pointers for 40 MB of pixels, so rows count too.
+        decoded = dh * (dw * _BYTES_PER_PIXEL.get(img.mode, 4) + 8)
         if decoded > max_decoded_bytes:
             raise InputError(f"image {p} is {w}x{h} {img.mode}: {decoded:,} bytes decoded, over the limit of "
                              f"{max_decoded_bytes:,}")
