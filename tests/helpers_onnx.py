@@ -17,7 +17,6 @@ def contract_model(*, broken_reshape: bool = False, ir_version: int = 8, opset: 
     whose values point at an external file (``verify`` must refuse it, as ``predict`` does).
     Returns the ModelProto.
     """
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
