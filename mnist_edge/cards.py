@@ -10,12 +10,11 @@ running the ONNX files on the 10,000 test images with the torch-free runtime.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.errors import ArtifactError
+from mnist_edge.errors import ArtifactError, UsageError
 from mnist_edge.io import format_size, sha256_file, write_text_atomic
 from mnist_edge.zoo import MODELS, get_spec
 
@@ -115,13 +114,26 @@ def reproduce(name: str) -> str:
 
 
 def load_folder(folder: Path) -> tuple[dict, dict, dict | None]:
-    """(manifest, checkpoint, bench report or None) of an exported folder."""
+    """(manifest, checkpoint, bench report or None) of an exported folder; each read and validated."""
+    from mnist_edge.bench.report import load_report
     from mnist_edge.checkpoint import read_checkpoint
     from mnist_edge.manifest import read_manifest
 
     bench_path = folder / "bench.json"
-    bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
+    try:
+        bench = load_report(bench_path) if bench_path.exists() else None
+    except UsageError as e:
+        raise ArtifactError(f"cannot make the card of '{folder}': {e}") from None
     return read_manifest(folder), read_checkpoint(folder / "checkpoint.pt"), bench
+
+
+def _render(folder, fn, *args) -> str:
+    """``fn(*args)``; a field missing or of the wrong type in a file we did not write is an ArtifactError."""
+    try:
+        return fn(*args)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as e:
+        raise ArtifactError(f"cannot make the card of '{folder}': its manifest, checkpoint or bench.json lacks "
+                            f"a field the card needs or holds a wrong type ({type(e).__name__}: {e})") from None
 
 
 def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, stale: dict | None = None,
@@ -291,8 +303,8 @@ def write_cards(exported: str | Path = "exported", models: list[str] | None = No
         if pictures:
             written += model_pictures(folder, data_root)
         have = tuple(p for p in PICTURES if (folder / p).is_file())
-        card = model_card(get_spec(name).name, manifest, ckpt, bench, stale=stale_formats(folder, bench),
-                          pictures=have)
+        card = _render(folder, lambda: model_card(get_spec(name).name, manifest, ckpt, bench,
+                                                  stale=stale_formats(folder, bench), pictures=have))
         write_text_atomic(folder / "README.md", card)
         written.append(folder / "README.md")
     rows = [(n, *load_folder(exported / n)) for n in present]
@@ -303,5 +315,5 @@ def write_cards(exported: str | Path = "exported", models: list[str] | None = No
                                       title="The zoo: accuracy against batch-1 latency (marker area: file size)"))
     if (exported / "zoo.png").is_file():
         plot = "zoo.png"
-    write_text_atomic(exported / "README.md", zoo_index(rows, plot=plot))
+    write_text_atomic(exported / "README.md", _render(exported, zoo_index, rows, plot))
     return written + [exported / "README.md"]

@@ -7,11 +7,13 @@ A checkpoint is a dict of plain types and tensors: ``format``, ``model`` (regist
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
 
-from mnist_edge.errors import CheckpointError
+from mnist_edge.errors import CheckpointError, WriteError
+from mnist_edge.io import describe_os_error, read_regular
 
 FORMAT = "mnist-edge-checkpoint/1"
 DEFAULT_NAME = "checkpoint.pt"
@@ -40,9 +42,43 @@ def save_checkpoint(path: str | os.PathLike, *, model: str, state_dict: dict, re
         "versions": {"mnist_edge": __version__, "torch": str(torch.__version__)},
         "extra": extra or {},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Serialized in memory, then written by Python: a full disk is then an OSError we can report, where
+    # torch's C++ file writer can fail with a RuntimeError (or worse) halfway through the file.
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buf.getvalue())
+    except OSError as e:
+        raise WriteError(f"cannot write checkpoint '{path}': {describe_os_error(e)}; "
+                         f"{'the previous checkpoint is unchanged' if Path(path).exists() else 'nothing was written'}"
+                         ) from None
     return Path(path)
+
+
+MAX_CHECKPOINT_BYTES = 512 * 1024 * 1024  # ours are under 5 MB; bounds what a wrong path can make us read
+# Fields every reader of a checkpoint relies on, with their types (cards check metrics and history too).
+REQUIRED = {"model": str, "net": str, "kwargs": dict, "state_dict": dict, "recipe": dict, "history": list,
+            "metrics": dict}
+
+
+def _needs_code(err: Exception, data: bytes) -> bool:
+    """torch's weights-only unpickler refused a file whose pickle names code (a GLOBAL, a class to build).
+
+    torch words this differently by path ("Unsupported global", "unsupported GLOBAL", and for a raw
+    pickle of protocol 4+ only "Unsupported operand 149"), so the bytes are also scanned, without running
+    anything (pickletools), for the opcodes that import or call.
+    """
+    import pickletools
+
+    text = str(err).lower()
+    if "unsupported global" in text or "unsupported class" in text:
+        return True
+    try:
+        return any(op.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX")
+                   for op, _, _ in pickletools.genops(data))
+    except Exception:  # noqa: BLE001 - not a well-formed pickle: then it is not a torch file at all
+        return False
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -52,19 +88,30 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     import torch
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' does not exist (train one with: mnist-edge train --model NAME)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        data = read_regular(path, MAX_CHECKPOINT_BYTES)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint '{path}': {describe_os_error(e)}") from None
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e) or "Unsupported class" in str(e):  # needs code to load: refuse
+        if _needs_code(e, data):  # needs code to load: refuse, never retry unsafely
             raise CheckpointError(f"checkpoint '{path}' is not weights-only and is refused (it needs pickled "
                                   "code to load; mnist-edge never loads such files)") from None
         raise CheckpointError(f"checkpoint '{path}' cannot be read: not a torch checkpoint") from None
     except Exception as e:  # corrupt zip, truncated file, not a torch file
-        raise CheckpointError(f"checkpoint '{path}' cannot be read: {type(e).__name__}: {e}") from None
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise CheckpointError(f"checkpoint '{path}' cannot be read: {type(e).__name__}: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"'{path}' is not an mnist-edge checkpoint (expected format {FORMAT!r})")
+    bad = [f"{k!r} ({'missing' if k not in ckpt else type(ckpt[k]).__name__}, expected {t.__name__})"
+           for k, t in REQUIRED.items() if not isinstance(ckpt.get(k), t)]
+    if bad:
+        raise CheckpointError(f"checkpoint '{path}' is not one mnist-edge wrote: bad fields {', '.join(bad)}")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["state_dict"].items()):
+        raise CheckpointError(f"checkpoint '{path}': state_dict must map parameter names to tensors")
     return ckpt
 
 
@@ -77,7 +124,11 @@ def load_checkpoint(path: str | os.PathLike):
     spec = get_spec(ckpt["model"])
     if ckpt["net"] != spec.net:
         raise CheckpointError(f"checkpoint '{path}' holds a {ckpt['net']}, but '{spec.name}' is a {spec.net}")
-    net = NETS[ckpt["net"]](**ckpt["kwargs"])
+    try:
+        net = NETS[ckpt["net"]](**ckpt["kwargs"])
+    except (TypeError, ValueError, RuntimeError) as e:  # arguments the network does not take
+        raise CheckpointError(f"checkpoint '{path}' has model arguments {ckpt['kwargs']!r:.200} that "
+                              f"{ckpt['net']} does not accept: {e}") from None
     try:
         net.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

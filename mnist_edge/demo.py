@@ -107,10 +107,15 @@ def check_models(model_dir: Path) -> tuple[dict, dict[str, bytes]]:
     return {"model": name, "model_dir": str(model_dir), "files": files}, blobs
 
 
+IDLE_TIMEOUT_S = 10.0  # a connection that sends nothing for this long is closed (and its thread ends)
+BACKLOG = 128  # pending connections the kernel queues (socketserver's default of 5 dropped a burst of 300)
+
+
 class DemoServer(ThreadingHTTPServer):
     """A ThreadingHTTPServer with the demo's routes; ``url`` is the address to open."""
 
     daemon_threads = True
+    request_queue_size = BACKLOG
 
     def __init__(self, address, *, web_dir: Path, ort_dist: Path, model_dir: Path, index: dict,
                  blobs: dict[str, bytes], quiet: bool = True):
@@ -151,6 +156,7 @@ class DemoServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: DemoServer
     server_version = "mnist-edge-demo"
+    timeout = IDLE_TIMEOUT_S  # socket timeout: idle or half-open clients do not hold a thread forever
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         self._send(body=True)

@@ -12,6 +12,7 @@ import http.client
 import os
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -35,6 +36,7 @@ GZ_SIZES = {
     "t10k-labels-idx1-ubyte": 4_542,
 }
 _CHUNK = 1 << 16
+DEADLINE_S = 1800.0  # the whole download (11 MB); at 10 kB/s it takes ~20 minutes
 
 
 def download_cap(name: str) -> int:
@@ -51,16 +53,23 @@ class _Failure(Exception):
 
 
 def download_mnist(
-    dest: str | os.PathLike, mirrors=None, progress: bool = True, timeout: float = 30.0
+    dest: str | os.PathLike, mirrors=None, progress: bool = True, timeout: float = 30.0,
+    deadline: float = DEADLINE_S,
 ) -> Path:
     """Fetch the four files into ``<dest>/MNIST/raw/<name>.gz`` (files already there and valid are kept).
 
-    ``mirrors``: base URLs tried in order (default :data:`MIRRORS`). Returns the raw folder.
+    ``mirrors``: base URLs tried in order (default :data:`MIRRORS`). ``timeout``: seconds a single
+    network operation may stall; ``deadline``: seconds the whole call may take (a mirror trickling one
+    byte a second never trips ``timeout``, so the deadline is what ends it). Returns the raw folder.
     Raises DownloadError naming every URL tried and why it failed.
     """
     mirrors = list(MIRRORS if mirrors is None else mirrors)
     if not mirrors:
         raise UsageError("no mirrors given; pass at least one base URL")
+    for name, value in (("timeout", timeout), ("deadline", deadline)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise UsageError(f"{name} must be a positive number of seconds, got {value!r}")
+    end = time.monotonic() + deadline
     dest = Path(dest).expanduser()
     raw = dest / "MNIST" / "raw"
     try:
@@ -74,8 +83,11 @@ def download_mnist(
         failures: list[tuple[str, _Failure]] = []
         for base in mirrors:
             url = (base if base.endswith("/") else base + "/") + f"{name}.gz"
+            if time.monotonic() >= end:
+                failures.append((url, _Failure(f"not tried: the {deadline:g} s deadline had passed")))
+                continue
             try:
-                _fetch(url, name, final, progress, timeout)
+                _fetch(url, name, final, progress, timeout, end)
                 break
             except _Failure as e:
                 failures.append((url, e))
@@ -98,7 +110,7 @@ def _is_valid(path: Path, name: str) -> bool:
     return hashlib.sha256(data).hexdigest() == FILES[name].sha256
 
 
-def _fetch(url: str, name: str, final: Path, progress: bool, timeout: float) -> None:
+def _fetch(url: str, name: str, final: Path, progress: bool, timeout: float, end: float) -> None:
     """Download ``url`` to a temp file beside ``final``, verify, then rename; raise _Failure otherwise."""
     cap = download_cap(name)
     try:
@@ -108,7 +120,7 @@ def _fetch(url: str, name: str, final: Path, progress: bool, timeout: float) -> 
     done = False
     try:
         with os.fdopen(fd, "wb") as out:
-            _stream(url, out, cap, progress, timeout)
+            _stream(url, out, cap, progress, timeout, end)
             out.flush()
             os.fsync(out.fileno())
         info = FILES[name]
@@ -131,18 +143,21 @@ def _fetch(url: str, name: str, final: Path, progress: bool, timeout: float) -> 
                 pass
 
 
-def _stream(url: str, out, cap: int, progress: bool, timeout: float) -> None:
+def _stream(url: str, out, cap: int, progress: bool, timeout: float, end: float) -> None:
     bar = _Progress(url, progress)
     ok = False
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=max(0.001, min(timeout, end - time.monotonic()))) as resp:
             header = resp.headers.get("Content-Length")
             length = int(header) if header and header.isdigit() else None
             if length is not None and length > cap:
                 raise _Failure(f"oversized: server announces {length} bytes, cap is {cap}")
             bar.start(length)
             got = 0
-            while chunk := resp.read(_CHUNK):
+            # read1: whatever has arrived (read(n) would wait for all n bytes, past any deadline)
+            while chunk := resp.read1(_CHUNK):
+                if time.monotonic() > end:
+                    raise _Failure(f"too slow: the download deadline passed after {got:,} bytes")
                 got += len(chunk)
                 if got > cap:
                     raise _Failure(f"oversized: more than {cap} bytes")

@@ -41,6 +41,14 @@ class CheckpointError(MnistEdgeError):
     """A checkpoint that is missing, not weights-only or not ours."""
 
 
+class TrainingError(MnistEdgeError):
+    """Training that cannot give a usable model (e.g. the loss became NaN or infinite)."""
+
+
+class WriteError(MnistEdgeError):
+    """A file that could not be written (disk full, read-only, I/O error); the previous file is unchanged."""
+
+
 class ExportError(MnistEdgeError):
     """An export step that failed."""
 

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
 
 from mnist_edge.errors import ArtifactError
-from mnist_edge.io import sha256_file, write_text_atomic
+from mnist_edge.io import FileTooLargeError, describe_os_error, read_regular, sha256_file, write_text_atomic
 
 FORMAT = "mnist-edge-manifest/1"
 MANIFEST_NAME = "manifest.json"
@@ -74,23 +75,47 @@ def write_manifest(folder: str | os.PathLike, manifest: dict) -> Path:
     return path
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _small_int(text: str) -> int:
+    if len(text.lstrip("-")) > 20:
+        raise ValueError(f"a {len(text.lstrip('-')):,}-digit integer")
+    return int(text)
+
+
+def parse_json(data: bytes, path) -> object:
+    """Strict JSON: UTF-8, no NaN/Infinity, integers of at most 20 digits, nesting refused past the
+    interpreter's limit; anything else is an ArtifactError naming ``path``."""
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_int=_small_int)
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"'{path}' is not valid JSON: not UTF-8 ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise ArtifactError(f"'{path}' is not valid JSON for us: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, NaN/Infinity, huge integers
+        raise ArtifactError(f"'{path}' is not valid JSON: {str(e)[:200]}") from None
+
+
 def read_manifest(folder: str | os.PathLike) -> dict:
     """The parsed manifest of ``folder``: refused if missing, oversized, malformed or edited after writing."""
     path = Path(folder) / MANIFEST_NAME
     if not Path(folder).is_dir():
         raise ArtifactError(f"artifact folder '{folder}' does not exist or is not a folder")
-    if not path.is_file():
+    if not path.exists():
         raise ArtifactError(f"'{path}' is missing: not an exported folder (run: mnist-edge export --model NAME)")
-    size = path.stat().st_size
-    if size > MAX_MANIFEST_BYTES:
-        raise ArtifactError(f"'{path}' is {size:,} bytes; a manifest is at most {MAX_MANIFEST_BYTES:,}")
     try:
-        manifest = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"'{path}' is not valid JSON: {e}") from None
+        data = read_regular(path, MAX_MANIFEST_BYTES)
+    except FileTooLargeError:
+        raise ArtifactError(f"'{path}' is over {MAX_MANIFEST_BYTES:,} bytes; a manifest is at most "
+                            f"{MAX_MANIFEST_BYTES:,}") from None
+    except OSError as e:
+        raise ArtifactError(f"cannot read '{path}': {describe_os_error(e)}") from None
+    manifest = parse_json(data, path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ArtifactError(f"'{path}' is not an mnist-edge manifest: format {found!r}, expected {FORMAT!r}")
+        raise ArtifactError(f"'{path}' is not an mnist-edge manifest: format {found!r:.80}, expected {FORMAT!r}")
     digest = manifest.get("digest")
     if not isinstance(digest, str) or digest != hashlib.sha256(_canonical(manifest)).hexdigest():
         raise ArtifactError(f"'{path}' was modified after export: its digest does not match its content")
@@ -98,19 +123,78 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     return manifest
 
 
+def _number(v, *, none: bool = True) -> bool:
+    """A finite JSON number (not a bool), or None where ``none``."""
+    if v is None:
+        return none
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _strings(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+# Optional sections: if present, each must be an object whose listed fields (when present) pass their test.
+_SECTIONS = {
+    "contract": {"version": lambda v: isinstance(v, str), "input": lambda v: isinstance(v, dict),
+                 "outputs": _strings, "labels": _strings},
+    "evaluation": {"split": lambda v: isinstance(v, str), "images": lambda v: _int(v, 1, 10_000_000),
+                   "batch_sizes": lambda v: isinstance(v, list) and 0 < len(v) <= 64
+                   and all(_int(b, 1, 1_000_000) for b in v),
+                   "threads": lambda v: _int(v, 1, 4096)},
+    "versions": {},
+    "settings": {"opset": lambda v: _int(v, 1, 1000), "quantize": lambda v: isinstance(v, bool),
+                 "quantization": lambda v: v is None or isinstance(v, dict),
+                 "thresholds": lambda v: isinstance(v, dict)},
+    "pytorch": {"accuracy": _number},
+}
+_FILE_FIELDS = {
+    "kind": lambda v: isinstance(v, str), "format": lambda v: isinstance(v, str),
+    "precision": lambda v: isinstance(v, str), "reference": lambda v: v is None or isinstance(v, str),
+    "accuracy": _number, "agreement": _number, "max_abs_diff": _number, "accuracy_drop_pp": _number,
+    "test_accuracy": _number, "label_mismatches": lambda v: v is None or _int(v, 0, 10**9),
+    "opset": lambda v: _int(v, 1, 1000), "ir_version": lambda v: _int(v, 1, 1000),
+    "by_batch": lambda v: isinstance(v, dict), "quantization": lambda v: v is None or isinstance(v, dict),
+}
+
+
 def _check_schema(manifest: dict, path: Path, sealed: bool) -> None:
+    """Every field a reader uses has the type it expects, so a resealed manifest with ``"evaluation": true``
+    or ``batch_sizes: [-1]`` is refused here rather than met later as a TypeError or a wrong number."""
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise ArtifactError(f"'{path}' lists no files")
-    if not isinstance(manifest.get("model"), str):
-        raise ArtifactError(f"'{path}' names no model")
+    if not isinstance(manifest.get("model"), str) or not _SAFE_NAME.fullmatch(manifest["model"]):
+        raise ArtifactError(f"'{path}' names no model (a plain name such as 'bn_cnn'), found "
+                            f"{manifest.get('model')!r:.80}")
+    if manifest.get("created") is not None and not isinstance(manifest["created"], str):
+        raise ArtifactError(f"'{path}': 'created' must be a string, found {manifest['created']!r:.80}")
+    for section, fields in _SECTIONS.items():
+        value = manifest.get(section)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ArtifactError(f"'{path}': {section!r} must be a JSON object, found {value!r:.80}")
+        for key, ok in fields.items():
+            if key in value and not ok(value[key]):
+                raise ArtifactError(f"'{path}': {section}.{key} has a bad value {value[key]!r:.80}")
+    checks = manifest.get("checks")
+    if checks is not None and not (isinstance(checks, list) and all(isinstance(c, dict) for c in checks)):
+        raise ArtifactError(f"'{path}': 'checks' must be a list of objects")
     for name, entry in files.items():
         if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name == MANIFEST_NAME:
-            raise ArtifactError(f"'{path}' lists file {name!r}: only plain file names inside the folder are allowed")
+            raise ArtifactError(f"'{path}' lists file {name!r:.80}: only plain file names inside the folder are "
+                                "allowed")
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) \
-                or not _HEX64.fullmatch(entry["sha256"]) or not isinstance(entry.get("size"), int) \
-                or isinstance(entry.get("size"), bool) or entry["size"] < 0:
+                or not _HEX64.fullmatch(entry["sha256"]) or not _int(entry.get("size"), 0, 1 << 50):
             raise ArtifactError(f"'{path}': entry for {name!r} needs a 64-hex 'sha256' and an integer 'size'")
+        for key, ok in _FILE_FIELDS.items():
+            if key in entry and not ok(entry[key]):
+                raise ArtifactError(f"'{path}': files.{name}.{key} has a bad value {entry[key]!r:.80}")
 
 
 def verify_files(folder: str | os.PathLike, names=None, manifest: dict | None = None) -> dict:
@@ -131,11 +215,15 @@ def verify_files(folder: str | os.PathLike, names=None, manifest: dict | None = 
         if path.is_symlink() or not path.is_file():
             problems.append(f"{name}: missing" if not path.exists() else f"{name}: not a regular file")
             continue
-        size = path.stat().st_size
-        if size != files[name]["size"]:
-            problems.append(f"{name}: size {size:,} bytes, manifest says {files[name]['size']:,}")
+        try:
+            size = path.stat().st_size
+            if size != files[name]["size"]:
+                problems.append(f"{name}: size {size:,} bytes, manifest says {files[name]['size']:,}")
+                continue
+            digest = sha256_file(path)
+        except OSError as e:
+            problems.append(f"{name}: cannot read it ({describe_os_error(e)})")
             continue
-        digest = sha256_file(path)
         if digest != files[name]["sha256"]:
             problems.append(f"{name}: SHA-256 {digest[:12]}… differs from the manifest's {files[name]['sha256'][:12]}…")
     if problems:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_edge.errors import DeviceError, UsageError
+from mnist_edge.errors import DeviceError, TrainingError, UsageError, WriteError
 
 DEFAULT_RUNS = Path("runs")
 
@@ -46,8 +47,13 @@ def resolve_device(device: str):
 def make_recipe(spec, **overrides):
     """The spec's recipe with single settings overridden (None means keep the recipe's value)."""
     for key, value in overrides.items():
-        if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-            raise UsageError(f"--{key.replace('_', '-')} must be a positive number, got {value!r}")
+        if value is None:
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise UsageError(f"{flag} must be a positive finite number, got {value!r}")
+        if key in ("epochs", "batch_size") and value != int(value):
+            raise UsageError(f"{flag} must be a whole number, got {value!r}")
     return dataclasses.replace(spec.recipe, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -91,6 +97,11 @@ def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, 
 
     spec = get_spec(model)
     recipe = make_recipe(spec, epochs=epochs, batch_size=batch_size, lr=lr)
+    for flag, value in (("--threads", threads), ("--limit-train", limit_train)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UsageError(f"{flag} must be a positive integer, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise UsageError(f"--seed must be an integer from 0 to 2**63-1, got {seed!r}")
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -146,6 +157,9 @@ def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, 
                 bar.update(s + 1 - bar.n)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         train_seconds = time.perf_counter() - te
+        if not math.isfinite(loss_sum.item()):  # diverged: weights are NaN/Inf from here on; write nothing
+            raise TrainingError(f"training {model} diverged in epoch {epoch}: the loss is {loss_sum.item()} "
+                                f"(learning rate {recipe.lr:g}); try a smaller --lr. Nothing was written")
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum.item() / n,
                "train_acc": 100.0 * correct.item() / n, "seconds": round(train_seconds, 3)}
         if sched:
@@ -183,7 +197,12 @@ def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, 
         if plot:
             from mnist_edge.plots import plot_history
 
-            plot_history(history, ckpt_path.with_name("training_curves.png"), title=f"{model} ({selected})")
+            curves = ckpt_path.with_name("training_curves.png")
+            try:
+                plot_history(history, curves, title=f"{model} ({selected})")
+            except OSError as e:
+                raise WriteError(f"cannot write '{curves}': {e.strerror or e}; the checkpoint '{ckpt_path}' was "
+                                 f"written (complete), '{curves}' is unchanged") from None
     return TrainResult(net=net, checkpoint=ckpt_path, history=history, test_accuracy=test_acc,
                        selected=selected, seconds=seconds)
 

@@ -103,6 +103,12 @@ def tiny(tmp_path_factory) -> Path:
         torch.jit.trace(model, torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).save(str(folder / "model.pt"))
     _onnx_mlp(model.net.state_dict(), spec.mean, spec.std, folder / "model.onnx")
     _quantize(folder / "model.onnx", folder / "model.int8.onnx")
+    # TorchScript is code: bench loads only a model.pt its manifest vouches for. The ONNX files stay
+    # unlisted, so the "not hash-checked" warning is exercised too.
+    from mnist_edge.manifest import file_record, write_manifest
+
+    write_manifest(folder, {"model": "mlp", "files": {n: {"kind": "model", **file_record(folder / n)}
+                                                      for n in ("checkpoint.pt", "model.pt")}})
     return folder
 
 

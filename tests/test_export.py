@@ -23,13 +23,13 @@ import numpy as np
 import onnx
 import pytest
 
-from mnist_edge.cli import main
+from mnist_edge.cli import interrupted_message, main
 from mnist_edge.contract import META_KEYS
 from mnist_edge.errors import CheckpointError, ExportError, GateError, UsageError
 from mnist_edge.export import gates as G
 from mnist_edge.export import pipeline, swap
 from mnist_edge.export.quantize import QuantizeOptions, custom_source, quantize_int8
-from mnist_edge.io import sha256_file
+from mnist_edge.io import forget_replaced, sha256_file
 from mnist_edge.manifest import verify_files
 from mnist_edge.zoo import MODELS
 
@@ -314,6 +314,38 @@ def test_a_failed_or_interrupted_export_leaves_the_previous_folder_byte_identica
         assert "is unchanged" in str(e.value)
     assert snapshot(out) == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["bn_cnn"]  # no temporary folder left behind
+
+
+def test_ctrl_c_just_after_the_swap_reports_the_new_folder_and_leftovers_of_killed_exports_go(
+        artifact_dir, short_trained, mnist_dir, tmp_path, monkeypatch):
+    """Issue 12, items 6 and 7: a folder a SIGKILLed export left is removed by the next export (it is ours,
+    unlocked and old); a Ctrl-C that lands right after the swap says the new folder is in place."""
+    import signal
+    import time
+
+    out = previous_folder(artifact_dir, tmp_path)
+    killed = out.parent / ".bn_cnn.export-k1ll3d00"
+    killed.mkdir()
+    (killed / "model.onnx").write_bytes(b"half an export")
+    old = time.time() - 3600
+    os.utime(killed, (old, old))
+    real_swap = pipeline.swap_into_place
+
+    def swap_then_ctrl_c(new, dest):
+        real_swap(new, dest)
+        os.kill(os.getpid(), signal.SIGINT)  # held back until the swap is recorded
+
+    monkeypatch.setattr(pipeline, "swap_into_place", swap_then_ctrl_c)
+    forget_replaced()
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=out,
+                              data_root=mnist_dir, eval_limit=300)
+    msg = interrupted_message()  # what the CLI prints for a KeyboardInterrupt
+    assert msg.startswith(f"interrupted after replacing {out} (complete and in place)"), msg
+    assert "model.int8.onnx" not in {p.name for p in out.iterdir()}  # the new (non-quantized) export is there
+    assert verify_files(out)["evaluation"]["images"] == 300
+    forget_replaced()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["bn_cnn"]  # leftover and swapped-out folder gone
 
 
 def test_a_new_export_carries_other_files_over_and_drops_stale_artifacts(artifact_dir, short_trained, mnist_dir,

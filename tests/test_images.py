@@ -192,7 +192,7 @@ def test_missing_directory_unreadable_and_limits(tmp_path, monkeypatch):
 
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(imgmod, "open", denied, raising=False)  # root ignores chmod; simulate it
+    monkeypatch.setattr(imgmod, "read_regular", denied)  # root ignores chmod; simulate it
     with pytest.raises(InputError, match="small.png: permission denied"):
         load_image(small)
 

@@ -93,13 +93,26 @@ def load_eager(file: Path, device: str, threads: int) -> Loaded:
 
 
 def load_torchscript(file: Path, device: str, threads: int) -> Loaded:
+    """``model.pt`` only when the manifest beside it vouches for its hash: TorchScript is code (a
+    ``__setstate__`` runs at load), so an unlisted file is refused, never loaded with a warning. The
+    bytes loaded are the bytes hashed."""
+    import io
+
+    from mnist_edge.errors import ArtifactError
+    from mnist_edge.runtime.verify import read_verified
+
+    data, _, manifest = read_verified(Path(file), None)
+    if manifest is None:
+        raise ArtifactError(f"{file} is not listed in a manifest.json beside it; TorchScript files are code, so "
+                            "mnist-edge loads only those whose SHA-256 an export's manifest records "
+                            "(re-export the folder with `mnist-edge export`)")
     import torch
 
     dev = _torch_device(device)
     with warnings.catch_warnings():  # torch 2.13 calls TorchScript deprecated; it is still what we ship
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        model = torch.jit.load(str(file), map_location=dev).eval()
+        model = torch.jit.load(io.BytesIO(data), map_location=dev).eval()
     return _torch_loaded(model, dev, threads)
 
 

@@ -90,8 +90,8 @@ def load_report(path) -> dict:
         data = json.loads(path.read_text())
     except OSError as e:
         raise UsageError(f"cannot read benchmark report {path}: {e.strerror or e}") from None
-    except ValueError as e:
-        raise UsageError(f"{path} is not JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
+        raise UsageError(f"{path} is not JSON: {str(e)[:200] or type(e).__name__}") from None
     return validate_report(data, str(path))
 
 

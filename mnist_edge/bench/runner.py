@@ -189,7 +189,7 @@ def _model_name(folder: Path) -> str:
             name = name.get("name")
         if isinstance(name, str) and name:
             return name
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     return folder.resolve().name
 

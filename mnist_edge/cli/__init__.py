@@ -84,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mnist_edge.io import forget_replaced
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    forget_replaced()
     try:
         result = args.func(args)
     except MnistEdgeError as e:
@@ -93,10 +96,38 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mnist-edge {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a file system failure no library call translated (disk full, I/O error)
+        if args.debug:
+            raise
+        print(f"mnist-edge {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(f"mnist-edge {args.command}: interrupted; earlier files are unchanged", file=sys.stderr)
+        print(f"mnist-edge {args.command}: {interrupted_message()}", file=sys.stderr)
         return 130
+    if argv is None:  # the real command line (tests pass argv and keep their own Ctrl-C)
+        _finish_quietly()
     return int(result or 0)
+
+
+def interrupted_message() -> str:
+    """What is true after Ctrl-C: which files this command had already replaced (complete), if any."""
+    from mnist_edge.io import replaced_paths
+
+    done = replaced_paths()
+    if not done:
+        return "interrupted; earlier files are unchanged"
+    return (f"interrupted after replacing {', '.join(done)} (complete and in place); "
+            "files not named here are unchanged")
+
+
+def _finish_quietly() -> None:
+    """The command has finished and said so: a Ctrl-C during interpreter shutdown must not print a trace
+    of an ignored exception over a successful exit."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -130,10 +130,16 @@ def inspect_onnx(path: str | os.PathLike, *, model_name: str | None = None, data
 
 def _all_initializers(graph):
     yield from graph.initializer
+    for sparse in graph.sparse_initializer:  # values and indices are tensors that may point outside too
+        yield sparse.values
+        yield sparse.indices
     for node in graph.node:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
             yield from attr.tensors
             for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                 yield from _all_initializers(g)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import stat
 import tempfile
@@ -28,6 +29,7 @@ from mnist_edge.export import gates as G
 from mnist_edge.export.onnx_export import DEFAULT_OPSET, check_opset, export_onnx, metadata_json
 from mnist_edge.export.quantize import QuantizeOptions
 from mnist_edge.export.swap import remove_tree, swap_into_place
+from mnist_edge.io import lock_fd, note_replaced, remove_stale, sigint_deferred
 from mnist_edge.manifest import MANIFEST_NAME, file_record, write_manifest
 
 EXPORT_ROOT = Path("exported")
@@ -126,9 +128,12 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     _preflight(out)
 
     from mnist_edge.checkpoint import load_checkpoint
-    from mnist_edge.io import sha256_file
+    from mnist_edge.io import describe_os_error, sha256_file
 
-    ckpt_sha = sha256_file(ckpt_path)
+    try:
+        ckpt_sha = sha256_file(ckpt_path)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint '{ckpt_path}': {describe_os_error(e)}") from None
     net, ckpt = load_checkpoint(ckpt_path)
     if ckpt["model"] != model:
         raise CheckpointError(f"checkpoint '{ckpt_path}' holds model '{ckpt['model']}', not '{model}'")
@@ -149,9 +154,12 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(out.parent, stale_pattern(out.name))  # folders of exports that were killed
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+        tmp_fd = os.open(tmp, os.O_RDONLY)
     except OSError as e:
         raise ExportError(f"cannot write into '{out.parent}': {e.strerror or e}") from None
+    lock_fd(tmp_fd)  # held until we return: marks the folder as a live export's, not a leftover
     try:
         # mkdtemp makes 0700; the swapped-in folder keeps the previous folder's mode (or a normal 0755)
         os.chmod(tmp, stat.S_IMODE(out.stat().st_mode) if out.is_dir() else 0o755)
@@ -205,13 +213,17 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
             manifest.update(_recommendation(int8_recipe, qopts))
         write_manifest(tmp, manifest)
         say(f"replacing '{out}'")
-        swap_into_place(tmp, out)
+        with sigint_deferred():  # the swap and its record go together: an interrupt message tells the truth
+            swap_into_place(tmp, out)
+            note_replaced(out)
     except OSError as e:
         remove_tree(tmp)
         raise ExportError(f"writing the export for '{out}' failed: {e}; '{out}' is unchanged") from e
     except BaseException:
         remove_tree(tmp)
         raise
+    finally:
+        os.close(tmp_fd)
     from mnist_edge.manifest import read_manifest
 
     return ExportResult(model=model, out=out, manifest=read_manifest(out), checks=checks,
@@ -242,10 +254,23 @@ def _recommendation(int8_recipe, qopts: QuantizeOptions) -> dict:
     return {"recommended": record["recommended"], "int8_recipe": record}
 
 
+def stale_pattern(name: str) -> str:
+    """The regex of the temporary folders an export of ``name`` makes (``mkdtemp``'s 8 random characters)."""
+    return re.escape(f".{name}.") + r"(export|old)-[A-Za-z0-9_]{8}"
+
+
 def _preflight(out: Path) -> None:
-    """Fail before any work when ``out`` cannot be replaced: not a folder, or read-only."""
+    """Fail before any work when ``out`` cannot be replaced: not a folder, read-only, or a folder that
+    holds the working directory or is a mount point (an export replaces its output folder as a whole)."""
     if out.exists() and not out.is_dir():
         raise ExportError(f"output '{out}' exists and is not a folder")
+    if out.is_dir():
+        real, cwd = out.resolve(), Path.cwd().resolve()
+        if real == cwd or real in cwd.parents or os.path.ismount(real):
+            what = "is the working directory" if real == cwd else "holds the working directory" \
+                if real in cwd.parents else "is a mount point"
+            raise ExportError(f"output '{out}' {what}: an export replaces its output folder as a whole, so it "
+                              f"needs a folder of its own, e.g. --out {EXPORT_ROOT / 'NAME'}; nothing was changed")
     if out.exists():
         mode = out.stat().st_mode
         # Root passes os.access on a chmod 555 folder; the missing write bits still say "leave this alone".

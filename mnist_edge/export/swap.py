@@ -6,16 +6,16 @@ with Ctrl-C held back between them, and a failed second rename puts the old fold
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 from pathlib import Path
+
+from mnist_edge.io import sigint_deferred as _sigint_deferred
+
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically exchange two paths (Linux renameat2 RENAME_EXCHANGE); False where that is unsupported."""
@@ -33,19 +33,6 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):  # filesystem cannot exchange
         return False
     raise OSError(err, os.strerror(err), os.fspath(b))
-
-
-@contextlib.contextmanager
-def _sigint_deferred():
-    """Hold Ctrl-C back for a few syscalls (main thread, POSIX); it is delivered when the block ends."""
-    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    else:
-        yield
 
 
 def swap_into_place(new: Path, out: Path) -> None:

@@ -46,11 +46,18 @@ def export_torchscript(edge, path: str | os.PathLike, *, metadata: dict[str, str
             traced = torch.jit.trace(edge, (example_input(3),), check_trace=True)
         except Exception as e:
             raise ExportError(f"torch.jit.trace failed: {type(e).__name__}: {first_line(e)}") from e
+        # Saved into memory, then written by Python: on a full disk torch.jit.save's C++ writer aborts the
+        # whole process (exit 134); a failed Python write is an OSError we can report.
         buf = io.BytesIO()
-        torch.jit.save(traced, buf, _extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
-    # Written by us, not by torch: a full disk is an OSError here (torch's own writer aborts the process).
-    with open(path, "wb") as f:
-        f.write(strip_debug_info(buf.getvalue()))
+        try:
+            torch.jit.save(traced, buf, _extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
+        except RuntimeError as e:
+            raise ExportError(f"cannot serialize '{path}': {first_line(e)}") from None
+    try:
+        with open(path, "wb") as f:
+            f.write(strip_debug_info(buf.getvalue()))
+    except OSError as e:
+        raise ExportError(f"cannot write '{path}': {e.strerror or e}") from None
 
 
 def strip_debug_info(archive: bytes) -> bytes:

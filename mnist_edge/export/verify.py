@@ -40,6 +40,19 @@ def _torch_available() -> bool:
     return True
 
 
+def _read(path: Path, entry: dict) -> bytes:
+    """The bytes of a listed file, bounded and regular-file only, checked against its manifest hash again."""
+    from mnist_edge.io import describe_os_error, read_regular
+
+    try:
+        data = read_regular(path, entry["size"])
+    except OSError as e:
+        raise ArtifactError(f"cannot read it ({describe_os_error(e)})") from None
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ArtifactError("changed on disk after its hash check")
+    return data
+
+
 def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: bool = False,
                      tolerance_pp: float = DEFAULT_TOLERANCE_PP, torchscript: bool | None = None) -> VerifyReport:
     """Verify ``folder``; raise ArtifactError naming every failure, or return the per-file report.
@@ -64,6 +77,7 @@ def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: 
     from mnist_edge.data import load_mnist
     from mnist_edge.export.ort_eval import accuracy_pct, inspect_onnx, make_session, ort_logits
     from mnist_edge.runtime.checks import session_io_problems as contract_problems
+    from mnist_edge.runtime.onnxfile import describe
 
     evaluation = manifest.get("evaluation") or {}
     n = evaluation.get("images", 10_000)
@@ -82,9 +96,8 @@ def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: 
             continue
         try:
             if entry.get("format") == "onnx":
-                data = (folder / name).read_bytes()  # parse exactly the bytes whose hash we check
-                if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                    raise ArtifactError("changed on disk after its hash check")
+                data = _read(folder / name, entry)  # parse exactly the bytes whose hash we check
+                describe(data, name)  # the runtime's own reader: external data anywhere (sparse too) refused
                 inspect_onnx(folder / name, model_name=manifest["model"], data=data)
                 session = make_session(data)
                 bad = contract_problems(session)
@@ -93,13 +106,12 @@ def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: 
                 row["accuracy"] = accuracy_pct(ort_logits(session, x, batch), y)
             elif entry.get("format") == "torchscript":
                 if not use_torch:
-                    row["status"] = "skipped (torch not installed)"
+                    row["status"] = "skipped (--no-torchscript)" if torchscript is False \
+                        else "skipped (torch not installed)"
                     continue
                 from mnist_edge.export.torchscript import load_torchscript, torch_logits, torch_threads
 
-                data = (folder / name).read_bytes()
-                if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                    raise ArtifactError("changed on disk after its hash check")
+                data = _read(folder / name, entry)
                 module, _ = load_torchscript(data)
                 with torch_threads(1):  # see torch_threads: 4x faster than 2 threads on a busy 2-core machine
                     row["accuracy"] = accuracy_pct(torch_logits(module, x, batch), y)

@@ -63,7 +63,11 @@ def check_metadata(meta: dict, source: str) -> dict:
 
 def check_session_io(session, source: str) -> None:
     """The graph's real inputs/outputs: one ``image`` uint8 [batch, 1, 28, 28] -> float32 [batch, 10] x2."""
-    problems = session_io_problems(session)
+    try:
+        problems = session_io_problems(session)
+    except (UnicodeDecodeError, RuntimeError, ValueError) as e:  # onnxruntime decoding a corrupt name or dim
+        raise ContractError(f"{source}: its inputs and outputs cannot be read ({type(e).__name__}: "
+                            f"{str(e)[:120]}); the file is corrupt") from None
     if problems:
         raise ContractError(f"{source} does not follow contract {C.CONTRACT_VERSION}: " + "; ".join(problems))
 

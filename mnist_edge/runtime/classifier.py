@@ -11,6 +11,8 @@ inputs and outputs.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,9 +101,8 @@ class Classifier:
         if n == 0:
             empty = np.zeros((0, C.NUM_CLASSES), np.float32)
             return Prediction(np.zeros(0, np.int64), empty, empty.copy(), np.zeros((0, k), np.int64))
-        logits = np.concatenate([
-            self._session.run([C.OUTPUT_NAMES[0]], {C.INPUT_NAME: batch[start:start + CHUNK]})[0]
-            for start in range(0, n, CHUNK)]).astype(np.float32, copy=False)
+        logits = np.concatenate([_run(self._session, batch[start:start + CHUNK], self.path)
+                                 for start in range(0, n, CHUNK)]).astype(np.float32, copy=False)
         if logits.shape != (n, C.NUM_CLASSES):
             raise ArtifactError(f"{self.path} returned logits of shape {logits.shape} for {n} images, "
                                 f"expected ({n}, {C.NUM_CLASSES})")
@@ -130,6 +131,38 @@ class Classifier:
                 f"on {self.device} via {self.provider}")
 
 
+def _run(session, batch: np.ndarray, source) -> np.ndarray:
+    """The logits output for ``batch``; onnxruntime's failure (a broken graph) as an ArtifactError."""
+    try:
+        return np.asarray(session.run([C.OUTPUT_NAMES[0]], {C.INPUT_NAME: batch}, _quiet_run_options())[0])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own pybind classes (Fail, InvalidArgument...)
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+        text = re.sub(r"/\S*onnxruntime\S*:\d+ \S+\([^)]*\) ", "", text)  # source path and signature
+        raise ArtifactError(f"{source} failed to run on a batch of {len(batch)}: {text[:300]}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _quiet_run_options():
+    """RunOptions that keep onnxruntime's own log of a failed kernel off stderr (the error is raised anyway)."""
+    import onnxruntime
+
+    ro = onnxruntime.RunOptions()
+    ro.log_severity_level = 4
+    return ro
+
+
+def _dry_run(session, source: str) -> None:
+    """Run two fixed images through a new session, so a model that loads but cannot run (a QLinearConv
+    whose shapes a flipped byte broke, say) fails at load, not at the first predict."""
+    probe = (np.arange(2 * 28 * 28, dtype=np.int64) * 37 % 256).astype(np.uint8).reshape(2, 1, 28, 28)
+    logits = _run(session, probe, source)
+    if logits.shape != (2, C.NUM_CLASSES) or not np.isfinite(logits).all():
+        raise ArtifactError(f"{source} does not work: on a test batch of 2 images it returned "
+                            f"{'non-finite logits' if logits.shape == (2, C.NUM_CLASSES) else f'shape {logits.shape}'}"
+                            f", expected finite float32 (2, {C.NUM_CLASSES})")
+
+
 def _check_top_k(top_k) -> int:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= C.NUM_CLASSES:
         raise UsageError(f"top_k must be an integer from 1 to {C.NUM_CLASSES}, got {top_k!r}")
@@ -151,6 +184,8 @@ def resolve_model(path, precision: str | None = None) -> tuple[Path, dict | None
     """The .onnx file to load for ``path`` and, for an artifact folder, its (required) manifest."""
     if precision is not None and precision not in MODEL_FILES:
         raise UsageError(f"unknown precision {precision!r}; valid: {', '.join(MODEL_FILES)}")
+    if not str(path).strip():
+        raise UsageError(f"model path {str(path)!r} is empty; give an .onnx file or an artifact folder")
     p = Path(path)
     if p.is_dir():
         return pick_file(p, precision)
@@ -185,6 +220,7 @@ def load(path=None, *, device: str = "cpu", threads: int | None = None, precisio
     session, used, note = create_session(data, source=source, device=device, threads=threads, spinning=spinning,
                                          ir_version=info.ir_version, opset=info.onnx_opset)
     checks.check_session_io(session, source)
+    _dry_run(session, source)
     precision_meta = meta.get(C.META_KEYS["precision"], "unknown")
     notes = [note] if note else []
     if session.get_providers()[0] == CUDA and precision_meta == "int8":

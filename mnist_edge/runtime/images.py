@@ -35,17 +35,21 @@ an MNIST one:
 
 An image whose ink is fainter than 32 grey levels above its paper (or, when noisy, than 8 deviations of the
 noise) is refused as blank, the message giving the paper's grey level as it is in the file. Files are
-refused before decoding when they exceed ``max_pixels`` (default 40 megapixels) or ``max_bytes``.
+refused before decoding when they exceed ``max_pixels`` (default 40 megapixels), ``max_bytes`` or
+``max_decoded_bytes``; see :func:`read_gray` for what else guards the decoder.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from mnist_edge.errors import InputError
+from mnist_edge.io import FileTooLargeError, describe_os_error, read_regular
 
 BOX = 20  # MNIST fits the digit into a 20x20 box
 SIDE = 28
@@ -57,6 +61,10 @@ LOW_SIGMAS = 3.0  # ...and the digit grows from it through pixels this far above
 MIN_CONTRAST = 32.0  # grey levels of ink above the background below which an image counts as blank
 MAX_PIXELS = 40_000_000
 MAX_BYTES = 64 * 1024 * 1024
+MAX_DECODED_BYTES = 96 * 1024 * 1024  # a 24-megapixel RGB image; bounds what one file can make us allocate
+WORK_SIDE = 2048  # larger decoded images are box-reduced to this many pixels a side before the float work
+# The Pillow formats we decode: common for photos, scans and drawings, with well-exercised decoders.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
 def _pil():
@@ -79,41 +87,96 @@ def load_images(paths, **limits) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, SIDE, SIDE), np.uint8)
 
 
-def read_gray(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> np.ndarray:
-    """Decode ``path`` to float32 [H, W] grey levels in [0, 255]; InputError naming the file if it cannot."""
+def read_gray(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES,
+              max_decoded_bytes: int = MAX_DECODED_BYTES) -> np.ndarray:
+    """Decode ``path`` to float32 [H, W] grey levels in [0, 255]; InputError naming the file if it cannot.
+
+    Safety of the decoder (hostile or careless files): only the formats in :data:`FORMATS` are opened
+    (no EPS, which would run Ghostscript, no JPEG 2000 or AVIF, whose decoders failed on fuzzed input
+    with MemoryError and RuntimeError); the file is read once, bounded by ``max_bytes``, and must be a
+    regular file (a FIFO or device is refused, never read); the header's size is checked against
+    ``max_pixels`` and its decoded size against ``max_decoded_bytes`` before anything is decoded (JPEGs
+    are decoded at a reduced scale when that is enough); a decoded image larger than :data:`WORK_SIDE`
+    on a side is box-reduced before the float work, which bounds peak memory; and every decoder failure,
+    whatever Pillow's plugin raised, is an InputError.
+    """
     Image, ImageOps, UnidentifiedImageError = _pil()
+    if not os.fspath(path).strip():
+        raise InputError(f"image path {os.fspath(path)!r} is empty; give an image file")
     p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise InputError(f"image {p}: no such file") from None
-    except OSError as e:
-        raise InputError(f"image {p}: cannot access it ({e.strerror or e})") from None
     if p.is_dir():
         raise InputError(f"image {p} is a directory, not an image file")
-    if st.st_size == 0:
-        raise InputError(f"image {p} is empty (0 bytes)")
-    if st.st_size > max_bytes:
-        raise InputError(f"image {p} is {st.st_size:,} bytes, over the limit of {max_bytes:,}")
     try:
-        with open(p, "rb") as f, Image.open(f) as img:  # open() reads the header only
-            w, h = img.size
-            if w * h > max_pixels:
-                raise InputError(f"image {p} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
-            if w == 0 or h == 0:
-                raise InputError(f"image {p} has no pixels ({w}x{h})")
-            img.load()  # decode now, inside the try: truncated data raises here
-            return _to_gray(ImageOps.exif_transpose(img), Image)
+        data = read_regular(p, max_bytes)
+    except FileNotFoundError:
+        raise InputError(f"image {p}: no such file") from None
+    except FileTooLargeError:
+        size = f"{p.stat().st_size:,} bytes" if p.is_file() else f"more than {max_bytes:,} bytes"
+        raise InputError(f"image {p} is {size}, over the limit of {max_bytes:,}") from None
+    except OSError as e:
+        raise InputError(f"image {p}: {describe_os_error(e)}") from None
+    if not data:
+        raise InputError(f"image {p} is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's "possibly corrupt EXIF" and similar: errors decide
+            return _decode(data, p, Image, ImageOps, max_pixels, max_decoded_bytes)
     except InputError:
         raise
-    except PermissionError:
-        raise InputError(f"image {p}: permission denied") from None
     except UnidentifiedImageError:
-        raise InputError(f"image {p} is not an image Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP...)") from None
+        found = _sniff(data)
+        what = f"a {found} file, a format mnist-edge does not decode" if found else "not an image mnist-edge reads"
+        raise InputError(f"image {p} is {what}; readable formats: {', '.join(FORMATS)}") from None
     except Image.DecompressionBombError as e:
         raise InputError(f"image {p} is over Pillow's decompression-bomb limit ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt data
-        raise InputError(f"image {p} is corrupt or truncated ({e})") from None
+    except MemoryError:
+        raise InputError(f"image {p}: decoding it needs more memory than is available") from None
+    except Exception as e:  # noqa: BLE001 - Pillow's plugins raise OSError, SyntaxError, struct.error,
+        # TypeError, RuntimeError... for corrupt data; all of them mean "this file cannot be decoded"
+        text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise InputError(f"image {p} is corrupt or truncated ({type(e).__name__}: {text})") from None
+
+
+def _decode(data: bytes, p: Path, Image, ImageOps, max_pixels: int, max_decoded_bytes: int) -> np.ndarray:
+    with Image.open(io.BytesIO(data), formats=FORMATS) as img:  # open() reads the header only
+        w, h = img.size
+        if w * h > max_pixels:
+            raise InputError(f"image {p} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
+        if w == 0 or h == 0:
+            raise InputError(f"image {p} has no pixels ({w}x{h})")
+        if img.format == "JPEG" and max(w, h) > WORK_SIDE:
+            img.draft(img.mode, (min(w, WORK_SIDE), min(h, WORK_SIDE)))  # DCT scaling: 1/2..1/8 decoded
+        dw, dh = img.size
+        # Pillow keeps one pointer per row besides the pixels: a 1 x 40,000,000 PNG (39 kB on disk) needs
+        # 320 MB of row pointers for 40 MB of pixels, so rows count too.
+        decoded = dh * (dw * _BYTES_PER_PIXEL.get(img.mode, 4) + 8)
+        if decoded > max_decoded_bytes:
+            raise InputError(f"image {p} is {w}x{h} {img.mode}: {decoded:,} bytes decoded, over the limit of "
+                             f"{max_decoded_bytes:,}")
+        img.load()  # decode now, inside the caller's try: truncated or corrupt data raises here
+        factor = -(-max(img.size) // WORK_SIDE)
+        if factor > 1:  # box-average down to at most WORK_SIDE a side: bounds the float work that follows
+            if img.mode in ("1", "P") or img.mode.startswith("I;16"):
+                img = img.convert("RGBA" if img.mode == "P" else "I" if img.mode.startswith("I;16") else "L")
+            img = img.reduce(factor)
+        return _to_gray(ImageOps.exif_transpose(img), Image)
+
+
+# How Pillow stores a decoded pixel of each mode (RGB is padded to 4 bytes); unknown modes count 4.
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
+_MAGIC = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"),
+          (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"))
+
+
+def _sniff(data: bytes) -> str | None:
+    """The name of a well-known format we refuse, for the error message (never used to decode)."""
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            return name
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        return "AVIF" if brand in (b"avif", b"avis") else "HEIF" if brand in (b"heic", b"heix", b"mif1") else None
+    return None
 
 
 def _to_gray(img, Image) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mnist_edge import manifest as mf
 from mnist_edge.errors import ArtifactError
+from mnist_edge.io import FileTooLargeError, describe_os_error, read_regular
 
 MODEL_FILES = {"int8": "model.int8.onnx", "fp32": "model.onnx"}  # in an artifact folder
 MAX_MODEL_BYTES = 128 * 1024 * 1024  # our models are well under 10 MB; refuse to read anything huge
@@ -56,11 +57,10 @@ def read_verified(file: Path, manifest: dict | None) -> tuple[bytes, str, dict |
 
 
 def _read_bytes(path: Path) -> bytes:
+    """At most MAX_MODEL_BYTES of a regular file (a FIFO or /dev/zero is refused, never read)."""
     try:
-        size = path.stat().st_size
-        if size > MAX_MODEL_BYTES:
-            raise ArtifactError(f"model {path} is {size:,} bytes, over the {MAX_MODEL_BYTES:,}-byte limit for "
-                                "our models")
-        return path.read_bytes()
+        return read_regular(path, MAX_MODEL_BYTES)
+    except FileTooLargeError:
+        raise ArtifactError(f"model {path} is over the {MAX_MODEL_BYTES:,}-byte limit for our models") from None
     except OSError as e:
-        raise ArtifactError(f"cannot read model {path}: {e.strerror or e}") from None
+        raise ArtifactError(f"cannot read model {path}: {describe_os_error(e)}") from None
