@@ -16,7 +16,8 @@ def register(sub) -> None:
                    help="run the folder's self-test bundle (selftest.bin: 100 images, reference outputs) on this "
                         "device instead of the test set: no MNIST files or torch needed")
     p.add_argument("--exact", action="store_true",
-                   help="with --self-test: require outputs bit-identical to the references (the export machine's kernels)")
+                   help="with --self-test: require int8 outputs bit-identical to the export machine's")
+    p.add_argument("--json", action="store_true", help="with --self-test: print the report as JSON")
     p.add_argument("--device", default="cpu", help="with --self-test: cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="with --self-test: onnxruntime threads (default: its own)")
     p.set_defaults(func=run)
@@ -28,8 +29,8 @@ def run(args) -> int:
 
     if args.self_test:
         return _self_test(args)
-    if args.device != "cpu" or args.threads is not None or args.exact:
-        raise UsageError("--device, --threads and --exact apply to --self-test only")
+    if args.device != "cpu" or args.threads is not None or args.exact or args.json:
+        raise UsageError("--device, --threads, --exact and --json apply to --self-test only")
     if not 0 <= args.tolerance <= 100:
         raise UsageError(f"--tolerance {args.tolerance} must be between 0 and 100 percentage points")
     report = verify_artifacts(args.folder, data_root=args.data, hashes_only=args.hashes_only,
@@ -54,6 +55,13 @@ def _self_test(args) -> int:
                          "and --tolerance")
     report = run_self_test(args.folder, device=args.device, threads=args.threads,
                            torchscript=False if args.no_torchscript else None, exact=args.exact)
+    if args.json:
+        import json
+
+        print(json.dumps({"folder": str(report.folder), "model": report.model, "device": report.device,
+                          "images": report.images, "seconds": round(report.seconds, 4), "rows": report.rows},
+                         indent=2))
+        return 0
     fmt = "{:<16} {:>10} {:>10} {:>8} {:>7}  {}"
     print(f"self-test of {report.model} in {report.folder}/ on {report.device}: {report.images} images, "
           f"{report.seconds * 1000:.0f} ms")
