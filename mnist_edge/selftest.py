@@ -18,8 +18,9 @@ File format (``mnist-edge-selftest/1``; little-endian, simple enough for JavaScr
 
 Header: ``format``, ``model``, ``images`` (N), ``selection`` (how the images were chosen), ``arrays``
 (``images`` uint8 [N, 1, 28, 28], ``labels`` uint8 [N], and one float32 [N, 10] ``logits/FILE`` per file),
-``files`` {FILE: {"sha256", "reference", "array", "tolerance": {"max_abs_diff", "label_changes"},
-"batch_sizes"}}. Numpy and the standard library only.
+``files`` {FILE: {"sha256", "reference", "array", "tolerance": {"max_abs_diff", "label_changes"[, "step",
+"moved_images"]}, "runs": [{"batch_size", "images"}, ...]}} (each run feeds the first ``images`` images
+``batch_size`` at a time; the images are interleaved by class, so every prefix of 10k is balanced). Numpy and the standard library only.
 """
 
 from __future__ import annotations
@@ -174,11 +175,12 @@ def compare(logits: np.ndarray, reference: np.ndarray, tolerance: dict, exact: b
 
 
 def run_self_test(folder: str | Path, *, device: str = "cpu", threads: int | None = None,
-                  torchscript: bool | None = None, exact: bool = False, session_factory=None) -> SelfTestReport:
+                  torchscript: bool | None = None, exact: bool = False, strict: bool = False,
+                  session_factory=None) -> SelfTestReport:
     """Run every file the bundle covers on its images; SelfTestError listing each failure, else the report.
 
     ONNX files go through the runtime's own session (:func:`mnist_edge.runtime.session.create_session`,
-    ``device`` and ``threads`` as in ``load``), at each batch size the bundle names. ``torchscript``: None
+    ``device``, ``threads`` and ``strict`` as in ``load``), in each run the bundle names (batch 1 on the first 20 images, batch 100 on all). ``torchscript``: None
     checks ``model.pt`` where torch is importable, False skips it. ``exact``: require int8 outputs bit-identical
     to the reference (the export machine's kernels). ``session_factory(data, source)`` replaces the session
     creation (tests use it to run other onnxruntime settings). Rows: ``{"file", "status" (ok|failed|skipped),
@@ -190,8 +192,14 @@ def run_self_test(folder: str | Path, *, device: str = "cpu", threads: int | Non
     header, arrays, manifest = read_bundle(folder)
     images = np.ascontiguousarray(arrays["images"])
     report = SelfTestReport(folder=folder, model=manifest["model"], device=device, images=len(images))
-    problems = []
-    for name, spec in sorted((header.get("files") or {}).items()):
+    problems, used = [], {}
+    covered = header.get("files") or {}
+    for name in sorted(n for n, e in manifest["files"].items() if e.get("kind") == "model" and n not in covered):
+        report.rows.append({"file": name, "status": "failed", "exact": None, "max_abs_diff": None,
+                            "label_changes": None, "moved_images": None, "tolerance": None, "reference": None,
+                            "why": "listed in the manifest, but the bundle has no reference outputs for it"})
+        problems.append(f"{name}: {report.rows[-1]['why']}")
+    for name, spec in sorted(covered.items()):
         row = {"file": name, "status": "ok", "exact": None, "max_abs_diff": None, "label_changes": None,
                "moved_images": None, "tolerance": spec.get("tolerance"), "reference": spec.get("reference"),
                "why": None}
@@ -204,12 +212,13 @@ def run_self_test(folder: str | Path, *, device: str = "cpu", threads: int | Non
             if listed["sha256"] != spec.get("sha256"):
                 raise SelfTestError(f"the bundle's reference outputs are for other bytes (SHA-256 "
                                     f"{str(spec.get('sha256'))[:12]}…, the file is {listed['sha256'][:12]}…)")
-            run = _runner(folder, name, manifest, device, threads, torchscript, session_factory)
+            run = _runner(folder, name, manifest, device, threads, strict, torchscript, session_factory, used)
             if run is None:
                 row["status"] = "skipped"
-                row["why"] = "torch not installed" if not _torch_available() else "TorchScript not asked for"
+                row["why"] = "TorchScript not asked for" if torchscript is False else "torch not installed"
                 continue
-            results = [compare(run(images, bs), reference, spec["tolerance"], exact) for bs in spec["batch_sizes"]]
+            runs = [(int(r["batch_size"]), int(r["images"])) for r in spec["runs"]]
+            results = [compare(run(images[:n], bs), reference[:n], spec["tolerance"], exact) for bs, n in runs]
         except (ArtifactError, SelfTestError) as e:
             row["status"], row["why"] = "failed", str(e)
             problems.append(f"{name}: {e}")
@@ -223,30 +232,33 @@ def run_self_test(folder: str | Path, *, device: str = "cpu", threads: int | Non
         row["label_changes"] = max((r["label_changes"] or 0) for r in results)
         row["moved_images"] = max((r["moved_images"] or 0) for r in results)
         row["exact"] = row["max_abs_diff"] == 0 and len(diffs) == len(results)
-        bad = [(bs, r) for bs, r in zip(spec["batch_sizes"], results) if not r["passed"]]
+        bad = [(bs, r) for (bs, _), r in zip(runs, results) if not r["passed"]]
         if bad:
             row["status"] = "failed"
             row["why"] = "; ".join(f"batch {bs}: {r['problem']}" for bs, r in bad)
             problems.append(f"{name}: {row['why']}")
     report.seconds = time.perf_counter() - t0
+    report.device = ", ".join(sorted(set(used.values()))) or device  # what really ran ("auto" resolved)
     if problems:
         raise SelfTestError(f"'{folder}' fails its self-test on {device} ({len(images)} images): " + "; ".join(problems))
     return report
 
 
-def _runner(folder: Path, name: str, manifest: dict, device, threads, torchscript, session_factory):
-    """A function (images, batch_size) -> logits for file ``name``, or None when it cannot run here."""
+def _runner(folder: Path, name: str, manifest: dict, device, threads, strict, torchscript, session_factory, used):
+    """A function (images, batch_size) -> logits for file ``name``, or None when it cannot run here;
+    records the device it runs on in ``used[name]``."""
     from mnist_edge.runtime.verify import read_verified
 
     entry = manifest["files"][name]
     if entry.get("format") == "onnx":
         data, _, _ = read_verified(folder / name, manifest)  # hash-checked bytes, parsed once
         if session_factory is not None:
-            session = session_factory(data, str(folder / name))
+            session, used[name] = session_factory(data, str(folder / name)), device
         else:
             from mnist_edge.runtime.session import create_session
 
-            session, _, _ = create_session(data, source=str(folder / name), device=device, threads=threads)
+            session, used[name], _ = create_session(data, source=str(folder / name), device=device, threads=threads,
+                                                    strict=strict)
         return lambda x, bs: _batched(lambda b: session.run(["logits"], {"image": b})[0], x, bs)
     if entry.get("format") == "torchscript":
         if torchscript is False or (torchscript is None and not _torch_available()):
@@ -255,6 +267,7 @@ def _runner(folder: Path, name: str, manifest: dict, device, threads, torchscrip
 
         data, _, _ = read_verified(folder / name, manifest)
         module, _ = load_torchscript(data)
+        used[name] = "cpu"
 
         def run(x, bs):
             with torch_threads(1):

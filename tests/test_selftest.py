@@ -71,6 +71,8 @@ def test_export_writes_the_bundle_into_the_manifest(artifact_dir):
     assert entry["covers"] == ["model.int8.onnx", "model.onnx", "model.pt"]
     header, arrays, _ = read_bundle(artifact_dir)
     assert np.bincount(arrays["labels"], minlength=10).tolist() == [10] * 10  # class-balanced
+    assert arrays["labels"][:20].tolist() == list(range(10)) * 2  # interleaved: the batch-1 run's 20 too
+    assert header["files"]["model.onnx"]["runs"] == [{"batch_size": 1, "images": 20}, {"batch_size": 100, "images": 100}]
     assert arrays["images"].shape == (100, 1, 28, 28) and arrays["images"].dtype == np.uint8
     tol = header["files"]["model.int8.onnx"]["tolerance"]
     assert 0 < tol["step"] < 1 and tol["max_abs_diff"] == pytest.approx(1.5 * tol["step"])
@@ -123,7 +125,7 @@ def test_self_test_sees_int8_kernels_that_round_differently(artifact_dir):
     int8 = next(r for r in report.rows if r["file"] == "model.int8.onnx")
     assert not int8["exact"] and int8["moved_images"] >= 1
     assert int8["max_abs_diff"] == pytest.approx(int8["tolerance"]["step"], rel=1e-3)  # exactly one step
-    with pytest.raises(SelfTestError, match=r"model\.int8\.onnx: batch 1: max \|Δ logits\| .* vs tolerance 0"):
+    with pytest.raises(SelfTestError, match=r"model\.int8\.onnx: batch (1|100): max \|Δ logits\| .* vs tolerance 0\b"):
         run_self_test(artifact_dir, torchscript=False, session_factory=factory, exact=True)
 
 
@@ -143,6 +145,22 @@ def test_self_test_refuses_a_changed_or_stale_bundle(artifact_dir, tmp_path):
     write_manifest(folder, m)
     with pytest.raises(ArtifactError, match="has no self-test bundle"):
         run_self_test(folder)
+    # references for other bytes than the file listed now (a stale bundle), and a model file the bundle has
+    # no references for: both fail, naming the file (neither is skipped)
+    from mnist_edge.manifest import file_record
+
+    header, arrays = unpack((artifact_dir / BUNDLE_NAME).read_bytes())
+    header["files"]["model.onnx"]["sha256"] = "0" * 64
+    del header["files"]["model.int8.onnx"]
+    del header["arrays"]
+    (folder / BUNDLE_NAME).write_bytes(pack(header, arrays))
+    m = read_manifest(artifact_dir)
+    m["files"][BUNDLE_NAME].update(file_record(folder / BUNDLE_NAME))
+    write_manifest(folder, m)
+    with pytest.raises(SelfTestError) as e:
+        run_self_test(folder, torchscript=False)
+    assert "model.int8.onnx: listed in the manifest, but the bundle has no reference outputs for it" in str(e.value)
+    assert "model.onnx: the bundle's reference outputs are for other bytes" in str(e.value)
 
 
 # --- node placement and strict mode ------------------------------------------------------------------------

@@ -31,19 +31,18 @@ export function parseBundle(bytes) {
   return { header, arrays };
 }
 
-// Run `session` (an onnxruntime InferenceSession, Node or web) on the bundle's images at each batch size the
-// bundle names for `file`, and compare with its reference logits. Returns
+// Run `session` (an onnxruntime InferenceSession, Node or web) on the bundle's images in each run the bundle
+// names for `file` (the first `images` images, `batch_size` at a time), and compare with the reference logits. Returns
 // { file, passed, exact, max_abs_diff, label_changes, moved_images, tolerance, problem }.
 export async function runSelfTest(ort, session, bundle, file) {
   const spec = bundle.header.files[file];
   if (!spec) throw new Error(`the self-test bundle has no reference for ${file}`);
   const images = bundle.arrays.images;
   const reference = bundle.arrays[spec.array];
-  const n = bundle.header.images;
   const tol = spec.tolerance;
   let maxDiff = 0, labelChanges = 0, moved = 0;
   const problems = [];
-  for (const batch of spec.batch_sizes) {
+  for (const { batch_size: batch, images: n } of spec.runs) {
     let batchMax = 0, batchLabels = 0, batchMoved = 0;
     for (let start = 0; start < n; start += batch) {
       const m = Math.min(batch, n - start);

@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="with --self-test: print the report as JSON")
     p.add_argument("--device", default="cpu", help="with --self-test: cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="with --self-test: onnxruntime threads (default: its own)")
+    p.add_argument("--strict-device", action="store_true",
+                   help="with --self-test: fail when onnxruntime would run any node on the CPU although --device is a GPU")
     p.set_defaults(func=run)
 
 
@@ -29,8 +31,8 @@ def run(args) -> int:
 
     if args.self_test:
         return _self_test(args)
-    if args.device != "cpu" or args.threads is not None or args.exact or args.json:
-        raise UsageError("--device, --threads, --exact and --json apply to --self-test only")
+    if args.device != "cpu" or args.threads is not None or args.exact or args.json or args.strict_device:
+        raise UsageError("--device, --threads, --strict-device, --exact and --json apply to --self-test only")
     if not 0 <= args.tolerance <= 100:
         raise UsageError(f"--tolerance {args.tolerance} must be between 0 and 100 percentage points")
     report = verify_artifacts(args.folder, data_root=args.data, hashes_only=args.hashes_only,
@@ -54,7 +56,8 @@ def _self_test(args) -> int:
         raise UsageError("--self-test uses the folder's own images and tolerances; drop --hashes-only, --data "
                          "and --tolerance")
     report = run_self_test(args.folder, device=args.device, threads=args.threads,
-                           torchscript=False if args.no_torchscript else None, exact=args.exact)
+                           torchscript=False if args.no_torchscript else None, exact=args.exact,
+                           strict=args.strict_device)
     if args.json:
         import json
 
