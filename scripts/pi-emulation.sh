@@ -68,8 +68,11 @@ host_tools() {
   [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || die "qemu-aarch64 is not registered with binfmt_misc"
 }
 
+# /proc and /dev only. Not /sys: with the host's (x86) sysfs visible, onnxruntime 1.31.1's cpuinfo crashes
+# `import onnxruntime` under qemu-user 7.2 (SIGSEGV, with every -cpu model tried: max, cortex-a72, cortex-a76).
+# Without it, cpuinfo warns that it cannot read the processor lists, which is harmless.
 mounts() {
-  for d in proc sys dev; do mountpoint -q "$CHROOT/$d" || mount --rbind "/$d" "$CHROOT/$d"; done
+  for d in proc dev; do mountpoint -q "$CHROOT/$d" || mount --rbind "/$d" "$CHROOT/$d"; done
 }
 unmounts() {
   for d in dev sys proc; do mountpoint -q "$CHROOT/$d" && umount -R "$CHROOT/$d" 2>/dev/null || true; done
