@@ -34,13 +34,14 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 WEB_DIR = Path("examples", "web")
 MODEL_DIR = Path("exported", "bn_cnn")
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-PAGE_FILES = ("index.html", "app.js", "digit.mjs", "style.css")
+PAGE_FILES = ("index.html", "app.js", "digit.mjs", "selftest.mjs", "style.css")
 ORT_DIST = Path("node_modules", "onnxruntime-web", "dist")
 # The WebAssembly-only build of onnxruntime-web and the module + binary it loads (single-threaded use).
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-         ".json": "application/json", ".wasm": "application/wasm", ".onnx": "application/octet-stream"}
+         ".json": "application/json", ".wasm": "application/wasm", ".onnx": "application/octet-stream",
+         ".bin": "application/octet-stream"}
 
 
 class DemoSetupError(MnistEdgeError):
@@ -104,7 +105,19 @@ def check_models(model_dir: Path) -> tuple[dict, dict[str, bytes]]:
                             "verified": bool(clf.verified)}
     if (model_dir / "manifest.json").is_file():
         blobs["manifest.json"] = (model_dir / "manifest.json").read_bytes()
-    return {"model": name, "model_dir": str(model_dir), "files": files}, blobs
+    index = {"model": name, "model_dir": str(model_dir), "files": files}
+    from mnist_edge.manifest import read_manifest, verify_files
+    from mnist_edge.selftest import BUNDLE_NAME
+
+    manifest = read_manifest(model_dir) if (model_dir / "manifest.json").is_file() else None
+    if manifest is not None and BUNDLE_NAME in manifest["files"]:  # the page self-tests each model with it
+        verify_files(model_dir, [BUNDLE_NAME], manifest)
+        data = (model_dir / BUNDLE_NAME).read_bytes()
+        if hashlib.sha256(data).hexdigest() != manifest["files"][BUNDLE_NAME]["sha256"]:
+            raise ArtifactError(f"{model_dir / BUNDLE_NAME} changed while the demo was checking it; start it again")
+        blobs[BUNDLE_NAME] = data
+        index["selftest"] = {"url": f"models/{BUNDLE_NAME}", "bytes": len(data), "sha256": manifest["files"][BUNDLE_NAME]["sha256"]}
+    return index, blobs
 
 
 IDLE_TIMEOUT_S = 10.0  # a connection that sends nothing for this long is closed (and its thread ends)

@@ -71,3 +71,7 @@ class InputError(MnistEdgeError):
 
 class DeviceError(MnistEdgeError):
     """A requested device/provider that is not available."""
+
+
+class SelfTestError(ArtifactError):
+    """An artifact whose outputs on its own self-test images moved beyond the stated tolerance."""

@@ -222,3 +222,31 @@ def test_readme_commands_work_from_the_example_folder(node, mnist_dir, tmp_path)
             out = json.loads(proc.stdout)
             if "my_digit.png" in line:
                 assert all(m["labels"] == [7] for m in out["models"].values())
+
+
+def test_node_runs_the_folders_self_test_before_classifying(node, artifact_dir, tmp_path):
+    png = tmp_path / "d.png"
+    Image.fromarray(load_mnist("test")[0][0]).save(png)
+    out = classify(node, "--model-dir", artifact_dir, png)
+    for precision in ("fp32", "int8"):
+        st = out["models"][precision]["self_test"]
+        assert st["passed"] and st["label_changes"] == 0, st
+        assert st["max_abs_diff"] <= st["tolerance"]["max_abs_diff"]
+    # a bundle whose references say otherwise (as a device computing other outputs would see it): refused
+    from mnist_edge.manifest import file_record, read_manifest, write_manifest
+    from mnist_edge.selftest import BUNDLE_NAME, pack, unpack
+
+    folder = tmp_path / "a"
+    shutil.copytree(artifact_dir, folder)
+    header, arrays = unpack((folder / BUNDLE_NAME).read_bytes())
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    arrays["logits/model.onnx"][5, 3] += 0.01
+    del header["arrays"]
+    (folder / BUNDLE_NAME).write_bytes(pack(header, arrays))
+    m = read_manifest(folder)
+    m["files"][BUNDLE_NAME].update(file_record(folder / BUNDLE_NAME))
+    write_manifest(folder, m)
+    proc = classify(node, "--model-dir", folder, png, check=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert ("model.onnx fails its self-test on 100 images: batch 1: max |Δ logits| 0.0100 vs tolerance 0.0001; "
+            "batch 100: max |Δ logits| 0.0100 vs tolerance 0.0001") in proc.stderr

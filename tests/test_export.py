@@ -356,9 +356,11 @@ def test_a_new_export_carries_other_files_over_and_drops_stale_artifacts(artifac
     result = pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=out,
                                    data_root=mnist_dir, eval_limit=300)
     names = {p.name for p in out.iterdir()}
-    assert names == {"checkpoint.pt", "model.pt", "model.onnx", "manifest.json", "notes.txt"}  # no stale int8
+    assert names == {"checkpoint.pt", "model.pt", "model.onnx", "manifest.json", "selftest.bin",
+                     "notes.txt"}  # no stale int8
     assert (out / "notes.txt").read_text() == "kept across exports\n"
-    assert set(result.files) == {"checkpoint.pt", "model.pt", "model.onnx"}
+    assert set(result.files) == {"checkpoint.pt", "model.pt", "model.onnx", "selftest.bin"}
+    assert result.files["selftest.bin"]["covers"] == ["model.onnx", "model.pt"]  # no int8 reference either
     assert result.manifest["settings"]["quantize"] is False
     assert stat.S_IMODE(out.stat().st_mode) == 0o750
     assert sorted(p.name for p in out.parent.iterdir()) == ["bn_cnn"]

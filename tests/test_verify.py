@@ -48,7 +48,7 @@ def test_verify_passes_on_a_fresh_export(artifact_dir, mnist_dir):
     code, out, err = run_cli("verify", str(artifact_dir), "--data", str(mnist_dir))
     assert code == 0, err
     rows = {line.split()[0]: line for line in out.splitlines()[2:]}
-    assert set(rows) == {"checkpoint.pt", "model.pt", "model.onnx", "model.int8.onnx"}
+    assert set(rows) == {"checkpoint.pt", "model.pt", "model.onnx", "model.int8.onnx", "selftest.bin"}
     for name in ("model.pt", "model.onnx", "model.int8.onnx"):
         assert rows[name].endswith(" ok"), rows[name]
         acc, expected = rows[name].split()[1:3]
@@ -60,7 +60,7 @@ def test_hashes_only_needs_no_data(artifact_dir, monkeypatch):
     monkeypatch.delenv("MNIST_EDGE_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", "/nonexistent")
     code, out, _ = run_cli("verify", str(artifact_dir), "--hashes-only")
-    assert code == 0 and out.count("hash ok") == 4
+    assert code == 0 and out.count("hash ok") == 5  # three models, the checkpoint, the self-test bundle
 
 
 def _tamper(path: Path, how: str) -> None:

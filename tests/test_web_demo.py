@@ -107,13 +107,15 @@ def test_both_latencies_are_shown(drive):
     assert drive["cross_origin_isolated"] is True  # fine-grained performance.now() for sub-ms timings
 
 
-def test_everything_is_loaded_from_the_demo_server_and_nothing_fails(drive, demo_url):
+def test_everything_is_loaded_from_the_demo_server_and_nothing_fails(drive, demo_url, model_dir):
     assert drive["requests"], "no requests recorded"
     foreign = [u for u in drive["requests"] if not u.startswith(demo_url)]
     assert not foreign, f"the page loaded from elsewhere: {foreign}"
     assert any(u.endswith("/ort/ort-wasm-simd-threaded.wasm") for u in drive["requests"])
     assert drive["console_errors"] == [] and drive["page_errors"] == []
     assert drive["status"].startswith("ready")
+    if "selftest.bin" in json.loads((model_dir / "manifest.json").read_text())["files"]:  # exports since issue 15
+        assert "self-test passed (100 images, 2 files)" in drive["status"]
     assert "onnxruntime-web" in drive["about"] and "1 thread" in drive["about"]
 
 

@@ -11,6 +11,8 @@
 //   node classify.mjs --help
 //
 // Prints one JSON document: per precision, the model's metadata and the predicted labels.
+// Before classifying, each model runs the folder's self-test (selftest.bin, listed in manifest.json: 100
+// images with the export machine's reference outputs); a model that fails it is refused.
 
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -23,6 +25,7 @@ import ort from "onnxruntime-node";
 import { PNG } from "pngjs";
 
 import { fromLogits, normalizeDigit, readContract, readOnnxInfo, rgbaToGray, SIDE } from "../web/digit.mjs"; // one copy, shared with the browser demo
+import { parseBundle, runSelfTest } from "../web/selftest.mjs"; // the same self-test as `mnist-edge verify --self-test`
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const FILES = { fp32: "model.onnx", int8: "model.int8.onnx" };
@@ -201,7 +204,7 @@ function loadPngs(paths) {
 
 // The artifact manifest (manifest.json, format mnist-edge-manifest/1) records each file's SHA-256 and size
 // under files[NAME]: a file whose bytes differ is refused before anything parses it.
-function manifestEntry(dir, name) {
+function manifestEntry(dir, name, optional = false) {
   const path = join(dir, "manifest.json");
   if (!existsSync(path)) return undefined;
   let manifest;
@@ -211,6 +214,7 @@ function manifestEntry(dir, name) {
     fail(`${path} is not valid JSON (${e.message})`);
   }
   const entry = manifest?.files?.[name];
+  if (optional && entry === undefined) return undefined;
   if (typeof entry?.sha256 !== "string") fail(`${path} does not list ${name} with its sha256`);
   return entry;
 }
@@ -252,6 +256,33 @@ async function loadModel(dir, precision, threads) {
       outputs: session.outputNames,
     },
   };
+}
+
+// The folder's self-test bundle, hash-checked against the manifest; null when the manifest lists none.
+function loadBundle(dir) {
+  const entry = manifestEntry(dir, "selftest.bin", true);
+  if (!entry) return null;
+  const path = join(dir, "selftest.bin");
+  const bytes = readFileSync(path);
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
+  if (sha256 !== entry.sha256) fail(`${path}: SHA-256 ${sha256} differs from the manifest's ${entry.sha256}`);
+  try {
+    return parseBundle(bytes);
+  } catch (e) {
+    fail(`${path}: ${e.message}`);
+  }
+}
+
+async function selfTest(model, bundle) {
+  const file = FILES[model.precision];
+  const spec = bundle.header.files[file];
+  if (!spec) fail(`the self-test bundle has no reference for ${file}`);
+  if (spec.sha256 !== model.report.sha256) fail(`${model.report.path}: the self-test bundle's references are for other bytes`);
+  const t0 = process.hrtime.bigint();
+  const result = await runSelfTest(ort, model.session, bundle, file);
+  result.ms = Number((Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1));
+  if (!result.passed) fail(`${model.report.path} fails its self-test on ${bundle.header.images} images: ${result.problem}`);
+  return result;
 }
 
 async function classify(model, data, opts) {
@@ -318,9 +349,12 @@ async function main() {
     result.inputs_base64 = Array.from({ length: data.count },
       (_, i) => Buffer.from(data.pixels.subarray(i * 784, (i + 1) * 784)).toString("base64"));
   }
+  const bundle = loadBundle(dir);
   for (const precision of precisions) {
     const model = await loadModel(dir, precision, opts.threads);
+    const selfTestResult = bundle ? await selfTest(model, bundle) : null; // before anything is classified
     result.models[precision] = await classify(model, data, opts);
+    result.models[precision].self_test = selfTestResult;
     await model.session.release();
   }
   const text = stringify(result) + "\n";

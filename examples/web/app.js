@@ -7,6 +7,7 @@
 
 import * as ort from "./ort/ort.wasm.min.mjs";
 import { fromLogits, normalizeDigit, readContract, readOnnxInfo, rgbaToGray, SIDE } from "./digit.mjs";
+import { parseBundle, runSelfTest } from "./selftest.mjs";
 
 // Single-threaded WebAssembly: no SharedArrayBuffer, so no cross-origin-isolation headers needed.
 ort.env.wasm.numThreads = 1;
@@ -280,6 +281,28 @@ async function fetchBytes(url) {
   return new Uint8Array(await response.arrayBuffer());
 }
 
+async function sha256hex(bytes) {
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// The folder's self-test (the same as `mnist-edge verify --self-test`): this browser's onnxruntime-web must
+// reproduce the export machine's outputs on the bundle's 100 images before the page classifies anything.
+async function selfTest(precision, model, index) {
+  if (!index.selftest) return null;
+  if (!state.bundle) {
+    const bytes = await fetchBytes(index.selftest.url);
+    if ((await sha256hex(bytes)) !== index.selftest.sha256) throw new Error("selftest.bin does not match its manifest hash");
+    state.bundle = parseBundle(bytes);
+  }
+  const file = index.files[precision].url.split("/").pop();
+  const spec = state.bundle.header.files[file];
+  if (!spec || spec.sha256 !== index.files[precision].sha256) throw new Error(`the self-test bundle has no reference for this ${file}`);
+  const result = await runSelfTest(ort, model.session, state.bundle, file);
+  if (!result.passed) throw new Error(`${file} fails its self-test in this browser: ${result.problem}`);
+  return result;
+}
+
 async function loadModel(precision, file) {
   const bytes = await fetchBytes(file.url);
   const info = readOnnxInfo(bytes); // ir_version, opsets, metadata_props
@@ -309,6 +332,7 @@ async function start() {
       continue;
     }
     state.models[precision] = await loadModel(precision, file);
+    state.models[precision].selfTest = await selfTest(precision, state.models[precision], index);
   }
   const first = state.models.fp32 ?? state.models.int8;
   if (!first) throw new Error(`no model files in ${index.model_dir}`);
@@ -327,7 +351,10 @@ async function start() {
     "nothing is uploaded";
   const status = $("status");
   status.className = "status ready";
-  status.textContent = `ready · ${first.contract.model}`;
+  const tested = Object.values(state.models).filter((m) => m.selfTest);
+  status.textContent = `ready · ${first.contract.model}` +
+    (tested.length ? ` · self-test passed (${state.bundle.header.images} images, ${tested.length} file${tested.length > 1 ? "s" : ""})` : "");
+  window.mnistEdgeSelfTest = Object.fromEntries(Object.entries(state.models).map(([p, m]) => [p, m.selfTest]));
   state.ready = true;
   if (inked) requestInference();
 }

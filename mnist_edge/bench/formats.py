@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from mnist_edge import contract as C
-from mnist_edge.errors import DeviceError, UsageError
+from mnist_edge.errors import ArtifactError, DeviceError, UsageError
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Loaded:
     device: str
     api_call: Callable[[np.ndarray], object] | None = None  # the public predict path, where there is one
     notes: tuple = ()
+    placement: Callable[[], dict] | None = None  # nodes per onnxruntime provider (runtime.placement); not timed
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,17 @@ def load_onnx(file: Path, device: str, threads: int) -> Loaded:
     def logits(x):
         return call(x)[0]
 
+    def placement():
+        from mnist_edge.runtime.placement import measure_placement
+        from mnist_edge.runtime.verify import read_verified
+
+        data, digest, _ = read_verified(file, None)
+        if digest != clf.sha256:
+            raise ArtifactError(f"{file} changed during the benchmark")
+        return measure_placement(data, source=str(file), device=clf.device, threads=threads)
+
     return Loaded(call=call, logits=logits, provider=clf.provider, device=clf.device, api_call=clf.predict,
-                  notes=tuple(clf.notes))
+                  notes=tuple(clf.notes), placement=placement)
 
 
 FORMATS: dict[str, FormatSpec] = {

@@ -29,7 +29,8 @@ Schema ``mnist-edge-bench/1`` (a JSON object; times in milliseconds, sizes in by
   ``p50_ci_ms`` ([low, high], a 95% interval of the p50; both added in 1.x, absent from older reports),
   ``load_ms`` (model/session load), ``first_ms`` (first inference), ``cold_start_ms``
   (their sum), ``provider``, ``device``; ONNX formats add ``predict_p50_ms`` (Classifier.predict, the
-  public path with its input checks).
+  public path with its input checks) and ``placement`` (nodes per onnxruntime provider, from its
+  profiling record: {"nodes": {provider: count}, "ops", "total", "device", "provider"}; null for torch).
 - ``warnings``: list of strings (busy machine, throttling, too few runs for p99, ...).
 - ``advice``: {line, int8_pays (null: undetermined or unknown), ship, int8_speedup {batch, threads, value,
   interval ([low, high] or null)} or null, basis}.
@@ -173,8 +174,15 @@ def table_rows(report: dict) -> list[list[str]]:
                         _num(_throughput(r), "{:.0f}"), _num(base / r["p50_ms"] if base else None, "{:.2f}"),
                         _num(r["cold_start_ms"], "{:.1f}"), _size(entry.get("size_bytes")),
                         _num(entry.get("peak_rss_mb"), "{:.0f}"), _num(entry.get("accuracy"), "{:.2f}"),
-                        r["provider"]])
+                        r["provider"] + _placement(r.get("placement"))])
     return out
+
+
+def _placement(placement) -> str:
+    from mnist_edge.runtime.placement import describe
+
+    text = describe(placement)
+    return f" ({text})" if text else ""
 
 
 def _aligned(header, rows) -> str:

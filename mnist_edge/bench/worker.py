@@ -103,6 +103,7 @@ def run_format(config: dict, emit=lambda event: None) -> dict:
             if loaded.api_call is not None:
                 api = measure(lambda: loaded.api_call(x), warmup=API_WARMUP, runs=API_RUNS)
                 row["predict_p50_ms"] = summarize(api, batch)["p50_ms"]
+            row["placement"] = loaded.placement() if loaded.placement is not None else None  # after the clock
             rows.append(row)
             providers.add(loaded.provider)
             notes += [n for n in loaded.notes if n not in notes]

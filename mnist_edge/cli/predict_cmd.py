@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--model", metavar="FILE_OR_DIR",
                    help="an .onnx file or an artifact folder (default: exported/bn_cnn/model.int8.onnx)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--strict-device", action="store_true",
+                   help="fail when onnxruntime would run any node on the CPU although --device is a GPU")
     p.add_argument("--top-k", type=int, default=1, metavar="K", help="also list the K most probable digits")
     p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
     p.add_argument("--threads", type=int, metavar="N", help="onnxruntime threads (default: one per core)")
@@ -32,16 +34,18 @@ def run(args) -> int:
     from mnist_edge.runtime import predict_files
 
     out = predict_files(images=args.images, model=args.model, device=args.device, top_k=args.top_k,
-                        threads=args.threads, save_inputs=args.save_inputs)
+                        threads=args.threads, save_inputs=args.save_inputs, strict=args.strict_device)
     if args.json:
         import json
 
         print(json.dumps(out, indent=2))
         return 1 if out["failed"] else 0
     m = out["model"]
+    from mnist_edge.runtime.placement import describe
+
     verified = "verified" if m["verified"] else "not hash-checked"
-    print(f"model: {m['path']} ({m['name']}, {m['precision']}, {verified}) on {m['device']} via {m['provider']}",
-          file=sys.stderr)
+    print(f"model: {m['path']} ({m['name']}, {m['precision']}, {verified}) on {m['device']} via {m['provider']} "
+          f"({describe(m['placement'])})", file=sys.stderr)
     for note in m["notes"]:
         print(f"note: {note}", file=sys.stderr)
     for r in out["results"]:

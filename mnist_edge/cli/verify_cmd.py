@@ -1,4 +1,5 @@
-"""`mnist-edge verify DIR`: hashes first, then each model's accuracy against the manifest (torch optional)."""
+"""`mnist-edge verify DIR`: hashes first, then each model's accuracy against the manifest (torch optional);
+`--self-test`: the folder's own bundle of images and reference outputs instead (no MNIST, no torch)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,16 @@ def register(sub) -> None:
     p.add_argument("--tolerance", type=float, default=0.1, metavar="PP",
                    help="allowed accuracy difference from the manifest, percentage points (default 0.1)")
     p.add_argument("--no-torchscript", action="store_true", help="skip TorchScript even where torch is installed")
-    p.add_argument("--json", metavar="FILE", help="also write the result as JSON (schema mnist-edge-verify/1; "
+    p.add_argument("--self-test", action="store_true",
+                   help="run the folder's self-test bundle (selftest.bin: 100 images, reference outputs) on this "
+                        "device instead of the test set: no MNIST files or torch needed")
+    p.add_argument("--exact", action="store_true",
+                   help="with --self-test: require int8 outputs bit-identical to the export machine's")
+    p.add_argument("--device", default="cpu", help="with --self-test: cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--threads", type=int, metavar="N", help="with --self-test: onnxruntime threads (default: its own)")
+    p.add_argument("--strict-device", action="store_true",
+                   help="with --self-test: fail when onnxruntime would run any node on the CPU although --device is a GPU")
+    p.add_argument("--json", metavar="FILE", help="also write the result as JSON (schema mnist-edge-verify/1, with --self-test mnist-edge-selftest/1; "
                                                   "'-': to stdout instead of the table); written on failure too")
     p.set_defaults(func=run)
 
@@ -28,6 +38,10 @@ def run(args) -> int:
     from mnist_edge.export.reports import verify_document, write_document
     from mnist_edge.export.verify import verify_artifacts
 
+    if args.self_test:
+        return _self_test(args)
+    if args.device != "cpu" or args.threads is not None or args.exact or args.strict_device:
+        raise UsageError("--device, --threads, --strict-device and --exact apply to --self-test only")
     if not 0 <= args.tolerance <= 100:
         raise UsageError(f"--tolerance {args.tolerance} must be between 0 and 100 percentage points")
     try:
@@ -49,4 +63,36 @@ def run(args) -> int:
         acc = f"{r['accuracy']:.2f}%" if r["accuracy"] is not None else "-"
         exp = f"{r['expected']:.2f}%" if isinstance(r["expected"], (int, float)) else "-"
         print(fmt.format(r["file"], acc, exp, r["status"]))
+    return 0
+
+
+def _self_test(args) -> int:
+    from mnist_edge.errors import UsageError
+    from mnist_edge.selftest import run_self_test
+
+    if args.hashes_only or args.data or args.tolerance != 0.1:
+        raise UsageError("--self-test uses the folder's own images and tolerances; drop --hashes-only, --data "
+                         "and --tolerance")
+    report = run_self_test(args.folder, device=args.device, threads=args.threads,
+                           torchscript=False if args.no_torchscript else None, exact=args.exact,
+                           strict=args.strict_device)
+    if args.json:
+        from mnist_edge.export.reports import write_document
+
+        write_document({"schema": "mnist-edge-selftest/1", "folder": str(report.folder), "model": report.model,
+                        "device": report.device, "images": report.images, "seconds": round(report.seconds, 4),
+                        "rows": report.rows}, args.json)
+        if args.json == "-":
+            return 0
+    fmt = "{:<16} {:>10} {:>10} {:>8} {:>7}  {}"
+    print(f"self-test of {report.model} in {report.folder}/ on {report.device}: {report.images} images, "
+          f"{report.seconds * 1000:.0f} ms")
+    print(fmt.format("file", "max |Δ|", "tolerance", "labels", "moved", "status"))
+    for r in report.rows:
+        diff = f"{r['max_abs_diff']:.3g}" if r["max_abs_diff"] is not None else "-"
+        tol = f"{r['tolerance']['max_abs_diff']:.3g}" if r.get("tolerance") else "-"
+        changed = "-" if r["label_changes"] is None else f"{r['label_changes']} diff"
+        moved = "-" if r["moved_images"] is None else str(r["moved_images"])
+        status = r["status"] + (" (bit-identical)" if r["exact"] else "") + (f" ({r['why']})" if r["why"] else "")
+        print(fmt.format(r["file"], diff, tol, changed, moved, status))
     return 0

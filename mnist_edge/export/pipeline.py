@@ -38,7 +38,7 @@ TORCHSCRIPT_NAME = "model.pt"
 ONNX_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
 # Files an export owns: replaced on every export, never carried over (a stale int8 file would lie).
-OWN_NAMES = (TORCHSCRIPT_NAME, ONNX_NAME, INT8_NAME, MANIFEST_NAME)
+OWN_NAMES = (TORCHSCRIPT_NAME, ONNX_NAME, INT8_NAME, MANIFEST_NAME, "selftest.bin")
 
 
 @dataclass
@@ -207,8 +207,13 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
                 hint = gate_failure_hint(model, tmp / ONNX_NAME, tmp / INT8_NAME, qopts, x_eval)
             raise GateError(f"{e}{hint}. Nothing was written: '{out}' is unchanged") from None
 
+        from mnist_edge.export.selftest_bundle import write_bundle
+
+        say("writing selftest.bin (the folder's own test images and reference outputs)")
+        bundle = write_bundle(tmp, model=model, edge=edge, images=x_test, labels=y_test)
         manifest = _manifest(spec, ckpt, ckpt_sha, tmp, checks, measured, vers, onnx_info, opset, recipe,
                              n_eval, batch_sizes, thresholds)
+        manifest["files"]["selftest.bin"] = bundle
         if quantize:
             manifest.update(_recommendation(int8_recipe, qopts))
         write_manifest(tmp, manifest)

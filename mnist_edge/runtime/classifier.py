@@ -197,7 +197,7 @@ def resolve_model(path, precision: str | None = None) -> tuple[Path, dict | None
 
 
 def load(path=None, *, device: str = "cpu", threads: int | None = None, precision: str | None = None,
-         spinning: bool = False) -> Classifier:
+         spinning: bool = False, strict: bool = False) -> Classifier:
     """Load an exported model and check it completely; see the module docstring for the order of checks.
 
     path: an .onnx file (verified against a manifest.json beside it when that lists it), or an artifact
@@ -207,6 +207,8 @@ def load(path=None, *, device: str = "cpu", threads: int | None = None, precisio
       it really initialises, else CPU; ``Classifier.device`` and ``notes`` say which and why).
     threads: onnxruntime intra-op threads (None: its default, one per physical core).
     spinning: let idle worker threads spin between runs (faster back-to-back calls, CPU burnt meanwhile).
+    strict: fail (DeviceError) when onnxruntime would run any node of the model on the CPU although
+      ``device`` is a GPU (its ``session.disable_cpu_ep_fallback``); no effect on ``device="cpu"``.
     """
     file, manifest = resolve_model(default_model_path() if path is None else path, precision)
     data, sha256, manifest = read_verified(file, manifest)  # hash-checked before anything parses them
@@ -218,7 +220,7 @@ def load(path=None, *, device: str = "cpu", threads: int | None = None, precisio
         raise ContractError(f"{source} holds model {meta[C.META_KEYS['model']]!r}, its manifest says "
                             f"{manifest['model']!r}")
     session, used, note = create_session(data, source=source, device=device, threads=threads, spinning=spinning,
-                                         ir_version=info.ir_version, opset=info.onnx_opset)
+                                         ir_version=info.ir_version, opset=info.onnx_opset, strict=strict)
     checks.check_session_io(session, source)
     _dry_run(session, source)
     precision_meta = meta.get(C.META_KEYS["precision"], "unknown")

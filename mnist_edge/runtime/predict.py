@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.errors import InputError
+from mnist_edge.errors import ArtifactError, InputError
 from mnist_edge.runtime.classifier import load
 from mnist_edge.runtime.images import load_image
 
@@ -76,13 +76,25 @@ def save_input(image: np.ndarray, path: Path) -> Path:
 
 
 def predict_files(images, *, model: str | os.PathLike | None = None, device: str = "cpu", top_k: int = 1,
-                  threads: int | None = None, save_inputs: str | os.PathLike | None = None) -> dict:
+                  threads: int | None = None, save_inputs: str | os.PathLike | None = None,
+                  strict: bool = False) -> dict:
     """Classify the image files (or folders of them) ``images`` with ``model`` (default: the committed
     bn_cnn int8 model); see the module docstring for the result. A file that cannot be read or holds no
     digit gets an ``error`` entry; the others are classified. ``save_inputs``: a folder that receives the
-    28x28 image the model saw for each file, as ``<file stem>.png``.
+    28x28 image the model saw for each file, as ``<file stem>.png``. ``model.placement`` counts the nodes
+    per provider (mnist_edge.runtime.placement); ``strict`` fails when any would run on the CPU although
+    ``device`` is a GPU.
     """
-    clf = load(model, device=device, threads=threads)  # a bad model or device fails the whole call
+    from mnist_edge.runtime.placement import check_strict, measure_placement
+    from mnist_edge.runtime.verify import read_verified
+
+    clf = load(model, device=device, threads=threads, strict=strict)  # a bad model or device fails the call
+    data, digest, _ = read_verified(clf.path, None)
+    if digest != clf.sha256:
+        raise ArtifactError(f"{clf.path} changed after it was loaded (SHA-256 {digest[:12]}…, loaded {clf.sha256[:12]}…)")
+    placement = measure_placement(data, source=str(clf.path), device=clf.device, threads=threads, strict=strict)
+    if strict:
+        check_strict(placement, str(clf.path))
     save_dir = Path(save_inputs) if save_inputs is not None else None
     if save_dir is not None and save_dir.exists() and not save_dir.is_dir():
         raise InputError(f"--save-inputs {save_dir} is a file, not a folder")
@@ -107,7 +119,7 @@ def predict_files(images, *, model: str | os.PathLike | None = None, device: str
         "schema": SCHEMA,
         "model": {"path": str(clf.path), "name": clf.model, "precision": clf.precision, "sha256": clf.sha256,
                   "verified": clf.verified, "device": clf.device, "provider": clf.provider,
-                  "notes": list(clf.notes)},
+                  "placement": placement, "notes": list(clf.notes)},
         "results": entries,
         "failed": sum("error" in e for e in entries),
     }

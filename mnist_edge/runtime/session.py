@@ -35,6 +35,15 @@ Session options (why each):
 - ``ORT_ENABLE_ALL`` graph optimisation (the default, stated): needed for the QDQ -> int8 kernel fusion.
 - ``intra_op_num_threads``: ``threads`` if given, else onnxruntime's default (one per physical core).
 - log severity "error": onnxruntime's own warnings would otherwise print on stderr of every caller.
+
+Strict placement (``strict=True``): even on CUDA, onnxruntime assigns a node with no CUDA kernel to the CPU
+and says so only in a silenced log (count them with ``mnist_edge.runtime.placement``). ``strict`` sets its
+``session.disable_cpu_ep_fallback``: the CPU provider is then left out of the list and creating the session
+fails ("This session contains graph nodes that are assigned to the default CPU EP, but fallback to CPU EP
+has been explicitly disabled by the user") when any node would run there, which we turn into a DeviceError.
+onnxruntime refuses that option together with an explicit CPU provider, so ``strict`` on ``device="cpu"``
+changes nothing (every node runs on the CPU by definition); with ``device="auto"`` it applies to the
+CUDA attempt.
 """
 
 from __future__ import annotations
@@ -66,8 +75,10 @@ def parse_device(device: str) -> tuple[str, int]:
     raise UsageError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N (a GPU index), auto")
 
 
-def session_options(threads: int | None = None, spinning: bool = False):
-    """The latency-tuned SessionOptions described in this module's docstring."""
+def session_options(threads: int | None = None, spinning: bool = False, strict: bool = False,
+                    profile_prefix: str | None = None):
+    """The latency-tuned SessionOptions described in this module's docstring (``strict``: no CPU fallback;
+    ``profile_prefix``: profile runs into that path prefix, see mnist_edge.runtime.placement)."""
     ort = _ort()
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UsageError(f"threads must be a positive integer or None (onnxruntime's default), got {threads!r}")
@@ -78,6 +89,12 @@ def session_options(threads: int | None = None, spinning: bool = False):
     so.intra_op_num_threads = threads or 0
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     so.log_severity_level = 3
+    if strict:
+        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        so.log_severity_level = 4  # its refusal is logged as an error too; we raise a DeviceError instead
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     return so
 
 
@@ -112,13 +129,15 @@ def _create(data: bytes, providers: list, provider_options: list, so):
 
 
 def create_session(data: bytes, *, source: str, device: str = "cpu", threads: int | None = None,
-                   spinning: bool = False, ir_version: int = 0, opset: int | None = None):
+                   spinning: bool = False, ir_version: int = 0, opset: int | None = None, strict: bool = False,
+                   profile_prefix: str | None = None):
     """An InferenceSession for the model bytes ``data`` on ``device``; returns (session, device, note).
 
     ``device`` is the device really used ("cpu" or "cuda:N"); ``note`` says why, for ``auto``.
+    ``strict``: fail when any node would fall back to the CPU (module docstring).
     """
     kind, index = parse_device(device)
-    so = session_options(threads, spinning)
+    so = session_options(threads, spinning, strict=strict and kind != "cpu", profile_prefix=profile_prefix)
     available = _ort().get_available_providers()
     note = ""
     if kind in ("cuda", "auto"):
@@ -132,8 +151,13 @@ def create_session(data: bytes, *, source: str, device: str = "cpu", threads: in
             preload_log = _preload_cuda_libraries()
             cuda_failure = None
             try:
-                sess = _create(data, [CUDA, CPU], [{"device_id": index}, {}], so)
+                if strict:  # onnxruntime refuses disable_cpu_ep_fallback next to an explicit CPU provider
+                    sess = _create(data, [CUDA], [{"device_id": index}], so)
+                else:
+                    sess = _create(data, [CUDA, CPU], [{"device_id": index}, {}], so)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises many classes; all are translated
+                if strict and _is_cpu_fallback_refusal(e):
+                    raise strict_refusal(e, source, device) from None
                 if not _mentions_cuda(e):
                     raise _load_failure(e, source, ir_version, opset) from None
                 cuda_failure = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
@@ -150,6 +174,8 @@ def create_session(data: bytes, *, source: str, device: str = "cpu", threads: in
                     f"visible (nvidia-smi) at index {index} and that the CUDA/cuDNN libraries are installed: "
                     f"{CUDA_HELP}")
             note = f"auto: CPU, because {CUDA} did not initialise ({cuda_failure})"
+    if strict and kind == "auto":
+        so = session_options(threads, spinning, profile_prefix=profile_prefix)  # the CPU itself is no fallback
     try:
         sess = _create(data, [CPU], [{}], so)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises many classes; all are translated
@@ -157,6 +183,18 @@ def create_session(data: bytes, *, source: str, device: str = "cpu", threads: in
     if sess.get_providers()[0] != CPU:  # cannot happen with [CPU] alone; checked, not assumed
         raise DeviceError(f"asked for {CPU}, onnxruntime runs {sess.get_providers()}")
     return sess, "cpu", note
+
+
+def _is_cpu_fallback_refusal(err: Exception) -> bool:
+    return "fallback to CPU EP has been explicitly disabled" in str(err)
+
+
+def strict_refusal(err: Exception, source: str, device: str) -> DeviceError:
+    """The DeviceError for onnxruntime's refusal of a strict session (some node would run on the CPU)."""
+    return DeviceError(f"{source} on {device!r} with strict placement: onnxruntime would run some nodes on the "
+                       "CPU (no kernel for them on the device, or the device's provider did not initialise at all), "
+                       "and strict mode forbids that; run without strict to see the nodes counted per provider "
+                       "(bench and predict --json report them), or use device 'cpu'")
 
 
 def _mentions_cuda(err: Exception) -> bool:

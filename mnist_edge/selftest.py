@@ -1,0 +1,294 @@
+"""Self-test bundles: a folder's own test images and reference outputs, checked on the device (no MNIST, no torch).
+
+An export writes ``selftest.bin`` beside the models (mnist_edge.export.selftest_bundle): 100 class-balanced
+test images, their true labels and, per model file, the reference logits (PyTorch's for the fp32 files, the
+export machine's onnxruntime for int8) with the tolerance the file must meet. The manifest lists the bundle
+with its SHA-256 like any other file. :func:`run_self_test` runs every ONNX file of the folder on the images
+the way the runtime classifier does (same session options, same device choice) and fails when a file's
+logits move beyond its tolerance or any label changes. TorchScript is checked too where torch is installed.
+
+File format (``mnist-edge-selftest/1``; little-endian, simple enough for JavaScript, see docs/self-test.md)::
+
+    bytes 0-7    magic b"MNSTEST1"
+    bytes 8-11   uint32 H, the length of the JSON header
+    bytes 12..   H bytes of UTF-8 JSON (the header)
+    then zero padding up to the next multiple of 64: the data section starts there
+    arrays at header["arrays"][NAME] = {"dtype": "uint8"|"float32", "shape": [...], "offset": bytes from
+    the data section's start (a multiple of 64), "nbytes"}
+
+Header: ``format``, ``model``, ``images`` (N), ``selection`` (how the images were chosen), ``arrays``
+(``images`` uint8 [N, 1, 28, 28], ``labels`` uint8 [N], and one float32 [N, 10] ``logits/FILE`` per file),
+``files`` {FILE: {"sha256", "reference", "array", "tolerance": {"max_abs_diff", "label_changes"[, "step",
+"moved_images"]}, "runs": [{"batch_size", "images"}, ...]}} (each run feeds the first ``images`` images
+``batch_size`` at a time; the images are interleaved by class, so every prefix of 10k is balanced). Numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mnist_edge.errors import ArtifactError, SelfTestError
+
+BUNDLE_NAME = "selftest.bin"
+FORMAT = "mnist-edge-selftest/1"
+MAGIC = b"MNSTEST1"
+ALIGN = 64
+DTYPES = {"uint8": np.dtype("u1"), "float32": np.dtype("<f4")}
+MAX_BUNDLE_BYTES = 16 << 20  # ours are ~100 kB
+
+
+def pack(header: dict, arrays: dict[str, np.ndarray]) -> bytes:
+    """The bundle bytes for ``header`` (without its ``arrays`` key) and ``arrays`` (see the module docstring)."""
+    layout, blobs, offset = {}, [], 0
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        dtype = next((k for k, v in DTYPES.items() if a.dtype == v), None)
+        if dtype is None:
+            raise ValueError(f"array {name!r} has dtype {a.dtype}; a bundle holds {', '.join(DTYPES)}")
+        raw = a.astype(DTYPES[dtype], copy=False).tobytes()
+        layout[name] = {"dtype": dtype, "shape": list(a.shape), "offset": offset, "nbytes": len(raw)}
+        pad = -len(raw) % ALIGN
+        blobs.append(raw + b"\0" * pad)
+        offset += len(raw) + pad
+    text = json.dumps(dict(header, format=FORMAT, arrays=layout), sort_keys=True, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
+    head = MAGIC + struct.pack("<I", len(text)) + text
+    return head + b"\0" * (-len(head) % ALIGN) + b"".join(blobs)
+
+
+def unpack(data: bytes, source: str = BUNDLE_NAME) -> tuple[dict, dict[str, np.ndarray]]:
+    """(header, arrays) from bundle bytes; ArtifactError naming ``source`` when they are not a valid bundle."""
+    if len(data) < 12 or data[:8] != MAGIC:
+        raise ArtifactError(f"{source} is not an mnist-edge self-test bundle (magic {data[:8]!r}, expected {MAGIC!r})")
+    (hlen,) = struct.unpack("<I", data[8:12])
+    if 12 + hlen > len(data):
+        raise ArtifactError(f"{source}: header of {hlen:,} bytes runs past the end of the file ({len(data):,} bytes)")
+    try:
+        header = json.loads(data[12:12 + hlen].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{source}: header is not valid JSON: {e}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise ArtifactError(f"{source}: format {found!r}, this mnist-edge reads {FORMAT!r}")
+    start = 12 + hlen + (-(12 + hlen) % ALIGN)
+    arrays = {}
+    for name, spec in (header.get("arrays") or {}).items():
+        try:
+            dtype = DTYPES[spec["dtype"]]
+            shape = tuple(int(s) for s in spec["shape"])
+            offset, nbytes = int(spec["offset"]), int(spec["nbytes"])
+        except (KeyError, TypeError, ValueError):
+            raise ArtifactError(f"{source}: array {name!r} has a malformed entry {spec!r}") from None
+        if nbytes != int(np.prod(shape)) * dtype.itemsize or offset < 0 or start + offset + nbytes > len(data):
+            raise ArtifactError(f"{source}: array {name!r} ({spec}) does not fit the file ({len(data):,} bytes)")
+        arrays[name] = np.frombuffer(data, dtype=dtype, count=nbytes // dtype.itemsize,
+                                     offset=start + offset).reshape(shape)
+    return header, arrays
+
+
+@dataclass
+class SelfTestReport:
+    folder: Path
+    model: str
+    device: str
+    images: int
+    rows: list = field(default_factory=list)  # per file: see run_self_test
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(r["status"] in ("ok", "skipped") for r in self.rows)
+
+
+def read_bundle(folder: str | Path, manifest: dict | None = None) -> tuple[dict, dict[str, np.ndarray], dict]:
+    """(header, arrays, manifest) of ``folder``'s bundle, after the manifest's hash check of its bytes."""
+    from mnist_edge import manifest as mf
+
+    folder = Path(folder)
+    manifest = manifest if manifest is not None else mf.read_manifest(folder)
+    entry = manifest["files"].get(BUNDLE_NAME)
+    if entry is None:
+        raise ArtifactError(f"'{folder}' has no self-test bundle: its manifest does not list {BUNDLE_NAME} (exported "
+                            "before self-tests existed; re-export it with `mnist-edge export`)")
+    mf.verify_files(folder, [BUNDLE_NAME], manifest=manifest)
+    path = folder / BUNDLE_NAME
+    if path.stat().st_size > MAX_BUNDLE_BYTES:
+        raise ArtifactError(f"{path} is over the {MAX_BUNDLE_BYTES:,}-byte limit of a self-test bundle")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ArtifactError(f"{path} changed while it was being read")
+    header, arrays = unpack(data, str(path))
+    if header.get("model") != manifest["model"]:
+        raise ArtifactError(f"{path} is the bundle of model {header.get('model')!r}, the manifest says "
+                            f"{manifest['model']!r}")
+    for name in ("images", "labels"):
+        if name not in arrays:
+            raise ArtifactError(f"{path} lacks the array {name!r}")
+    n = len(arrays["images"])
+    if arrays["images"].shape != (n, 1, 28, 28) or arrays["labels"].shape != (n,):
+        raise ArtifactError(f"{path}: images {arrays['images'].shape} and labels {arrays['labels'].shape} are not "
+                            f"[N, 1, 28, 28] and [N]")
+    return header, arrays, manifest
+
+
+def compare(logits: np.ndarray, reference: np.ndarray, tolerance: dict, exact: bool = False) -> dict:
+    """How far ``logits`` are from ``reference`` (both [N, 10]) and whether that is within ``tolerance``.
+
+    ``tolerance``: ``max_abs_diff`` (per logit), ``label_changes`` (images whose top label may change) and,
+    for int8, ``step`` (the output's quantization step) and ``moved_images`` (how many images may have a
+    logit that moved by a step). ``exact``: for int8 (whose reference is onnxruntime, not PyTorch), any
+    difference at all fails: bit-identical outputs, i.e. the export machine's int8 kernels, are required.
+    """
+    if logits.shape != reference.shape:
+        return {"max_abs_diff": None, "label_changes": None, "moved_images": None, "passed": False,
+                "problem": f"output shape {logits.shape}, expected {reference.shape}"}
+    if not np.isfinite(logits).all():
+        return {"max_abs_diff": None, "label_changes": None, "moved_images": None, "passed": False,
+                "problem": "non-finite logits"}
+    diff = np.abs(logits.astype(np.float64) - reference.astype(np.float64))
+    row_diff = diff.max(axis=1)
+    worst = int(row_diff.argmax())
+    got, want = logits.argmax(1), reference.argmax(1)
+    changed = np.flatnonzero(got != want)
+    moved = int((row_diff > tolerance.get("step", 0.0) / 2).sum())  # fp32: any difference; int8: a step
+    max_diff = float(diff.max())
+    parts = []
+    exact = exact and "step" in tolerance  # bit-identity is only expected of int8 against onnxruntime
+    if max_diff > tolerance["max_abs_diff"] or (exact and max_diff > 0):
+        limit = 0 if exact else tolerance["max_abs_diff"]
+        parts.append(f"max |Δ logits| {max_diff:.3g} (image {worst}) vs tolerance {limit:g}")
+    if len(changed) > tolerance["label_changes"]:
+        i = int(changed[0])
+        parts.append(f"{len(changed)} label(s) changed (image {i}: {int(want[i])} -> {int(got[i])})")
+    if "moved_images" in tolerance and moved > tolerance["moved_images"]:
+        parts.append(f"{moved} of {len(logits)} images moved by a quantization step ({tolerance['step']:.3g}), "
+                     f"at most {tolerance['moved_images']} may")
+    return {"max_abs_diff": max_diff, "label_changes": int(len(changed)), "moved_images": moved,
+            "passed": not parts, "problem": ", ".join(parts) or None}
+
+
+def run_self_test(folder: str | Path, *, device: str = "cpu", threads: int | None = None,
+                  torchscript: bool | None = None, exact: bool = False, strict: bool = False,
+                  session_factory=None) -> SelfTestReport:
+    """Run every file the bundle covers on its images; SelfTestError listing each failure, else the report.
+
+    ONNX files go through the runtime's own session (:func:`mnist_edge.runtime.session.create_session`,
+    ``device``, ``threads`` and ``strict`` as in ``load``), in each run the bundle names (batch 1 on the first 20 images, batch 100 on all). ``torchscript``: None
+    checks ``model.pt`` where torch is importable, False skips it. ``exact``: require int8 outputs bit-identical
+    to the reference (the export machine's kernels). ``session_factory(data, source)`` replaces the session
+    creation (tests use it to run other onnxruntime settings). Rows: ``{"file", "status" (ok|failed|skipped),
+    "exact" (bit-identical to the reference), "max_abs_diff", "label_changes", "moved_images", "tolerance",
+    "reference", "why"}``.
+    """
+    t0 = time.perf_counter()
+    folder = Path(folder)
+    header, arrays, manifest = read_bundle(folder)
+    images = np.ascontiguousarray(arrays["images"])
+    report = SelfTestReport(folder=folder, model=manifest["model"], device=device, images=len(images))
+    problems, used = [], {}
+    covered = header.get("files") or {}
+    for name in sorted(n for n, e in manifest["files"].items() if e.get("kind") == "model" and n not in covered):
+        report.rows.append({"file": name, "status": "failed", "exact": None, "max_abs_diff": None,
+                            "label_changes": None, "moved_images": None, "tolerance": None, "reference": None,
+                            "why": "listed in the manifest, but the bundle has no reference outputs for it"})
+        problems.append(f"{name}: {report.rows[-1]['why']}")
+    for name, spec in sorted(covered.items()):
+        row = {"file": name, "status": "ok", "exact": None, "max_abs_diff": None, "label_changes": None,
+               "moved_images": None, "tolerance": spec.get("tolerance"), "reference": spec.get("reference"),
+               "why": None}
+        report.rows.append(row)
+        try:
+            reference = arrays[spec["array"]]
+            listed = manifest["files"].get(name)
+            if listed is None:
+                raise SelfTestError("covered by the bundle but not listed in the manifest")
+            if listed["sha256"] != spec.get("sha256"):
+                raise SelfTestError(f"the bundle's reference outputs are for other bytes (SHA-256 "
+                                    f"{str(spec.get('sha256'))[:12]}…, the file is {listed['sha256'][:12]}…)")
+            run = _runner(folder, name, manifest, device, threads, strict, torchscript, session_factory, used)
+            if run is None:
+                row["status"] = "skipped"
+                row["why"] = "TorchScript not asked for" if torchscript is False else "torch not installed"
+                continue
+            runs = [(int(r["batch_size"]), int(r["images"])) for r in spec["runs"]]
+            results = [compare(run(images[:n], bs), reference[:n], spec["tolerance"], exact) for bs, n in runs]
+        except (ArtifactError, SelfTestError) as e:
+            row["status"], row["why"] = "failed", str(e)
+            problems.append(f"{name}: {e}")
+            continue
+        except Exception as e:  # noqa: BLE001 - a runtime's own exception classes: reported, never a traceback
+            row["status"], row["why"] = "failed", f"{type(e).__name__}: {_first_line(e)}"
+            problems.append(f"{name}: {row['why']}")
+            continue
+        diffs = [r["max_abs_diff"] for r in results if r["max_abs_diff"] is not None]
+        row["max_abs_diff"] = max(diffs) if diffs else None
+        row["label_changes"] = max((r["label_changes"] or 0) for r in results)
+        row["moved_images"] = max((r["moved_images"] or 0) for r in results)
+        row["exact"] = row["max_abs_diff"] == 0 and len(diffs) == len(results)
+        bad = [(bs, r) for (bs, _), r in zip(runs, results) if not r["passed"]]
+        if bad:
+            row["status"] = "failed"
+            row["why"] = "; ".join(f"batch {bs}: {r['problem']}" for bs, r in bad)
+            problems.append(f"{name}: {row['why']}")
+    report.seconds = time.perf_counter() - t0
+    report.device = ", ".join(sorted(set(used.values()))) or device  # what really ran ("auto" resolved)
+    if problems:
+        raise SelfTestError(f"'{folder}' fails its self-test on {device} ({len(images)} images): " + "; ".join(problems))
+    return report
+
+
+def _runner(folder: Path, name: str, manifest: dict, device, threads, strict, torchscript, session_factory, used):
+    """A function (images, batch_size) -> logits for file ``name``, or None when it cannot run here;
+    records the device it runs on in ``used[name]``."""
+    from mnist_edge.runtime.verify import read_verified
+
+    entry = manifest["files"][name]
+    if entry.get("format") == "onnx":
+        data, _, _ = read_verified(folder / name, manifest)  # hash-checked bytes, parsed once
+        if session_factory is not None:
+            session, used[name] = session_factory(data, str(folder / name)), device
+        else:
+            from mnist_edge.runtime.session import create_session
+
+            session, used[name], _ = create_session(data, source=str(folder / name), device=device, threads=threads,
+                                                    strict=strict)
+        return lambda x, bs: _batched(lambda b: session.run(["logits"], {"image": b})[0], x, bs)
+    if entry.get("format") == "torchscript":
+        if torchscript is False or (torchscript is None and not _torch_available()):
+            return None
+        from mnist_edge.export.torchscript import load_torchscript, torch_logits, torch_threads
+
+        data, _, _ = read_verified(folder / name, manifest)
+        module, _ = load_torchscript(data)
+        used[name] = "cpu"
+
+        def run(x, bs):
+            with torch_threads(1):
+                return torch_logits(module, x, bs)
+        return run
+    raise SelfTestError(f"format {entry.get('format')!r} cannot be self-tested")
+
+
+def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.concatenate([np.asarray(fn(x[i:i + batch_size]), dtype=np.float32)
+                           for i in range(0, len(x), batch_size)])
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,228 @@
+"""Self-test bundles: written by the export, checked on the device without MNIST, torch or onnx; they catch
+perturbed weights and int8 kernels that round differently. Node placement and strict mode (CPU only here:
+the CUDA paths are tested through onnxruntime's Azure provider, which has no kernels for our nodes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from mnist_edge.errors import ArtifactError, DeviceError, SelfTestError
+from mnist_edge.selftest import BUNDLE_NAME, pack, read_bundle, run_self_test, unpack
+
+
+def _session(level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, rewrite=None):
+    """A session_factory for run_self_test: other optimization level, or bytes rewritten first."""
+    def make(data, source):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level
+        so.intra_op_num_threads = 1
+        so.log_severity_level = 3
+        return ort.InferenceSession(rewrite(data) if rewrite else data, so, providers=["CPUExecutionProvider"])
+    return make
+
+
+def _perturb(data: bytes, *, rel: float = 0.0, int8_steps: int = 0) -> bytes:
+    """Float weights (>= 2 dims) scaled by (1 + rel * N(0,1)); or int8 weights moved by int8_steps on 1%."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load_from_string(data)
+    rng = np.random.default_rng(0)
+    for t in m.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.ndim >= 2 and a.dtype == np.float32 and rel:
+            a = (a * (1 + rel * rng.standard_normal(a.shape))).astype(np.float32)
+        elif a.ndim >= 2 and a.dtype == np.int8 and int8_steps:
+            a = np.clip(a.astype(np.int16) + (rng.random(a.shape) < 0.01) * int8_steps, -127, 127).astype(np.int8)
+        else:
+            continue
+        t.CopyFrom(numpy_helper.from_array(a, t.name))
+    return m.SerializeToString()
+
+
+def test_pack_unpack_round_trip_and_refusals():
+    arrays = {"images": np.arange(2 * 784, dtype=np.uint8).reshape(2, 1, 28, 28),
+              "labels": np.array([3, 7], np.uint8), "logits/model.onnx": np.linspace(-1, 1, 20, dtype=np.float32).reshape(2, 10)}
+    data = pack({"model": "m"}, arrays)
+    header, back = unpack(data)
+    assert header["model"] == "m" and header["format"] == "mnist-edge-selftest/1"
+    for name, a in arrays.items():
+        assert np.array_equal(back[name], a) and back[name].dtype == a.dtype
+        assert header["arrays"][name]["offset"] % 64 == 0
+    with pytest.raises(ArtifactError, match="not an mnist-edge self-test bundle"):
+        unpack(b"PK\x03\x04" + data[4:])
+    with pytest.raises(ArtifactError, match="does not fit"):
+        unpack(data[:-100])
+
+
+def test_export_writes_the_bundle_into_the_manifest(artifact_dir):
+    from mnist_edge.manifest import read_manifest
+
+    entry = read_manifest(artifact_dir)["files"][BUNDLE_NAME]
+    assert entry["kind"] == "selftest" and entry["images"] == 100
+    assert entry["covers"] == ["model.int8.onnx", "model.onnx", "model.pt"]
+    header, arrays, _ = read_bundle(artifact_dir)
+    assert np.bincount(arrays["labels"], minlength=10).tolist() == [10] * 10  # class-balanced
+    assert arrays["labels"][:20].tolist() == list(range(10)) * 2  # interleaved: the batch-1 run's 20 too
+    assert header["files"]["model.onnx"]["runs"] == [{"batch_size": 1, "images": 20}, {"batch_size": 100, "images": 100}]
+    assert arrays["images"].shape == (100, 1, 28, 28) and arrays["images"].dtype == np.uint8
+    tol = header["files"]["model.int8.onnx"]["tolerance"]
+    assert 0 < tol["step"] < 1 and tol["max_abs_diff"] == pytest.approx(1.5 * tol["step"])
+    for name, spec in header["files"].items():  # every picked image has a clear top-2 margin under each file
+        z = np.sort(arrays[spec["array"]], axis=1)
+        assert (z[:, -1] - z[:, -2] > 2 * spec["tolerance"]["max_abs_diff"]).all(), name
+
+
+def test_self_test_passes_on_the_export_machine(artifact_dir):
+    report = run_self_test(artifact_dir, torchscript=True)
+    rows = {r["file"]: r for r in report.rows}
+    assert {f: r["status"] for f, r in rows.items()} == {"model.int8.onnx": "ok", "model.onnx": "ok", "model.pt": "ok"}
+    assert rows["model.int8.onnx"]["exact"]  # same machine, same kernels: bit-identical
+    assert rows["model.onnx"]["max_abs_diff"] < 1e-4 and rows["model.onnx"]["label_changes"] == 0
+
+
+def test_cli_self_test_needs_neither_mnist_nor_torch_nor_onnx(artifact_dir, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MNIST_EDGE_DATA"}
+    env["HOME"] = str(tmp_path)  # no cache with MNIST in it either
+    script = ("import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None; from mnist_edge.cli import main; "
+              f"sys.exit(main(['verify', '--self-test', {str(artifact_dir)!r}, '--json', '-']))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    rows = {r["file"]: r["status"] for r in json.loads(out.stdout)["rows"]}
+    assert rows == {"model.int8.onnx": "ok", "model.onnx": "ok", "model.pt": "skipped"}
+
+
+def test_self_test_catches_slightly_perturbed_fp32_weights(artifact_dir):
+    # 1e-4 relative noise on every weight: accuracy and labels unchanged, logits move by ~1e-3
+    factory = _session(rewrite=lambda d: _perturb(d, rel=1e-4))
+    with pytest.raises(SelfTestError, match=r"model\.onnx: batch 1: max \|Δ logits\| [0-9.e-]+ \(image \d+\) vs "
+                                            r"tolerance 0\.0001"):
+        run_self_test(artifact_dir, torchscript=False, session_factory=factory)
+
+
+def test_self_test_catches_int8_weights_moved_by_one_step(artifact_dir):
+    factory = _session(rewrite=lambda d: _perturb(d, int8_steps=1))
+    with pytest.raises(SelfTestError, match=r"model\.int8\.onnx: .*images moved by a quantization step"):
+        run_self_test(artifact_dir, torchscript=False, session_factory=factory)
+
+
+def test_self_test_sees_int8_kernels_that_round_differently(artifact_dir):
+    # graph optimizations off: onnxruntime runs the QDQ graph in float instead of its fused int8 kernels,
+    # which moves the bundle's canary images by one output step
+    header, _, _ = read_bundle(artifact_dir)
+    assert header["selection"]["canaries"] > 0
+    factory = _session(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    report = run_self_test(artifact_dir, torchscript=False, session_factory=factory)
+    int8 = next(r for r in report.rows if r["file"] == "model.int8.onnx")
+    assert not int8["exact"] and int8["moved_images"] >= 1
+    assert int8["max_abs_diff"] == pytest.approx(int8["tolerance"]["step"], rel=1e-3)  # exactly one step
+    with pytest.raises(SelfTestError, match=r"model\.int8\.onnx: batch (1|100): max \|Δ logits\| .* vs tolerance 0\b"):
+        run_self_test(artifact_dir, torchscript=False, session_factory=factory, exact=True)
+
+
+def test_self_test_refuses_a_changed_or_stale_bundle(artifact_dir, tmp_path):
+    folder = tmp_path / "a"
+    shutil.copytree(artifact_dir, folder)
+    data = bytearray((folder / BUNDLE_NAME).read_bytes())
+    data[-1] ^= 1
+    (folder / BUNDLE_NAME).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="fails its hash check: selftest.bin"):
+        run_self_test(folder)
+    # a manifest without the bundle (exported before self-tests): a clear message, not a KeyError
+    from mnist_edge.manifest import read_manifest, write_manifest
+
+    m = read_manifest(artifact_dir)
+    del m["files"][BUNDLE_NAME]
+    write_manifest(folder, m)
+    with pytest.raises(ArtifactError, match="has no self-test bundle"):
+        run_self_test(folder)
+    # references for other bytes than the file listed now (a stale bundle), and a model file the bundle has
+    # no references for: both fail, naming the file (neither is skipped)
+    from mnist_edge.manifest import file_record
+
+    header, arrays = unpack((artifact_dir / BUNDLE_NAME).read_bytes())
+    header["files"]["model.onnx"]["sha256"] = "0" * 64
+    del header["files"]["model.int8.onnx"]
+    del header["arrays"]
+    (folder / BUNDLE_NAME).write_bytes(pack(header, arrays))
+    m = read_manifest(artifact_dir)
+    m["files"][BUNDLE_NAME].update(file_record(folder / BUNDLE_NAME))
+    write_manifest(folder, m)
+    with pytest.raises(SelfTestError) as e:
+        run_self_test(folder, torchscript=False)
+    assert "model.int8.onnx: listed in the manifest, but the bundle has no reference outputs for it" in str(e.value)
+    assert "model.onnx: the bundle's reference outputs are for other bytes" in str(e.value)
+
+
+# --- node placement and strict mode ------------------------------------------------------------------------
+
+def test_placement_counts_every_node_on_the_cpu(artifact_dir):
+    from mnist_edge.runtime.placement import describe, measure_placement
+
+    data = (artifact_dir / "model.int8.onnx").read_bytes()
+    p = measure_placement(data, source="int8", device="cpu", threads=1)
+    assert p["provider"] == "CPUExecutionProvider" and set(p["nodes"]) == {"CPUExecutionProvider"}
+    assert p["total"] == p["nodes"]["CPUExecutionProvider"] > 5
+    assert "QLinearConv" in p["ops"]["CPUExecutionProvider"]  # the fused int8 kernels, as onnxruntime ran them
+    assert describe(p) == f"{p['total']} CPU nodes"
+
+
+def test_placement_from_profile_and_strict_check():
+    from mnist_edge.runtime.placement import check_strict, describe, placement_from_profile
+
+    def ev(node, provider, op):
+        return {"cat": "Node", "name": f"{node}_kernel_time", "args": {"provider": provider, "op_name": op}}
+    events = [ev("conv", "CUDAExecutionProvider", "Conv"), ev("relu", "CUDAExecutionProvider", "Relu"),
+              ev("pad", "CPUExecutionProvider", "Pad"), {"cat": "Session", "name": "model_run"},
+              ev("conv", "CUDAExecutionProvider", "Conv")]  # a second run of the same node counts once
+    p = dict(placement_from_profile(events), provider="CUDAExecutionProvider")
+    assert p["nodes"] == {"CUDAExecutionProvider": 2, "CPUExecutionProvider": 1} and p["total"] == 3
+    assert describe(p) == "2 CUDA + 1 CPU nodes"
+    with pytest.raises(DeviceError, match=r"1 node\(s\) did not run on CUDAExecutionProvider \(Pad x1\)"):
+        check_strict(p, "m.onnx")
+    check_strict(dict(placement_from_profile(events[:2]), provider="CUDAExecutionProvider"), "m.onnx")
+
+
+def test_strict_mode_is_onnxruntimes_no_cpu_fallback(artifact_dir, monkeypatch):
+    """No GPU here: onnxruntime's Azure provider stands in for CUDA (it has no kernel for any of our nodes,
+    so every node would fall back to the CPU). The real onnxruntime refusal must become our DeviceError."""
+    from mnist_edge.runtime import session as S
+
+    data = (artifact_dir / "model.onnx").read_bytes()
+    assert "AzureExecutionProvider" in ort.get_available_providers()
+    real_create = S._create
+
+    def create(data, providers, provider_options, so):
+        swap = {S.CUDA: "AzureExecutionProvider"}
+        return real_create(data, [swap.get(p, p) for p in providers], [{} for _ in providers], so)
+
+    monkeypatch.setattr(S, "_create", create)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [S.CUDA, S.CPU])
+    monkeypatch.setattr(S, "_preload_cuda_libraries", lambda: "")
+    with pytest.raises(DeviceError, match="strict placement: onnxruntime would run some nodes on the CPU"):
+        S.create_session(data, source="m.onnx", device="cuda", strict=True)
+    sess, used, _ = S.create_session(data, source="m.onnx", device="cpu", strict=True)  # CPU: nothing to fall back from
+    assert used == "cpu" and sess.get_providers() == [S.CPU]
+
+
+def test_predict_and_bench_report_placement(artifact_dir, tmp_path):
+    from PIL import Image
+
+    from mnist_edge.bench.formats import FORMATS
+    from mnist_edge.runtime import predict_files
+
+    _, arrays, _ = read_bundle(artifact_dir)
+    Image.fromarray(arrays["images"][0, 0]).save(tmp_path / "d.png")
+    out = predict_files([tmp_path / "d.png"], model=artifact_dir, strict=True)
+    assert out["model"]["placement"]["nodes"] == {"CPUExecutionProvider": out["model"]["placement"]["total"]}
+    loaded = FORMATS["int8"].load(artifact_dir / "model.int8.onnx", "cpu", 1)
+    assert loaded.placement()["provider"] == "CPUExecutionProvider"
