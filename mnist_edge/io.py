@@ -194,7 +194,7 @@ def atomic_path(final: str | os.PathLike, suffix: str = ""):
     remove_stale(final.parent, temp_file_pattern(final.name))
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix + ".tmp", dir=final.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~current_umask())
     except (AttributeError, OSError):  # no fchmod (Windows): the default is fine there
         pass
     lock_fd(fd)
@@ -210,8 +210,16 @@ def atomic_path(final: str | os.PathLike, suffix: str = ""):
         os.close(fd)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+def current_umask() -> int:
+    """This process's umask: read from /proc where Linux shows it (setting it to read it would race with
+    other threads creating files), else set and put straight back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

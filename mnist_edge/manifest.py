@@ -71,7 +71,6 @@ def write_manifest(folder: str | os.PathLike, manifest: dict) -> Path:
     _check_schema(manifest, Path(folder) / MANIFEST_NAME, sealed=False)
     path = Path(folder) / MANIFEST_NAME
     write_text_atomic(path, json.dumps(seal(manifest), indent=2, sort_keys=True, allow_nan=False) + "\n")
-    os.chmod(path, 0o644)  # the atomic temp file is created 0600; a manifest is meant to be read by anyone
     return path
 
 

@@ -128,7 +128,7 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     _preflight(out)
 
     from mnist_edge.checkpoint import load_checkpoint
-    from mnist_edge.io import describe_os_error, sha256_file
+    from mnist_edge.io import current_umask, describe_os_error, sha256_file
 
     try:
         ckpt_sha = sha256_file(ckpt_path)
@@ -161,8 +161,8 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
         raise ExportError(f"cannot write into '{out.parent}': {e.strerror or e}") from None
     lock_fd(tmp_fd)  # held until we return: marks the folder as a live export's, not a leftover
     try:
-        # mkdtemp makes 0700; the swapped-in folder keeps the previous folder's mode (or a normal 0755)
-        os.chmod(tmp, stat.S_IMODE(out.stat().st_mode) if out.is_dir() else 0o755)
+        # mkdtemp makes 0700; the swapped-in folder keeps the previous folder's mode (or 0777 less the umask)
+        os.chmod(tmp, stat.S_IMODE(out.stat().st_mode) if out.is_dir() else 0o777 & ~current_umask())
         vers = versions()
         _carry_over(out, tmp)
         shutil.copyfile(ckpt_path, tmp / CHECKPOINT_NAME)
