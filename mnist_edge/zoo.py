@@ -49,6 +49,10 @@ class ModelSpec:
     std: float = MNIST_STD
     recipe: Recipe = None  # type: ignore[assignment]
     reading: str = ""  # how we read a seed where it is ambiguous
+    # What torch counts on the built network (mnist_edge.models.count_params / count_macs; a test keeps
+    # these equal), stored so `mnist-edge list` shows them where torch is not installed.
+    params: int = 0  # trainable parameters
+    macs: int = 0  # multiply-accumulates per image of the convolutions and linear layers
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -75,6 +79,7 @@ MODELS: dict[str, ModelSpec] = {
     for s in [
         ModelSpec(
             name="cnn_small", seed_file="000_944f530ba93fd2b3.txt",
+            params=30_840, macs=799_500,
             description="conv 1-10 k5 p1, maxpool, conv 10-20 k5 p1, maxpool, FC 500-50-10",
             net="CnnSmall", kwargs={"convs": 2}, documented_accuracy=99.0, documented_params=30_840,
             mean=0.0, std=1.0,
@@ -82,6 +87,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="cnn_small_1conv", seed_file="000_944f530ba93fd2b3.txt",
+            params=85_320, macs=254_000,
             description="seed 000 with conv2 commented out: conv 1-10 k5 p1, maxpool, FC 1690-50-10",
             net="CnnSmall", kwargs={"convs": 1}, mean=0.0, std=1.0,
             recipe=_SEED0,
@@ -89,13 +95,15 @@ MODELS: dict[str, ModelSpec] = {
                     "1690 inputs (the 'what else needs to change' of the seed's exercise): 85,320 parameters.",
         ),
         ModelSpec(
-            name="mlp", seed_file="001_7203c5966efc06a5.txt", description="MLP 784-128-64-10, ReLU",
+            name="mlp", seed_file="001_7203c5966efc06a5.txt",
+            params=109_386, macs=109_184, description="MLP 784-128-64-10, ReLU",
             net="Mlp", kwargs={"hidden": (128, 64), "dropout": 0.0}, documented_accuracy=97.42,
             documented_params=109_386,
             recipe=Recipe(**_ADAM_001, batch_size=64, epochs=5, notes="seed: Adam 1e-3, batch 64, 5 epochs"),
         ),
         ModelSpec(
             name="cnn", seed_file="001_7203c5966efc06a5.txt",
+            params=429_258, macs=4_248_704,
             description="conv 1-32 k3 p1, pool, conv 32-64 k3 p1, pool, FC 3136-128-64-10",
             net="ConvPoolFc", kwargs={"channels": (32, 64), "dropout": 0.0}, documented_accuracy=98.88,
             documented_params=429_258,
@@ -103,6 +111,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="bn_cnn", seed_file="002_9266c06796001910.txt",
+            params=19_856, macs=3_652_352,
             description="conv-BN-ReLU blocks, dropout 0.1, two maxpools, 1x1 reductions, no FC",
             net="BnCnn", kwargs={"channels": (16, 32, 16, 20, 20, 16, 32), "dropout": 0.1},
             documented_accuracy=99.4, documented_params=19_865, param_tolerance=0.05,
@@ -116,6 +125,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="lenet5", seed_file="003_a7901b0c1cf9c3e4.txt",
+            params=61_706, macs=416_520,
             description="LeNet-5: conv 6 k5, avgpool, conv 16 k5, avgpool, FC 400-120-84-10, tanh; 32x32 input",
             net="LeNet5", kwargs={}, documented_accuracy=97.0, documented_params=61_706, input_size=32,
             recipe=Recipe(**_ADAM_001, batch_size=600, epochs=6,
@@ -125,6 +135,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="lenet5_mod", seed_file="003_a7901b0c1cf9c3e4.txt",
+            params=91_756, macs=2_157_240,
             description="modified LeNet: four convs (6, 16, 120, 50 maps), tanh, maxpool, FC 200-84-10",
             net="LeNet5Mod", kwargs={}, documented_accuracy=98.49, input_size=32,
             recipe=Recipe(**_ADAM_001, batch_size=600, epochs=6,
@@ -134,12 +145,14 @@ MODELS: dict[str, ModelSpec] = {
                     "instead of LeNet's three; tanh throughout and max pooling instead of average pooling.",
         ),
         ModelSpec(
-            name="mlp_wide", seed_file="004_3902f4c7642bc978.txt", description="MLP 784-512-256-10, dropout 0.2",
+            name="mlp_wide", seed_file="004_3902f4c7642bc978.txt",
+            params=535_818, macs=535_040, description="MLP 784-512-256-10, dropout 0.2",
             net="Mlp", kwargs={"hidden": (512, 256), "dropout": 0.2}, documented_accuracy=98.0,
             documented_params=535_818, mean=0.0, std=1.0, recipe=_SEED4,
         ),
         ModelSpec(
             name="cnn_dropout", seed_file="004_3902f4c7642bc978.txt",
+            params=214_538, macs=1_225_600,
             description="conv 1-16 k3 p1, pool, conv 16-32 k3 p1, pool, FC 1568-128-64-10, dropout 0.2",
             net="ConvPoolFc", kwargs={"channels": (16, 32), "dropout": 0.2}, documented_accuracy=99.0,
             documented_params=214_538, mean=0.0, std=1.0, recipe=_SEED4,

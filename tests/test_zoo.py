@@ -1,5 +1,10 @@
 """The registry: every model builds, maps a batch to [N, 10], and has its documented parameter count."""
 
+import json
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -39,7 +44,9 @@ def test_model_builds_and_has_documented_parameter_count(name):
     assert logits.shape == probs.shape == (5, 10)
     assert logits.dtype == probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(1), torch.ones(5))
-    assert count_macs(net, spec.input_size) > 0
+    # the registry stores both counts for `mnist-edge list` without torch; they must be what torch counts
+    assert spec.params == params
+    assert spec.macs == count_macs(net, spec.input_size) > 0
 
 
 def test_bn_cnn_feature_maps_follow_the_seed_table():
@@ -69,3 +76,23 @@ def test_unknown_model_names_valid_choices_and_closest_match():
         get_spec("bn_cnnn")
     assert "bn_cnn" in str(e.value) and "Did you mean 'bn_cnn'" in str(e.value)
     assert all(name in str(e.value) for name in MODELS)
+
+
+def test_list_shows_every_count_without_torch():
+    """A runtime-only install (no torch): `mnist-edge list` still gives parameters and MACs of every model."""
+    script = """
+        import sys
+        sys.modules["torch"] = None  # import torch now raises ImportError, as where it is not installed
+        from mnist_edge.cli import main
+        sys.exit(main(["list", "--json"]))
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert set(rows) == set(MODELS)
+    for name, r in rows.items():
+        assert (r["params"], r["macs"]) == (MODELS[name].params, MODELS[name].macs) and r["macs"] > 0
+    table = subprocess.run([sys.executable, "-c", textwrap.dedent(script).replace('"list", "--json"', '"list"')],
+                           capture_output=True, text=True, timeout=120).stdout
+    assert "(torch)" not in table and "19,856" in table and "3,652,352" in table
