@@ -1,24 +1,36 @@
 """Optional extras: which modules each needs, and one typed error naming the install when one is missing.
 
-The runtime install (``pip install mnist-edge``) has numpy and onnxruntime only; training, export and
-the model cards need the ``train`` extra, image files the ``images`` extra.
+The runtime install (the wheel, README "Install profiles") has numpy and onnxruntime only; training,
+export and the model cards need the ``train`` extra, image files the ``images`` extra. mnist-edge is not
+on PyPI, so the install hint names the wheel or a checkout, never a bare ``mnist-edge[...]``.
 """
 
 from __future__ import annotations
 
 import importlib
 
+from mnist_edge import __version__
 from mnist_edge.errors import MissingExtraError
 
 # extra -> the modules it provides that mnist-edge imports (import name, pip name)
 EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
     "train": (("torch", "torch"), ("onnx", "onnx"), ("onnxscript", "onnxscript"), ("matplotlib", "matplotlib")),
     "images": (("PIL", "pillow"),),
+    "quantize": (("onnx", "onnx"),),
 }
 
 
+# command -> the extra it needs (`--help` marks them; a runtime-only install, numpy + onnxruntime, runs
+# the others). The library functions themselves call ``require``.
+COMMAND_EXTRAS = {"train": "train", "export": "train", "card": "train", "predict": "images", "quantize": "quantize"}
+WHEEL = f"mnist_edge-{__version__}-py3-none-any.whl"
+
+
 def install_hint(extra: str) -> str:
-    return f'pip install "mnist-edge[{extra}]"'
+    """How to add ``extra``: mnist-edge is not on PyPI, so to the wheel the project builds, or a checkout."""
+    plain = " ".join(pip for _, pip in EXTRAS[extra])
+    return (f'pip install "{WHEEL}[{extra}]" (the wheel you installed; in a checkout: pip install -e ".[{extra}]")'
+            + (f", or just pip install {plain}" if extra == "images" else ""))
 
 
 def require(extra: str, what: str, modules: tuple[str, ...] | None = None) -> None:

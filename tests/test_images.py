@@ -199,7 +199,7 @@ def test_missing_directory_unreadable_and_limits(tmp_path, monkeypatch):
 
 def test_pillow_missing_gives_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "PIL", None)
-    with pytest.raises(InputError, match=r"mnist-edge\[images\]"):
+    with pytest.raises(InputError, match=r"extra 'images'.*whl\[images\].*pip install pillow"):
         load_image(tmp_path / "x.png")
 
 

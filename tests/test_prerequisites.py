@@ -32,7 +32,7 @@ def test_commands_needing_the_train_extra_name_the_install(argv, missing, tmp_pa
     p = run(argv, blocked=("torch", "onnx", "onnxscript"), cwd=tmp_path)
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
-    assert f"needs {missing}, which" in p.stderr and 'pip install "mnist-edge[train]"' in p.stderr
+    assert f"needs {missing}, which" in p.stderr and 'mnist_edge-0.1.0-py3-none-any.whl[train]' in p.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 

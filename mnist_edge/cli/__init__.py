@@ -17,9 +17,42 @@ import textwrap
 
 from mnist_edge import __version__
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.extras import COMMAND_EXTRAS, EXTRAS, install_hint
 
 # command name -> module in mnist_edge.cli (order is the order in --help)
 COMMANDS = ["list", "data", "train", "export", "quantize", "verify", "predict", "bench", "card", "demo"]
+# Needs no extra but files that only a source checkout has (the wheel does not carry them).
+CHECKOUT_ONLY = {"demo": "a source checkout (examples/web, after npm ci there)"}
+EPILOG = ("A runtime-only install (numpy + onnxruntime) runs list, verify, bench and, with the 'images' extra "
+          "(Pillow), predict; quantize needs the 'quantize' extra (onnx); train, export and card need the 'train' "
+          "extra (torch, onnx, onnxscript). "
+          "See the README's install profiles.")
+
+
+class _MarkedCommands:
+    """What each command module's ``register`` receives: the subparsers, with the help of a command that
+    needs an extra (or a checkout) marked, so --help says so before anyone runs it."""
+
+    def __init__(self, sub):
+        self._sub = sub
+
+    def __getattr__(self, attr):  # choices, ... of the real subparsers action
+        return getattr(self._sub, attr)
+
+    def add_parser(self, name, **kwargs):
+        if name in COMMAND_EXTRAS:
+            extra = COMMAND_EXTRAS[name]
+            note = f"needs the '{extra}' extra"
+            more = (f"Needs the '{extra}' extra ({', '.join(p for _, p in EXTRAS[extra])}): "
+                    f"{install_hint(extra)}.")
+        elif name in CHECKOUT_ONLY:
+            note = f"needs {CHECKOUT_ONLY[name]}"
+            more = f"Needs {CHECKOUT_ONLY[name]}."
+        else:
+            return self._sub.add_parser(name, **kwargs)
+        kwargs["help"] = f"{kwargs['help']} [{note}]" if kwargs.get("help") else f"[{note}]"
+        kwargs["epilog"] = (kwargs.get("epilog") or "") + textwrap.fill(more, 100) + "\n"
+        return self._sub.add_parser(name, **kwargs)
 
 
 DESCRIPTION = """Train MNIST digit classifiers by their published recipes, export them to TorchScript, ONNX and
@@ -67,10 +100,11 @@ def add_command(sub, name: str, purpose: str, description: str, examples: list[s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="mnist-edge", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="mnist-edge", description=DESCRIPTION, epilog=textwrap.fill(EPILOG, 100),
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mnist-edge {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = _MarkedCommands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"mnist_edge.cli.{name}_cmd")

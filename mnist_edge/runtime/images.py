@@ -71,8 +71,10 @@ def _pil():
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
-        raise InputError("reading image files needs Pillow, the optional extra 'images': "
-                         "pip install 'mnist-edge[images]' (or pip install pillow)") from None
+        from mnist_edge.extras import install_hint
+
+        raise InputError(f"reading image files needs Pillow, the optional extra 'images': {install_hint('images')}"
+                         ) from None
     return Image, ImageOps, UnidentifiedImageError
 
 
