@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mnist_edge import packaged
 from mnist_edge.bench import advice as _advice
 from mnist_edge.bench.environment import collect_environment, load_average, read_throttled, usable_cores
 from mnist_edge.bench.formats import FORMATS, check_formats, unavailable_reason
@@ -23,7 +24,7 @@ from mnist_edge.bench.report import SCHEMA
 from mnist_edge.bench.timing import check_budget
 from mnist_edge.errors import ArtifactError, UsageError
 
-DEFAULT_MODEL = "bn_cnn"
+DEFAULT_MODEL = packaged.DEFAULT_MODEL
 DEFAULT_FORMATS = tuple(FORMATS)
 DEFAULT_BATCH_SIZES = (1, 64)
 DEFAULT_THREADS = (1, "all")
@@ -36,8 +37,8 @@ SIGILL_HINT = ("the CPU met an instruction it lacks: on a Raspberry Pi 4 this is
 
 
 def resolve_folder(model=None) -> Path:
-    """An artifact folder: ``model`` itself if a folder, else ``exported/NAME`` (working directory first,
-    then the source checkout) for a zoo name."""
+    """An artifact folder: ``model`` itself if a folder, else ``exported/NAME`` for a zoo name (working
+    directory first, then the source checkout, then the models installed with the package)."""
     from mnist_edge.zoo import MODELS, get_spec
 
     model = DEFAULT_MODEL if model is None else str(model)
@@ -49,12 +50,10 @@ def resolve_folder(model=None) -> Path:
                          f"{p.parent}")
     if model.lower() in MODELS:
         model = model.lower()
-        bases = list(dict.fromkeys([Path.cwd().resolve(), Path(__file__).resolve().parents[2]]))
-        for base in bases:
-            if (base / "exported" / model).is_dir():
-                return base / "exported" / model
-        where = " or ".join(str(b / "exported") for b in bases)
-        raise ArtifactError(f"no exported '{model}' in {where}; export it with "
+        found = packaged.find_model_dir(model)
+        if found is not None:
+            return found
+        raise ArtifactError(f"no exported '{model}' in {packaged.where_looked(model)}; export it with "
                             f"`mnist-edge export --model {model} --quantize` or pass --model DIR")
     if os.sep in model or "/" in model or model.startswith("."):
         raise ArtifactError(f"model folder {p} does not exist")

@@ -1,4 +1,4 @@
-"""`mnist-edge verify DIR`: hashes first, then each model's accuracy against the manifest (torch optional);
+"""`mnist-edge verify [DIR]`: hashes first, then each model's accuracy against the manifest (torch optional);
 `--self-test`: the folder's own bundle of images and reference outputs instead (no MNIST, no torch)."""
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ def register(sub) -> None:
     p = add_command(sub, "verify", "re-check an export folder against its manifest (hashes, then accuracy)",
                     "Checks every file's size and SHA-256 before anything is parsed, then measures each model's "
                     "accuracy on the 10,000 test images and compares it with the manifest. Works without torch "
-                    "(TorchScript is then skipped). Exit status 1 when anything differs.",
-                    ["mnist-edge verify exported/bn_cnn", "mnist-edge verify exported/mlp --hashes-only",
+                    "(TorchScript is then skipped). Exit status 1 when anything differs. Without DIR: the default "
+                    "model (bn_cnn), where predict and bench find it.",
+                    ["mnist-edge verify", "mnist-edge verify exported/mlp --hashes-only",
                      "mnist-edge verify exported/lenet5 --json verify.json"])
-    p.add_argument("folder", metavar="DIR", help="an export folder, e.g. exported/bn_cnn")
+    p.add_argument("folder", metavar="DIR", nargs="?",
+                   help="an export folder, e.g. exported/bn_cnn (default: the default model, bn_cnn, as "
+                        "predict and bench find it: ./exported, the checkout, or the copy in the wheel)")
     p.add_argument("--data", metavar="DIR", help="MNIST folder (default: $MNIST_EDGE_DATA or the cache)")
     p.add_argument("--hashes-only", action="store_true", help="check sizes and SHA-256 only (no MNIST needed)")
     p.add_argument("--tolerance", type=float, default=0.1, metavar="PP",
@@ -44,12 +47,13 @@ def run(args) -> int:
         raise UsageError("--device, --threads, --strict-device and --exact apply to --self-test only")
     if not 0 <= args.tolerance <= 100:
         raise UsageError(f"--tolerance {args.tolerance} must be between 0 and 100 percentage points")
+    folder = args.folder if args.folder is not None else _default_folder()
     try:
-        report = verify_artifacts(args.folder, data_root=args.data, hashes_only=args.hashes_only,
+        report = verify_artifacts(folder, data_root=args.data, hashes_only=args.hashes_only,
                                   tolerance_pp=args.tolerance, torchscript=False if args.no_torchscript else None)
     except MnistEdgeError as e:
         if args.json:
-            write_document(verify_document(folder=args.folder, error=str(e)), args.json)
+            write_document(verify_document(folder=folder, error=str(e)), args.json)
         raise
     if args.json:
         write_document(verify_document(report), args.json)
@@ -63,6 +67,9 @@ def run(args) -> int:
         acc = f"{r['accuracy']:.2f}%" if r["accuracy"] is not None else "-"
         exp = f"{r['expected']:.2f}%" if isinstance(r["expected"], (int, float)) else "-"
         print(fmt.format(r["file"], acc, exp, r["status"]))
+    if report.absent:
+        print(f"note: {', '.join(report.absent)} listed in the manifest but left out of the installed package "
+              "(only torch uses them); every file present passed")
     return 0
 
 
@@ -73,7 +80,7 @@ def _self_test(args) -> int:
     if args.hashes_only or args.data or args.tolerance != 0.1:
         raise UsageError("--self-test uses the folder's own images and tolerances; drop --hashes-only, --data "
                          "and --tolerance")
-    report = run_self_test(args.folder, device=args.device, threads=args.threads,
+    report = run_self_test(args.folder if args.folder is not None else _default_folder(), device=args.device, threads=args.threads,
                            torchscript=False if args.no_torchscript else None, exact=args.exact,
                            strict=args.strict_device)
     if args.json:
@@ -96,3 +103,14 @@ def _self_test(args) -> int:
         status = r["status"] + (" (bit-identical)" if r["exact"] else "") + (f" ({r['why']})" if r["why"] else "")
         print(fmt.format(r["file"], diff, tol, changed, moved, status))
     return 0
+
+
+def _default_folder():
+    from mnist_edge import packaged
+    from mnist_edge.errors import ArtifactError
+
+    folder = packaged.find_model_dir(packaged.DEFAULT_MODEL)
+    if folder is None:
+        raise ArtifactError(f"no folder given and the default model is not in "
+                            f"{packaged.where_looked(packaged.DEFAULT_MODEL)}; pass DIR")
+    return folder

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge import contract as C
+from mnist_edge import packaged
 from mnist_edge.errors import ArtifactError, ContractError, UsageError
 from mnist_edge.runtime import checks
 from mnist_edge.runtime.inputs import as_batch
@@ -170,14 +171,15 @@ def _check_top_k(top_k) -> int:
 
 
 def default_model_path() -> Path:
-    """``exported/bn_cnn/model.int8.onnx`` in the working directory, else in the source checkout."""
-    places = list(dict.fromkeys([Path.cwd(), Path(__file__).resolve().parents[2]]))  # cwd, checkout
-    for place in places:
-        if (place / DEFAULT_MODEL).is_file():
-            return place / DEFAULT_MODEL
-    raise ArtifactError(f"no model given and the default {DEFAULT_MODEL} is not in "
-                        f"{' nor '.join(map(str, places))}; pass a model file or folder (--model), or create "
-                        "it with `mnist-edge export --model bn_cnn --quantize`")
+    """The default model, bn_cnn's ``model.int8.onnx``: in ``./exported/bn_cnn``, else the source checkout's
+    ``exported/bn_cnn``, else the copy installed with the package (see :mod:`mnist_edge.packaged`)."""
+    folder = packaged.find_model_dir(packaged.DEFAULT_MODEL)
+    if folder is not None and (folder / DEFAULT_MODEL.name).is_file():
+        return folder / DEFAULT_MODEL.name
+    raise ArtifactError(f"no model given and the default {DEFAULT_MODEL.name} is not in "
+                        f"{packaged.where_looked(packaged.DEFAULT_MODEL)}; pass a model file or folder (--model), "
+                        "reinstall the wheel (it carries the default model), or create it in a checkout with "
+                        "`mnist-edge export --model bn_cnn --quantize`")
 
 
 def resolve_model(path, precision: str | None = None) -> tuple[Path, dict | None]:

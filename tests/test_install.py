@@ -1,0 +1,153 @@
+"""A runtime-only install: the default model packaged by the build, found and verified where it lies, and
+--help / one-line errors for the commands that need an extra.
+
+The wheel itself is built, installed into a fresh venv and run from outside the checkout by
+scripts/wheel-smoke.sh (CI); here the build hook and the installed layout are exercised in place: the hook
+copies into a temporary ``models_data`` folder and ``mnist_edge.packaged`` is pointed at it.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mnist_edge import packaged
+from mnist_edge.cli import main
+from mnist_edge.errors import ArtifactError
+from mnist_edge.export.verify import ABSENT, verify_artifacts
+from mnist_edge.extras import COMMAND_EXTRAS
+from mnist_edge.runtime import classifier, load
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME_FILES = {"manifest.json", "model.onnx", "model.int8.onnx"}
+
+
+def _hook():
+    return runpy.run_path(str(ROOT / "setup.py"), run_name="setup_hook")  # defines, does not call setup()
+
+
+def test_build_hook_copies_the_onnx_files_and_manifest_checked(model_dir, tmp_path):
+    target = tmp_path / "models_data" / "bn_cnn"
+    written = _hook()["copy_default_model"](model_dir, target)
+    assert {p.name for p in written} == {p.name for p in target.iterdir()} == RUNTIME_FILES
+    for name in RUNTIME_FILES:
+        assert (target / name).read_bytes() == (model_dir / name).read_bytes()
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    data = bytearray((bad / "model.int8.onnx").read_bytes())
+    data[-1] ^= 1
+    (bad / "model.int8.onnx").write_bytes(bytes(data))
+    with pytest.raises(SystemExit, match=r"model.int8.onnx does not match .*manifest.json"):
+        _hook()["copy_default_model"](bad, tmp_path / "out")
+
+
+@pytest.fixture
+def installed(model_dir, tmp_path, monkeypatch) -> Path:
+    """The layout of an installed wheel: the packaged bn_cnn, no checkout, run from an unrelated folder."""
+    root = tmp_path / "site-packages" / "mnist_edge" / "models_data"
+    _hook()["copy_default_model"](model_dir, root / "bn_cnn")
+    monkeypatch.setattr(packaged, "PACKAGED_ROOT", root)
+    monkeypatch.setattr(packaged, "CHECKOUT", tmp_path / "site-packages")  # no pyproject.toml: not a checkout
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path / "home")
+    return root / "bn_cnn"
+
+
+def test_the_packaged_model_is_the_default_everywhere(installed):
+    assert packaged.search_roots() == [Path.cwd() / "exported", installed.parent]
+    assert classifier.default_model_path() == installed / "model.int8.onnx"
+    clf = load()
+    assert clf.verified and clf.model == "bn_cnn" and clf.precision == "int8"
+    from mnist_edge.bench.runner import resolve_folder
+
+    assert resolve_folder() == resolve_folder("bn_cnn") == installed
+
+
+def test_verify_of_the_packaged_folder_checks_what_is_there_and_names_what_is_absent(installed, mnist_dir,
+                                                                                      capsys):
+    report = verify_artifacts(installed, hashes_only=True)
+    assert sorted(report.absent) == ["checkpoint.pt", "model.pt"]
+    status = {r["file"]: r["status"] for r in report.rows}
+    assert status == {"checkpoint.pt": ABSENT, "model.pt": ABSENT, "model.onnx": "hash ok",
+                      "model.int8.onnx": "hash ok"}
+    assert main(["verify", "--data", str(mnist_dir)]) == 0  # no DIR: the default model, accuracy checked
+    out = capsys.readouterr().out
+    assert f"in {installed}/" in out and "left out of the installed package" in out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:] if not line.startswith("note")}
+    assert rows["model.onnx"].endswith(" ok") and rows["model.int8.onnx"].endswith(" ok")
+    assert rows["model.pt"].endswith(ABSENT)
+
+
+def test_a_packaged_file_that_is_shipped_must_be_there_and_intact(installed, tmp_path):
+    copy = tmp_path / "copied" / "bn_cnn"  # the same three files outside the package: strict as ever
+    shutil.copytree(installed, copy)
+    with pytest.raises(ArtifactError, match="checkpoint.pt: missing"):
+        verify_artifacts(copy, hashes_only=True)
+    (installed / "model.onnx").unlink()
+    with pytest.raises(ArtifactError, match="model.onnx: missing"):
+        verify_artifacts(installed, hashes_only=True)
+    (installed / "model.pt").write_bytes(b"not the file")  # present: checked, not excused
+    with pytest.raises(ArtifactError, match="model.pt: size"):
+        verify_artifacts(installed, hashes_only=True)
+
+
+def test_the_working_directory_comes_before_the_package(installed, model_dir):
+    shutil.copytree(model_dir, Path.cwd() / "exported" / "bn_cnn")
+    assert classifier.default_model_path() == Path.cwd() / "exported" / "bn_cnn" / "model.int8.onnx"
+
+
+def test_help_marks_the_commands_that_need_an_extra(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    lines = {}
+    for line in out.splitlines():  # "    name      help..." then wrapped continuation lines
+        words = line.split()
+        if line.startswith("    ") and not line.startswith("     ") and words:
+            current = words[0]
+            lines[current] = line
+        elif line.startswith("              ") and lines:
+            lines[current] += " " + line.strip()
+    for command, extra in COMMAND_EXTRAS.items():
+        assert f"[needs the '{extra}' extra]" in lines[command], command
+    assert "needs a source checkout" in lines["demo"]
+    for command in ("list", "verify", "bench"):
+        assert "needs" not in lines[command], command
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert 'whl[train]' in capsys.readouterr().out
+
+
+def test_a_command_without_its_extra_stops_with_one_line_naming_it(tmp_path):
+    script = """
+        import sys
+        sys.modules["torch"] = None  # as on a runtime-only install
+        sys.modules["PIL"] = None
+        from mnist_edge.cli import main
+        sys.exit(main(sys.argv[1:]))
+    """
+    for argv, extra, missing in ((["train", "--model", "mlp"], "train", "torch"),
+                                 (["export", "--model", "bn_cnn"], "train", "torch"),
+                                 (["predict", str(tmp_path / "x.png")], "images", "PIL")):
+        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *argv], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 1 and proc.stdout == "", argv
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"needs the '{extra}' extra ({missing}" in proc.stderr and f"whl[{extra}]" in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing was started
+
+
+def test_build_and_runtime_agree_on_what_ships_and_the_sdist_carries_it(model_dir):
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    ships = _hook()["packaged_files"](manifest)
+    assert ships == sorted(n for n, e in manifest["files"].items() if packaged.shipped(e)) \
+        == ["model.int8.onnx", "model.onnx"]
+    lines = set((ROOT / "MANIFEST.in").read_text().splitlines())  # a wheel built from the sdist needs them
+    assert {f"include exported/bn_cnn/{n}" for n in ships + ["manifest.json"]} <= lines
