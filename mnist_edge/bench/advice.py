@@ -3,6 +3,8 @@
 The rule, in order:
 1. On CUDA, ship ``model.onnx``: onnxruntime runs an int8 QDQ model there as simulated quantization in
    float32 (see ``mnist_edge.runtime.session``), so int8 cannot pay.
+   Under emulation (``environment.cpu.emulated``: qemu-user running ARM code on an x86 host) neither the
+   timings nor the emulated CPU's flags say anything about a device: no verdict, the line says so.
 2. Both accuracies measured and int8 more than ``MAX_ACCURACY_DROP`` points below fp32: ship ``model.onnx``.
 3. Both ONNX formats measured: int8 pays when its p50 is at least ``PAYS_AT`` times faster than fp32's at
    the smallest batch and thread count measured (the edge case: one image at a time). A gain under 10% is
@@ -57,6 +59,11 @@ def advise(report) -> dict:
         return {**out, "int8_pays": False, "ship": FP32, "basis": "device",
                 "line": "On CUDA ship model.onnx: onnxruntime runs the int8 QDQ model as float32 simulated "
                         "quantization there (no int8 kernels), so int8 cannot pay."}
+    if cpu.get("emulated"):  # emulated timings rank formats by the emulator's costs, not a CPU's
+        return {**out, "basis": "emulation",
+                "line": f"Timings mean nothing here: this {cpu.get('arch') or 'CPU'} is emulated (qemu-user or the "
+                        f"like; host CPU: {cpu.get('host_cpu') or 'unknown'}), and neither they nor the emulated "
+                        "CPU's flags tell whether int8 pays on a real device. Run the benchmark on the device."}
     acc = {f: (entries.get(f) or {}).get("accuracy") for f in ("onnx", "int8")}
     if acc["onnx"] is not None and acc["int8"] is not None and acc["onnx"] - acc["int8"] > MAX_ACCURACY_DROP:
         return {**out, "int8_pays": False, "ship": FP32, "basis": "accuracy",

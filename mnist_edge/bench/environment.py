@@ -3,7 +3,8 @@
 Everything here is read without importing torch or onnxruntime (a broken onnxruntime wheel can kill the
 process on import: "Illegal instruction" from 1.21.0 on a Pi 4); versions come from package metadata and
 the workers report the version they really loaded. Readers take their text as an argument so tests can
-feed a Pi 4's or a Pi 5's /proc/cpuinfo.
+feed a Pi 4's or a Pi 5's /proc/cpuinfo and auxiliary vector (:mod:`mnist_edge.bench.hwcaps`: on ARM the
+flags come from AT_HWCAP/AT_HWCAP2, which are right under emulation too, where /proc/cpuinfo is the host's).
 
 int8 and the CPU: onnxruntime's int8 kernels gain over fp32 on x86-64 with VNNI and on ARM with the
 dot-product instructions; older CPUs have few of the instructions needed and quantize/dequantize overhead
@@ -22,6 +23,8 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+
+from mnist_edge.bench import hwcaps
 
 # The flags we report: x86 int8 (VNNI in its AVX-512 and AVX forms, AMX), the vector widths, and ARM's
 # dot product (asimddp), int8 matrix multiply (i8mm), SVE and fp16 arithmetic.
@@ -74,7 +77,42 @@ def parse_cpuinfo(text: str) -> dict:
     core = ARM_PARTS.get(part) if fields.get("CPU implementer", "").lower() == "0x41" else None
     if core and (not model or model.startswith("Raspberry")):
         model = core
-    return {"model": model, "core": core, "flags": flags}
+    # which kind of CPU the text describes (x86 prints vendor_id and "flags", ARM "CPU implementer" and
+    # "Features"); compared with the process's architecture to notice emulation
+    family = "x86" if "vendor_id" in fields or "flags" in fields else \
+        "arm" if "CPU implementer" in fields or "Features" in fields else None
+    return {"model": model, "core": core, "flags": flags, "family": family}
+
+
+def describe_cpu(machine: str, cpuinfo: str, auxv: bytes | None, pointer_bits: int = 64) -> dict:
+    """Model, flags and their source, and emulation, from /proc/cpuinfo text and /proc/self/auxv bytes.
+
+    x86 flags come from /proc/cpuinfo; 64-bit ARM flags from AT_HWCAP/AT_HWCAP2 (what the kernel grants
+    this process), /proc/cpuinfo's Features only where the auxiliary vector is unreadable. When
+    /proc/cpuinfo describes another architecture than the one this process runs as, the process is
+    emulated (qemu-user shows the host's cpuinfo): its model is not this CPU's, and timings mean nothing.
+    """
+    family = arch_family(machine)
+    info = parse_cpuinfo(cpuinfo)
+    emulated = bool(family and info["family"] and info["family"] != family)
+    arm_bits = None
+    if family == "arm" and pointer_bits == 64 and auxv:
+        arm_bits = hwcaps.arm64_features(hwcaps.parse_auxv(auxv, word_size=8))
+    if arm_bits is not None:
+        flags, source = arm_bits, "AT_HWCAP/AT_HWCAP2"
+    elif emulated or not info["flags"]:
+        flags, source = set(), None  # an emulating host's flags say nothing about the emulated CPU
+    else:
+        flags, source = info["flags"], "/proc/cpuinfo"
+    note = None
+    if emulated:
+        host = info["model"] or f"an {info['family']} CPU"
+        note = (f"emulated: this process runs as {machine} but /proc/cpuinfo describes the host's {info['family']} "
+                f"CPU ({host}), as under qemu-user; timings mean nothing about any real {machine} CPU "
+                f"(run the benchmark on the device itself)")
+    return {"model": None if emulated else info["model"], "core": None if emulated else info["core"],
+            "flags": flags, "flags_source": source, "emulated": emulated, "emulation_note": note,
+            "host_cpu": info["model"] if emulated else None}
 
 
 def cpu_model() -> str:
@@ -227,15 +265,15 @@ def collect_environment() -> dict:
     """Everything the report's ``environment`` section holds (see report.py for the schema)."""
     machine = platform.machine()
     family = arch_family(machine)
+    pointer_bits = struct.calcsize("P") * 8
     if sys.platform.startswith("linux"):
-        cpu = parse_cpuinfo(_read("/proc/cpuinfo") or "")
+        cpu = describe_cpu(machine, _read("/proc/cpuinfo") or "", hwcaps.read_auxv(), pointer_bits)
     elif sys.platform == "darwin":
-        cpu = _darwin_cpu()
+        cpu = {**_darwin_cpu(), "flags_source": "sysctl"}
     else:
-        cpu = {"model": platform.processor() or None, "core": None, "flags": set()}
+        cpu = {"model": platform.processor() or None, "core": None, "flags": set(), "flags_source": None}
     relevant = X86_FLAGS if family == "x86" else ARM_FLAGS if family == "arm" else ()
     capable, why = int8_support(family, cpu["flags"])
-    pointer_bits = struct.calcsize("P") * 8
     pi = raspberry_pi_model()
     torch_ok, torch_version = torch_status()
     return {
@@ -245,8 +283,12 @@ def collect_environment() -> dict:
             "arch": machine,
             "family": family,
             "flags": {f: f in cpu["flags"] for f in relevant},
+            "flags_source": cpu.get("flags_source"),
             "int8_instructions": capable,
             "int8_note": why,
+            "emulated": cpu.get("emulated", False),
+            "emulation_note": cpu.get("emulation_note"),
+            "host_cpu": cpu.get("host_cpu"),
             "logical_cores": os.cpu_count(),
             "usable_cores": usable_cores(),
         },

@@ -10,7 +10,10 @@ Schema ``mnist-edge-bench/1`` (a JSON object; times in milliseconds, sizes in by
   ``runs`` or ``seconds`` (the other null), ``warmup``, ``device``, ``accuracy``, ``isolate`` (one process
   per format), ``input``.
 - ``environment``: ``cpu`` {model, core (ARM core name), arch, family (x86|arm), flags {name: bool},
-  int8_instructions (bool|null), int8_note, logical_cores, usable_cores}; ``os`` {system, release,
+  flags_source ("/proc/cpuinfo", "AT_HWCAP/AT_HWCAP2" on 64-bit ARM Linux, "sysctl" or null),
+  int8_instructions (bool|null), int8_note, emulated (bool: /proc/cpuinfo describes another architecture,
+  as under qemu-user; the timings then mean nothing), emulation_note, host_cpu (the emulating host's CPU
+  or null), logical_cores, usable_cores}; ``os`` {system, release,
   platform, pointer_bits, message (32-bit ARM warning or null)}; ``memory_mb``; ``load_average`` (1, 5,
   15 min at the start); ``raspberry_pi`` {model, throttled {raw, value, flags}, cpufreq {governor, cur_mhz,
   max_mhz}} or null; ``cpufreq``; ``versions`` {python, numpy, onnxruntime, torch, mnist_edge} (the
@@ -111,8 +114,10 @@ def environment_lines(report: dict) -> list[str]:
     env = report["environment"]
     cpu, v = env["cpu"], env["versions"]
     flags = " ".join(k for k, on in (cpu.get("flags") or {}).items() if on) or "none found"
-    lines = [f"CPU: {cpu.get('model') or 'unknown'} ({cpu.get('arch')}, {cpu.get('usable_cores')} usable of "
-             f"{cpu.get('logical_cores')} cores); flags: {flags}; int8: {cpu.get('int8_note')}",
+    name = f"emulated (host: {cpu.get('host_cpu') or 'unknown'})" if cpu.get("emulated") else cpu.get("model")
+    source = f" (from {cpu['flags_source']})" if cpu.get("flags_source") else ""
+    lines = [f"CPU: {name or 'unknown'} ({cpu.get('arch')}, {cpu.get('usable_cores')} usable of "
+             f"{cpu.get('logical_cores')} cores); flags{source}: {flags}; int8: {cpu.get('int8_note')}",
              f"OS: {env['os'].get('platform')}; memory {env.get('memory_mb') or '?'} MiB; load average "
              f"{env.get('load_average')} at start, {(report.get('environment_end') or {}).get('load_average')} "
              "at end",

@@ -197,6 +197,8 @@ def _warnings(env: dict, env_end: dict, entries: list, rows: list, isolate: bool
     out = []
     if env["os"]["message"]:
         out.append(env["os"]["message"])
+    if env["cpu"].get("emulation_note"):
+        out.append(env["cpu"]["emulation_note"])
     cores = env["cpu"]["usable_cores"] or 1
     load = env.get("load_average")
     if load and load[0] > max(0.5, 0.25 * cores):
