@@ -125,7 +125,8 @@ def test_help_marks_the_commands_that_need_an_extra(capsys):
     assert 'whl[train]' in capsys.readouterr().out
 
 
-def test_a_command_without_its_extra_stops_with_one_line_naming_it(tmp_path):
+def test_a_command_without_its_extra_names_an_install_that_exists(tmp_path):
+    """Not `pip install mnist-edge[...]` (not on PyPI): the wheel the user installed, or a checkout."""
     script = """
         import sys
         sys.modules["torch"] = None  # as on a runtime-only install
@@ -134,14 +135,14 @@ def test_a_command_without_its_extra_stops_with_one_line_naming_it(tmp_path):
         sys.exit(main(sys.argv[1:]))
     """
     for argv, extra, missing in ((["train", "--model", "mlp"], "train", "torch"),
-                                 (["export", "--model", "bn_cnn"], "train", "torch"),
-                                 (["predict", str(tmp_path / "x.png")], "images", "PIL")):
+                                 (["predict", str(tmp_path / "x.png")], "images", "Pillow")):
         proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *argv], capture_output=True,
                               text=True, timeout=120, cwd=tmp_path)
         assert proc.returncode == 1 and proc.stdout == "", argv
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
-        assert f"needs the '{extra}' extra ({missing}" in proc.stderr and f"whl[{extra}]" in proc.stderr
-    assert not list(tmp_path.iterdir())  # nothing was started
+        assert missing in proc.stderr and f'"mnist_edge-0.1.0-py3-none-any.whl[{extra}]"' in proc.stderr
+        assert f'pip install -e ".[{extra}]"' in proc.stderr and '"mnist-edge[' not in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing was written
 
 
 def test_build_and_runtime_agree_on_what_ships_and_the_sdist_carries_it(model_dir):
