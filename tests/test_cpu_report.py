@@ -68,13 +68,17 @@ def test_arm_flags_come_from_hwcap_not_cpuinfo():
     assert environment.int8_support("arm", bare["flags"])[0] is None  # unknown, not "has none"
 
 
-def test_emulation_is_noticed_and_the_host_is_not_called_this_cpu():
+def test_emulation_is_noticed_and_the_host_is_not_called_this_cpu(monkeypatch):
     cpu = environment.describe_cpu("aarch64", cpuinfo("qemu_arm64_on_x86"), auxv("qemu_arm64_on_x86"))
     assert cpu["emulated"] and cpu["model"] is None and cpu["core"] is None
     assert cpu["host_cpu"].startswith("Intel(R) Xeon(R)")
     assert {"asimddp", "i8mm", "sve"} <= cpu["flags"] and cpu["flags_source"] == "AT_HWCAP/AT_HWCAP2"
     assert "avx512_vnni" not in cpu["flags"]  # the host's flags are not this process's
     assert "timings mean nothing" in cpu["emulation_note"] and "aarch64" in cpu["emulation_note"]
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    monkeypatch.setattr(environment, "_read", lambda p: cpuinfo("qemu_arm64_on_x86"))
+    assert environment.cpu_model() == "aarch64"  # what a checkpoint records as its training hardware
     reverse = environment.describe_cpu("x86_64", cpuinfo("pi4"), None)
     assert reverse["emulated"] and reverse["flags"] == set() and reverse["host_cpu"] == "Cortex-A72"
 

@@ -116,8 +116,10 @@ def describe_cpu(machine: str, cpuinfo: str, auxv: bytes | None, pointer_bits: i
 
 
 def cpu_model() -> str:
-    """The CPU's model name, for records such as a checkpoint's training hardware."""
-    return parse_cpuinfo(_read("/proc/cpuinfo") or "")["model"] or platform.processor() or platform.machine()
+    """The CPU's model name, for records such as a checkpoint's training hardware (never an emulating
+    host's: then the architecture only)."""
+    cpu = describe_cpu(platform.machine(), _read("/proc/cpuinfo") or "", None)
+    return cpu["model"] or platform.processor() or platform.machine()
 
 
 def _darwin_cpu() -> dict:
