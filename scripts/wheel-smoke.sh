@@ -74,7 +74,7 @@ grep -q "not available" bench.txt || fail "bench: the torch formats should be li
 step "mnist-edge predict without the 'images' extra: one line naming it"
 if "$ME" predict digit.png 2>err.txt; then fail "predict without Pillow should stop"; fi
 cat err.txt
-[ "$(wc -l <err.txt)" = 1 ] && grep -q "extra 'images'.*whl\[images\]" err.txt || fail "predict's message"
+[ "$(wc -l <err.txt)" = 1 ] && grep -q "needs pillow.*whl\[images\]" err.txt || fail "predict's message"
 
 step "add the 'images' extra (Pillow) from the same wheel, classify an MNIST test digit written as PNG"
 "$VPY" -m pip install --quiet --disable-pip-version-check "$WHEEL[images]" || fail "pip install of [images]"

@@ -135,7 +135,7 @@ def test_a_command_without_its_extra_names_an_install_that_exists(tmp_path):
         sys.exit(main(sys.argv[1:]))
     """
     for argv, extra, missing in ((["train", "--model", "mlp"], "train", "torch"),
-                                 (["predict", str(tmp_path / "x.png")], "images", "Pillow")):
+                                 (["predict", str(tmp_path / "x.png")], "images", "pillow")):
         proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *argv], capture_output=True,
                               text=True, timeout=120, cwd=tmp_path)
         assert proc.returncode == 1 and proc.stdout == "", argv

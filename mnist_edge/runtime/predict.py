@@ -85,8 +85,11 @@ def predict_files(images, *, model: str | os.PathLike | None = None, device: str
     per provider (mnist_edge.runtime.placement); ``strict`` fails when any would run on the CPU although
     ``device`` is a GPU.
     """
+    from mnist_edge.extras import require
     from mnist_edge.runtime.placement import check_strict, measure_placement
     from mnist_edge.runtime.verify import read_verified
+
+    require("images", "reading image files")  # no Pillow: one error now, not one per file after loading
 
     clf = load(model, device=device, threads=threads, strict=strict)  # a bad model or device fails the call
     data, digest, _ = read_verified(clf.path, None)
