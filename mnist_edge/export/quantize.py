@@ -5,7 +5,7 @@ and weights ("S8S8 with QDQ is the default setting for balance of performance an
 calibration. Every option is a field of :class:`QuantizeOptions` (one object from the CLI, a recipe file
 or the search down to :func:`quantize_int8`) and the whole recipe, including which images calibrated the
 model and what onnxruntime's quantizer logged, is recorded in the manifest and in the int8 file's metadata.
-Needs ``onnx`` and ``onnxruntime``, never torch (``pip install "mnist-edge[quantize]"``).
+Needs ``onnx`` and ``onnxruntime``, never torch (install the wheel with its ``[quantize]`` extra).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Digits from image files (PNG, JPEG, ... through Pillow) normalized the way MNIST normalized its own.
 
-Pillow is the optional extra ``images`` (``pip install mnist-edge[images]``), imported only when a file is
+Pillow is the optional extra ``images`` (install the wheel with ``[images]``), imported only when a file is
 read or a digit normalized. MNIST's recipe (LeCun et al.): the digit is size-normalized to fit a 20x20
 box keeping its aspect ratio (anti-aliased, hence grey levels), then placed in 28x28 so that its centre
 of mass is at the centre. Measured on the 10k MNIST test digits: the larger side of the ink's bounding
