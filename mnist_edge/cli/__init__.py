@@ -51,7 +51,7 @@ class _MarkedCommands:
         else:
             return self._sub.add_parser(name, **kwargs)
         kwargs["help"] = f"{kwargs['help']} [{note}]" if kwargs.get("help") else f"[{note}]"
-        kwargs["epilog"] = (kwargs.get("epilog") or "") + textwrap.fill(more, 100) + "\n"
+        kwargs["description"] = (kwargs.get("description") or "") + "\n\n" + textwrap.fill(more, 100)
         return self._sub.add_parser(name, **kwargs)
 
 
