@@ -1,11 +1,11 @@
 """Build hook: put the default model into the wheel, checked against its manifest.
 
-Everything else about the package is in pyproject.toml. The wheel carries bn_cnn's ONNX files and its
-manifest.json so that `mnist-edge predict`, `verify` and `bench` work right after `pip install` on a
+Everything else about the package is in pyproject.toml. The wheel carries bn_cnn's ONNX files (and its
+self-test bundle when the export wrote one) and its manifest.json so that `mnist-edge predict`, `verify` and `bench` work right after `pip install` on a
 device. They are copied at build time from the committed ``exported/bn_cnn`` (the one source of truth;
 the source tree gets no second copy) into ``mnist_edge/models_data/bn_cnn/`` of the build, and the build
 fails if a file's size or SHA-256 differs from the manifest's. Which files go in is the rule of
-``mnist_edge.packaged.shipped`` (the ONNX models; checkpoint and TorchScript are for torch users).
+``mnist_edge.packaged.shipped`` (all but checkpoint and TorchScript, which are for torch users).
 An editable install copies nothing: it finds ``exported/bn_cnn`` in the checkout.
 """
 
@@ -26,8 +26,10 @@ TARGET = Path("mnist_edge", "models_data", MODEL)  # inside the build's library 
 
 
 def packaged_files(manifest: dict) -> list[str]:
-    """The files of the default model that go into the wheel (as mnist_edge.packaged.shipped decides)."""
-    return sorted(name for name, entry in manifest["files"].items() if entry.get("format") == "onnx")
+    """The files of the default model that go into the wheel: all but the torch-only ones (checkpoint,
+    TorchScript), as mnist_edge.packaged.shipped decides (a test keeps the two rules equal)."""
+    return sorted(name for name, entry in manifest["files"].items()
+                  if entry.get("kind") != "checkpoint" and entry.get("format") != "torchscript")
 
 
 def copy_default_model(source: Path, target: Path) -> list[Path]:
@@ -37,7 +39,7 @@ def copy_default_model(source: Path, target: Path) -> list[Path]:
         raise SystemExit(f"build: {manifest_path} is missing; the wheel must carry the default model")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     names = packaged_files(manifest)
-    if not names:
+    if not any(manifest["files"][n].get("format") == "onnx" for n in names):
         raise SystemExit(f"build: {manifest_path} lists no ONNX model to package")
     target.mkdir(parents=True, exist_ok=True)
     written = []

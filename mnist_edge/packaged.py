@@ -1,8 +1,9 @@
 """Where exported models are found: the working directory, the source checkout, and the wheel's own copy.
 
 The wheel carries the default model so that `mnist-edge predict`, `verify` and `bench` work right after
-`pip install` on a device: the build (``setup.py``) copies the ONNX files of ``exported/bn_cnn`` and its
-``manifest.json``, each checked against that manifest's hashes, into ``mnist_edge/models_data/bn_cnn/``.
+`pip install` on a device: the build (``setup.py``) copies the files of ``exported/bn_cnn`` that the
+runtime can use (:func:`shipped`: the ONNX models, a self-test bundle) and its ``manifest.json``, each
+checked against that manifest's hashes, into ``mnist_edge/models_data/bn_cnn/``.
 The committed ``exported/bn_cnn`` stays the one source of truth; nothing is copied into the source tree.
 
 That copy leaves out the files only torch can use (``checkpoint.pt``, ``model.pt``) although its
@@ -21,9 +22,15 @@ PACKAGED_ROOT = PACKAGE / "models_data"  # inside an installed wheel; absent in 
 CHECKOUT = PACKAGE.parent  # the repository root when running from a checkout (or an editable install)
 
 
+def torch_only(entry: dict) -> bool:
+    """Whether a manifest file entry is of use only where torch is installed (checkpoint, TorchScript)."""
+    return entry.get("kind") == "checkpoint" or entry.get("format") == "torchscript"
+
+
 def shipped(entry: dict) -> bool:
-    """Whether a manifest file entry goes into the wheel: the ONNX models (the runtime's files)."""
-    return entry.get("format") == "onnx"
+    """Whether a manifest file entry goes into the wheel: everything the runtime can use (the ONNX models,
+    a self-test bundle), not the torch-only files."""
+    return not torch_only(entry)
 
 
 def _is_checkout(root: Path) -> bool:

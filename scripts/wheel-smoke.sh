@@ -65,6 +65,14 @@ step "mnist-edge verify (the packaged default model: hashes, contract, accuracy 
 grep -q "models_data/bn_cnn/" verify.txt || fail "verify did not check the packaged model"
 grep -Eq "^model.int8.onnx .* ok$" verify.txt && grep -Eq "^model.onnx .* ok$" verify.txt || fail "verify"
 
+if "$VPY" -c "import json, sys; from mnist_edge import packaged as p
+sys.exit('selftest.bin' not in json.loads((p.PACKAGED_ROOT / 'bn_cnn' / 'manifest.json').read_text())['files'])"; then
+  step "mnist-edge verify --self-test (the bundle the wheel carries: no MNIST files, no torch)"
+  "$ME" verify --self-test || fail "verify --self-test"
+else
+  echo "(the committed exported/bn_cnn has no selftest.bin yet: verify --self-test not run)"
+fi
+
 step "mnist-edge bench (short: 20 runs, batch 1, 1 thread)"
 "$ME" bench --runs 20 --warmup 2 --batch-sizes 1 --threads 1 --no-progress --json bench.json --markdown bench.md \
   | tee bench.txt

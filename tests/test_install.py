@@ -8,6 +8,7 @@ copies into a temporary ``models_data`` folder and ``mnist_edge.packaged`` is po
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import runpy
 import shutil
@@ -26,7 +27,12 @@ from mnist_edge.extras import COMMAND_EXTRAS
 from mnist_edge.runtime import classifier, load
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNTIME_FILES = {"manifest.json", "model.onnx", "model.int8.onnx"}
+
+
+def runtime_files(folder: Path) -> set[str]:
+    """What the wheel should carry of ``folder``: the manifest and every file it lists but the torch-only ones."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {"manifest.json", *(n for n, e in manifest["files"].items() if packaged.shipped(e))}
 
 
 def _hook():
@@ -36,8 +42,10 @@ def _hook():
 def test_build_hook_copies_the_onnx_files_and_manifest_checked(model_dir, tmp_path):
     target = tmp_path / "models_data" / "bn_cnn"
     written = _hook()["copy_default_model"](model_dir, target)
-    assert {p.name for p in written} == {p.name for p in target.iterdir()} == RUNTIME_FILES
-    for name in RUNTIME_FILES:
+    want = runtime_files(model_dir)
+    assert {"model.onnx", "model.int8.onnx", "manifest.json"} <= want and "model.pt" not in want
+    assert {p.name for p in written} == {p.name for p in target.iterdir()} == want
+    for name in want:
         assert (target / name).read_bytes() == (model_dir / name).read_bytes()
     bad = tmp_path / "bad"
     shutil.copytree(model_dir, bad)
@@ -148,7 +156,28 @@ def test_a_command_without_its_extra_names_an_install_that_exists(tmp_path):
 def test_build_and_runtime_agree_on_what_ships_and_the_sdist_carries_it(model_dir):
     manifest = json.loads((model_dir / "manifest.json").read_text())
     ships = _hook()["packaged_files"](manifest)
-    assert ships == sorted(n for n, e in manifest["files"].items() if packaged.shipped(e)) \
-        == ["model.int8.onnx", "model.onnx"]
-    lines = set((ROOT / "MANIFEST.in").read_text().splitlines())  # a wheel built from the sdist needs them
-    assert {f"include exported/bn_cnn/{n}" for n in ships + ["manifest.json"]} <= lines
+    assert ships == sorted(n for n, e in manifest["files"].items() if packaged.shipped(e))
+    assert {"model.onnx", "model.int8.onnx"} <= set(ships) and not {"checkpoint.pt", "model.pt"} & set(ships)
+    bundle = {"files": {**manifest["files"], "selftest.bin": {"kind": "selftest", "sha256": "0" * 64, "size": 1}}}
+    assert "selftest.bin" in _hook()["packaged_files"](bundle) and packaged.shipped(bundle["files"]["selftest.bin"])
+    patterns = [line.split()[1] for line in (ROOT / "MANIFEST.in").read_text().splitlines()
+                if line.startswith("include ")]  # a wheel built from the sdist needs them
+    for name in ships + ["manifest.json"]:
+        assert any(fnmatch.fnmatch(f"exported/bn_cnn/{name}", p) for p in patterns), name
+    assert not any(fnmatch.fnmatch(f"exported/bn_cnn/{n}", p) for n in ("model.pt", "checkpoint.pt") for p in patterns)
+
+
+def test_the_self_test_bundle_ships_and_runs_from_the_package(artifact_dir, tmp_path, monkeypatch, capsys):
+    """An export writes selftest.bin (listed in its manifest): the wheel carries it, so `verify --self-test`
+    checks the packaged model on the device without MNIST files, TorchScript reported as not shipped."""
+    assert (artifact_dir / "selftest.bin").is_file()
+    root = tmp_path / "site-packages" / "mnist_edge" / "models_data"
+    written = {p.name for p in _hook()["copy_default_model"](artifact_dir, root / "bn_cnn")}
+    assert "selftest.bin" in written and "model.pt" not in written
+    monkeypatch.setattr(packaged, "PACKAGED_ROOT", root)
+    monkeypatch.setattr(packaged, "CHECKOUT", tmp_path / "site-packages")
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", "--self-test"]) == 0  # torch is installed here: model.pt is still not run
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert " ok" in rows["model.onnx"] and " ok" in rows["model.int8.onnx"]
+    assert "not in the installed package" in rows["model.pt"]

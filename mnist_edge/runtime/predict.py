@@ -90,7 +90,6 @@ def predict_files(images, *, model: str | os.PathLike | None = None, device: str
     from mnist_edge.runtime.verify import read_verified
 
     require("images", "reading image files")  # no Pillow: one error now, not one per file after loading
-
     clf = load(model, device=device, threads=threads, strict=strict)  # a bad model or device fails the call
     data, digest, _ = read_verified(clf.path, None)
     if digest != clf.sha256:
