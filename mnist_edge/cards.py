@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_edge import artifacts as A
 from mnist_edge.errors import ArtifactError, UsageError
 from mnist_edge.io import format_size, sha256_file, write_text_atomic
 from mnist_edge.zoo import MODELS, get_spec
 
 FORMATS = (("eager", "PyTorch eager"), ("torchscript", "TorchScript"), ("onnx", "ONNX fp32"),
            ("int8", "ONNX int8"))
-FILES = {"model.pt": "TorchScript", "model.onnx": "ONNX fp32", "model.int8.onnx": "ONNX int8 (QDQ)"}
+FILES = {A.TORCHSCRIPT: "TorchScript", A.ONNX: "ONNX fp32", A.INT8: "ONNX int8 (QDQ)"}
 
 
 def _latency(bench: dict | None, fmt: str, batch: int, threads: int = 1):
@@ -48,7 +49,7 @@ def stale_formats(folder: Path, bench: dict | None) -> dict[str, str]:
     return out
 
 
-def model_pictures(folder: Path, data_root=None) -> list[Path]:
+def model_pictures(folder: Path, data_dir=None) -> list[Path]:
     """confusion.png (fp32, and int8 beside it when its predictions differ), misclassified.png (the fp32
     model's errors) and misclassified_int8.png (the digits where int8's label differs from fp32's), from
     the ONNX files on the 10,000 test images. Needs matplotlib and the MNIST test set."""
@@ -56,9 +57,9 @@ def model_pictures(folder: Path, data_root=None) -> list[Path]:
     from mnist_edge.data import load_mnist
     from mnist_edge.runtime import load
 
-    x, y = load_mnist("test", data_root)
+    x, y = load_mnist("test", data_dir)
     preds = {}
-    for precision, fname in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
+    for precision, fname in (("fp32", A.ONNX), ("int8", A.INT8)):
         if (folder / fname).is_file():
             preds[precision] = load(folder, precision=precision, threads=1).predict(x)
     if not preds:
@@ -97,7 +98,7 @@ def zoo_points(rows) -> list[dict]:
     """The zoo plot's points: ONNX fp32 and int8 of each model with a bench report (batch 1, 1 thread)."""
     points = []
     for name, man, _ckpt, bench in rows:
-        for fmt, fname, label in (("onnx", "model.onnx", "ONNX fp32"), ("int8", "model.int8.onnx", "ONNX int8")):
+        for fmt, fname, label in (("onnx", A.ONNX, "ONNX fp32"), ("int8", A.INT8, "ONNX int8")):
             row, f = _latency(bench, fmt, 1), man["files"].get(fname)
             if row and f and f.get("accuracy") is not None:
                 points.append({"model": name, "format": label, "latency_ms": row["p50_ms"],
@@ -124,7 +125,7 @@ def load_folder(folder: Path) -> tuple[dict, dict, dict | None]:
         bench = load_report(bench_path) if bench_path.exists() else None
     except UsageError as e:
         raise ArtifactError(f"cannot make the card of '{folder}': {e}") from None
-    return read_manifest(folder), read_checkpoint(folder / "checkpoint.pt"), bench
+    return read_manifest(folder), read_checkpoint(folder / A.CHECKPOINT), bench
 
 
 def _render(folder, fn, *args) -> str:
@@ -223,7 +224,7 @@ def int8_recipe_lines(manifest: dict) -> list[str]:
     rec = manifest.get("int8_recipe")
     if not rec:
         return []
-    q = manifest["files"]["model.int8.onnx"]["quantization"]
+    q = manifest["files"][A.INT8]["quantization"]
     changes = [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "percentile")
                if q.get(k) not in (None, [], False) and (k != "percentile" or q["calibration_method"] == "percentile")]
     lines = ["", f"**int8 recipe** ({rec['source']}): " + (", ".join(changes) or "onnxruntime's defaults")
@@ -277,12 +278,12 @@ PICTURES = ("confusion.png", "misclassified.png", "misclassified_int8.png")
 
 
 def write_cards(exported: str | Path = "exported", models: list[str] | None = None, *, pictures: bool = True,
-                data_root=None) -> list[Path]:
+                data_dir=None) -> list[Path]:
     """Write the card of each model folder present (or of ``models``) and the index over all present.
 
     A folder without artifacts (no manifest.json) is refused, and so is an ``exported`` folder holding no
     model folder at all: no card or index is written from nothing. ``pictures``: also draw each card's
-    pictures and the index's zoo.png (needs matplotlib and the MNIST test set, ``data_root``).
+    pictures and the index's zoo.png (needs matplotlib and the MNIST test set, ``data_dir``).
     """
     from mnist_edge import plots
     from mnist_edge.extras import require
@@ -290,7 +291,7 @@ def write_cards(exported: str | Path = "exported", models: list[str] | None = No
     require("train", "writing model cards (they read the checkpoints)", ("torch", "matplotlib"))
 
     exported = Path(exported)
-    present = [n for n in MODELS if (exported / n / "manifest.json").is_file()]
+    present = [n for n in MODELS if (exported / n / A.MANIFEST).is_file()]
     if not exported.is_dir():
         raise ArtifactError(f"{exported} is not a folder: nothing to write cards for")
     if not present and not models:
@@ -301,7 +302,7 @@ def write_cards(exported: str | Path = "exported", models: list[str] | None = No
         folder = exported / get_spec(name).name
         manifest, ckpt, bench = load_folder(folder)  # ArtifactError naming a folder without a manifest
         if pictures:
-            written += model_pictures(folder, data_root)
+            written += model_pictures(folder, data_dir)
         have = tuple(p for p in PICTURES if (folder / p).is_file())
         card = _render(folder, lambda: model_card(get_spec(name).name, manifest, ckpt, bench,
                                                   stale=stale_formats(folder, bench), pictures=have))

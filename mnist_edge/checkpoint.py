@@ -12,11 +12,12 @@ import json
 import os
 from pathlib import Path
 
-from mnist_edge.errors import CheckpointError, WriteError
+from mnist_edge import artifacts as A
+from mnist_edge.errors import CheckpointError, WriteError, first_line
 from mnist_edge.io import describe_os_error, read_regular
 
 FORMAT = "mnist-edge-checkpoint/1"
-DEFAULT_NAME = "checkpoint.pt"
+DEFAULT_NAME = A.CHECKPOINT
 
 
 def save_checkpoint(path: str | os.PathLike, *, model: str, state_dict: dict, recipe: dict, history: list,
@@ -102,7 +103,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                                   "code to load; mnist-edge never loads such files)") from None
         raise CheckpointError(f"checkpoint '{path}' cannot be read: not a torch checkpoint") from None
     except Exception as e:  # corrupt zip, truncated file, not a torch file
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        first = first_line(e, 200)
         raise CheckpointError(f"checkpoint '{path}' cannot be read: {type(e).__name__}: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"'{path}' is not an mnist-edge checkpoint (expected format {FORMAT!r})")

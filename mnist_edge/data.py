@@ -2,7 +2,7 @@
 
 numpy and the standard library only. Loaded arrays are verified against the SHA-256 of the original
 decompressed files, cached in-process and returned read-only (``.copy()`` for a writable one).
-Downloading lives in :mod:`mnist_edge.download`.
+Downloading lives in :mod:`mnist_edge.download`, which builds on this module (never the other way).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ DATASET_SHA256 = hashlib.sha256(
     "".join(f"{f.sha256}  {name}\n" for name, f in FILES.items()).encode()
 ).hexdigest()
 
-_SLACK = 4096  # bytes tolerated beyond the known size, so "too long" gets the parser's precise message
+SLACK = 4096  # bytes tolerated beyond the known size, so "too long" gets the parser's precise message
 _KINDS = {"images": (0x00000803, 16), "labels": (0x00000801, 8)}  # magic, header bytes
 _TORCHVISION_SUBDIR = Path("MNIST", "raw")
 
@@ -60,14 +60,14 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "mnist-edge"
 
 
-def data_home(root: str | os.PathLike | None = None) -> tuple[Path, str]:
-    """The one folder to use and why: ``root`` if given, else ``$MNIST_EDGE_DATA`` if set, else the cache.
+def data_home(data_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """The one folder to use and why: ``data_dir`` if given, else ``$MNIST_EDGE_DATA`` if set, else the cache.
 
     The first source that is given wins outright; we do not fall through to the next one, so that
     ``--data DIR`` or the env var never silently loads some other copy of the data.
     """
-    if root is not None:
-        return Path(root).expanduser().absolute(), "the data argument"
+    if data_dir is not None:
+        return Path(data_dir).expanduser().absolute(), "the data argument"
     env = os.environ.get(ENV_VAR)
     if env:  # may be relative (CI: ../shared/data/mnist): relative to the working directory
         return Path(env).expanduser().absolute(), f"${ENV_VAR}"
@@ -88,26 +88,26 @@ def _locate(folder: Path, names) -> dict[str, Path] | None:
     return None
 
 
-def download_hint(root=None) -> str:
-    """The command that fetches the files into the folder :func:`data_home` picks for ``root``."""
-    folder, source = data_home(root)
-    return "mnist-edge data download" + (f" --data {folder}" if root is not None else "")
+def download_hint(data_dir=None) -> str:
+    """The command that fetches the files into the folder :func:`data_home` picks for ``data_dir``."""
+    folder, source = data_home(data_dir)
+    return "mnist-edge data download" + (f" --data {folder}" if data_dir is not None else "")
 
 
-def _find(root, names) -> dict[str, Path]:
-    folder, source = data_home(root)
+def _find(data_dir, names) -> dict[str, Path]:
+    folder, source = data_home(data_dir)
     found = _locate(folder, names)
     if found is None:
         missing = [n for n in names if _locate(folder, (n,)) is None]
         raise DataNotFoundError(
             f"MNIST files not found in {folder} (from {source}; also looked in {folder / _TORCHVISION_SUBDIR}); "
-            f"missing: {', '.join(missing)}. Get them with: {download_hint(root)} "
+            f"missing: {', '.join(missing)}. Get them with: {download_hint(data_dir)} "
             f"(or point --data DIR / ${ENV_VAR} at a folder that holds them)"
         )
     return found
 
 
-def require_splits(root=None, splits=tuple(SPLITS)) -> None:
+def require_splits(data_dir=None, splits=tuple(SPLITS)) -> None:
     """Fail at once, in one line saying how to get them, when the files of ``splits`` are not there.
 
     Only looks for the files (no reading): commands call it before any other work.
@@ -115,7 +115,7 @@ def require_splits(root=None, splits=tuple(SPLITS)) -> None:
     for split in splits:
         if split not in SPLITS:
             raise UsageError(f"unknown split {split!r}; valid: {', '.join(map(repr, SPLITS))}")
-    _find(root, tuple(n for split in splits for n in SPLITS[split]))
+    _find(data_dir, tuple(n for split in splits for n in SPLITS[split]))
 
 
 class FileStatus(NamedTuple):
@@ -124,9 +124,9 @@ class FileStatus(NamedTuple):
     state: str  # "verified", "missing", or what is wrong with it
 
 
-def status(root: str | os.PathLike | None = None) -> tuple[Path, str, list[FileStatus]]:
+def status(data_dir: str | os.PathLike | None = None) -> tuple[Path, str, list[FileStatus]]:
     """Where the data is looked for, why there, and each of the four files: found and verified or not."""
-    folder, source = data_home(root)
+    folder, source = data_home(data_dir)
     rows = []
     for name, info in FILES.items():
         found = _locate(folder, (name,))
@@ -135,7 +135,7 @@ def status(root: str | os.PathLike | None = None) -> tuple[Path, str, list[FileS
             continue
         path = found[name]
         try:
-            data = read_capped(path, info.size + _SLACK)
+            data = read_capped(path, info.size + SLACK)
         except IdxFormatError as e:
             rows.append(FileStatus(name, path, f"unreadable: {e}"))
             continue
@@ -144,9 +144,9 @@ def status(root: str | os.PathLike | None = None) -> tuple[Path, str, list[FileS
     return folder, source, rows
 
 
-def find_mnist_dir(root: str | os.PathLike | None = None) -> Path:
+def find_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding the four IDX files: flat or MNIST/raw in the folder :func:`data_home` picks."""
-    return next(iter(_find(root, tuple(FILES)).values())).parent
+    return next(iter(_find(data_dir, tuple(FILES)).values())).parent
 
 
 def read_capped(path: Path, limit: int, gz: bool | None = None) -> bytes:
@@ -217,8 +217,8 @@ def _verify(data: bytes, path: Path, name: str) -> None:
 @functools.lru_cache(maxsize=4)
 def _load_verified(images: Path, labels: Path, _stamp: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Read, parse, cross-check and hash-verify one split; ``_stamp`` (sizes, mtimes) drops stale entries."""
-    raw_x = read_capped(images, FILES[_stem(images)].size + _SLACK)
-    raw_y = read_capped(labels, FILES[_stem(labels)].size + _SLACK)
+    raw_x = read_capped(images, FILES[_stem(images)].size + SLACK)
+    raw_y = read_capped(labels, FILES[_stem(labels)].size + SLACK)
     x = parse_idx(raw_x, str(images), "images")
     y = parse_idx(raw_y, str(labels), "labels")
     if len(x) != len(y):
@@ -236,35 +236,25 @@ def _stem(path: Path) -> str:
     return path.name[:-3] if path.name.endswith(".gz") else path.name
 
 
-def load_mnist(
-    split: str, root: str | os.PathLike | None = None, download: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+def load_mnist(split: str, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 [N,28,28] and labels uint8 [N] of ``split`` ("train" 60k, "test" 10k), read-only.
 
-    Hash-verified and cached in-process (``.copy()`` for writable arrays). With ``download=True``,
-    missing files are fetched into the folder :func:`data_home` picks.
+    Hash-verified and cached in-process (``.copy()`` for writable arrays). Missing files are fetched by
+    :func:`mnist_edge.download.download_mnist` (``mnist-edge data download``), never implicitly.
     """
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; valid: {', '.join(map(repr, SPLITS))}")
     names = SPLITS[split]
-    try:
-        found = _find(root, names)
-    except DataNotFoundError:
-        if not download:
-            raise
-        from mnist_edge.download import download_mnist
-
-        download_mnist(data_home(root)[0])
-        found = _find(root, names)
+    found = _find(data_dir, names)
     paths = [found[n].resolve() for n in names]
     stamp = tuple((s.st_size, s.st_mtime_ns) for s in map(os.stat, paths))
     return _load_verified(paths[0], paths[1], stamp)
 
 
-def data_sha256(root: str | os.PathLike | None = None) -> str:
-    """One hash naming the data set, after verifying both splits at ``root`` (see DATASET_SHA256)."""
+def data_sha256(data_dir: str | os.PathLike | None = None) -> str:
+    """One hash naming the data set, after verifying both splits at ``data_dir`` (see DATASET_SHA256)."""
     for split in SPLITS:
-        load_mnist(split, root)
+        load_mnist(split, data_dir)
     return DATASET_SHA256
 
 

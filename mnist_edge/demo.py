@@ -28,12 +28,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from mnist_edge import artifacts as A
+from mnist_edge.artifacts import ONNX_FILES, resolve
 from mnist_edge.errors import ArtifactError, MnistEdgeError, UsageError
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 WEB_DIR = Path("examples", "web")
-MODEL_DIR = Path("exported", "bn_cnn")
-MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 PAGE_FILES = ("index.html", "app.js", "digit.mjs", "selftest.mjs", "style.css")
 ORT_DIST = Path("node_modules", "onnxruntime-web", "dist")
 # The WebAssembly-only build of onnxruntime-web and the module + binary it loads (single-threaded use).
@@ -70,15 +70,14 @@ def find_ort_dist(web_dir: Path) -> Path:
     return dist
 
 
-def find_model_dir(model_dir=None) -> Path:
-    """The artifact folder: ``model_dir``, else exported/bn_cnn here or in the source checkout."""
-    candidates = [Path(model_dir)] if model_dir is not None else [Path.cwd() / MODEL_DIR, CHECKOUT / MODEL_DIR]
-    for d in candidates:
-        if any((d / name).is_file() for name in MODEL_FILES.values()):
-            return d.resolve()
-    names = " or ".join(MODEL_FILES.values())
-    raise ArtifactError(f"no model to serve: {' nor '.join(map(str, candidates))} holds {names}; pass "
-                        "--model-dir DIR, or create it with `mnist-edge export --model bn_cnn --quantize`")
+def find_model_dir(model=None) -> Path:
+    """The artifact folder to serve: ``model`` (a zoo name, a folder or a file in one) resolved by
+    :func:`mnist_edge.artifacts.resolve`, holding at least one ONNX file."""
+    folder = resolve(model).folder
+    if not any((folder / name).is_file() for name in ONNX_FILES.values()):
+        raise ArtifactError(f"no model to serve: {folder} holds neither {' nor '.join(ONNX_FILES.values())}; pass "
+                            "--model NAME_OR_DIR, or create it with `mnist-edge export --model bn_cnn --quantize`")
+    return folder.resolve()
 
 
 def check_models(model_dir: Path) -> tuple[dict, dict[str, bytes]]:
@@ -91,7 +90,7 @@ def check_models(model_dir: Path) -> tuple[dict, dict[str, bytes]]:
 
     files, blobs = {}, {}
     name = None
-    for precision, filename in MODEL_FILES.items():
+    for precision, filename in ONNX_FILES.items():
         path = model_dir / filename
         if not path.is_file():
             continue
@@ -103,13 +102,13 @@ def check_models(model_dir: Path) -> tuple[dict, dict[str, bytes]]:
         blobs[filename] = data
         files[precision] = {"url": f"models/{filename}", "bytes": len(data), "sha256": clf.sha256,
                             "verified": bool(clf.verified)}
-    if (model_dir / "manifest.json").is_file():
-        blobs["manifest.json"] = (model_dir / "manifest.json").read_bytes()
+    if (model_dir / A.MANIFEST).is_file():
+        blobs[A.MANIFEST] = (model_dir / A.MANIFEST).read_bytes()
     index = {"model": name, "model_dir": str(model_dir), "files": files}
     from mnist_edge.manifest import read_manifest, verify_files
     from mnist_edge.selftest import BUNDLE_NAME
 
-    manifest = read_manifest(model_dir) if (model_dir / "manifest.json").is_file() else None
+    manifest = read_manifest(model_dir) if (model_dir / A.MANIFEST).is_file() else None
     if manifest is not None and BUNDLE_NAME in manifest["files"]:  # the page self-tests each model with it
         verify_files(model_dir, [BUNDLE_NAME], manifest)
         data = (model_dir / BUNDLE_NAME).read_bytes()
@@ -208,12 +207,12 @@ class _Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
 
-def create_server(host: str = "127.0.0.1", port: int = 8000, model_dir=None, web_dir=None,
+def create_server(host: str = "127.0.0.1", port: int = 8000, model=None, web_dir=None,
                   quiet: bool = True) -> DemoServer:
     """Check everything (page, onnxruntime-web, models), then bind; ``port=0`` takes any free port."""
     web = find_web_dir(web_dir)
     dist = find_ort_dist(web)
-    models = find_model_dir(model_dir)
+    models = find_model_dir(model)
     index, blobs = check_models(models)
     if not 0 <= int(port) <= 65535:
         raise UsageError(f"port {port} is out of range 0-65535")
@@ -232,11 +231,11 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, model_dir=None, web_dir=None, quiet: bool = True,
+def serve(host: str = "127.0.0.1", port: int = 8000, model=None, web_dir=None, quiet: bool = True,
           open_browser: bool = False, out=None) -> int:
     """Serve the demo until interrupted; prints the address (first line: ``serving http://HOST:PORT/``)."""
     out = out or sys.stdout
-    server = create_server(host=host, port=port, model_dir=model_dir, web_dir=web_dir, quiet=quiet)
+    server = create_server(host=host, port=port, model=model, web_dir=web_dir, quiet=quiet)
     files = server.index["files"]
     print(f"mnist-edge demo: serving {server.url}", file=out, flush=True)
     print(f"  model {server.index['model']} ({', '.join(files)}) from {server.model_dir}", file=out, flush=True)

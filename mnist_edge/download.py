@@ -18,7 +18,7 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from mnist_edge.data import _SLACK, ENV_VAR, FILES, read_capped
+from mnist_edge.data import SLACK, ENV_VAR, FILES, read_capped
 from mnist_edge.errors import DataError, DownloadError, UsageError
 
 # Tried in order; each is a base URL to which "<name>.gz" is appended.
@@ -104,7 +104,7 @@ def download_mnist(
 
 def _is_valid(path: Path, name: str) -> bool:
     try:
-        data = read_capped(path, FILES[name].size + _SLACK, gz=True)
+        data = read_capped(path, FILES[name].size + SLACK, gz=True)
     except DataError:
         return False
     return hashlib.sha256(data).hexdigest() == FILES[name].sha256
@@ -125,7 +125,7 @@ def _fetch(url: str, name: str, final: Path, progress: bool, timeout: float, end
             os.fsync(out.fileno())
         info = FILES[name]
         try:
-            data = read_capped(Path(tmp), info.size + _SLACK, gz=True)
+            data = read_capped(Path(tmp), info.size + SLACK, gz=True)
         except DataError as e:
             raise _Failure(f"bad gzip data (truncated or oversized): {e}") from e
         found = hashlib.sha256(data).hexdigest()

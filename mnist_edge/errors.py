@@ -75,3 +75,10 @@ class DeviceError(MnistEdgeError):
 
 class SelfTestError(ArtifactError):
     """An artifact whose outputs on its own self-test images moved beyond the stated tolerance."""
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's text (at most ``limit`` characters), or its class name when empty:
+    what a one-line error quotes from a library's own exception."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__

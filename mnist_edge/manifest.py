@@ -38,11 +38,12 @@ import os
 import re
 from pathlib import Path
 
+from mnist_edge import artifacts as A
 from mnist_edge.errors import ArtifactError
 from mnist_edge.io import FileTooLargeError, describe_os_error, read_regular, sha256_file, write_text_atomic
 
 FORMAT = "mnist-edge-manifest/1"
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = A.MANIFEST
 MAX_MANIFEST_BYTES = 1 << 20  # ours are a few kB; refuse to parse anything huge
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # plain file names: no folders, no '..'
 _HEX64 = re.compile(r"[0-9a-f]{64}")

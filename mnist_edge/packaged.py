@@ -1,4 +1,4 @@
-"""Where exported models are found: the working directory, the source checkout, and the wheel's own copy.
+"""The default model the wheel carries, and which of its manifest's files a wheel leaves out.
 
 The wheel carries the default model so that `mnist-edge predict`, `verify` and `bench` work right after
 `pip install` on a device: the build (``setup.py``) copies the files of ``exported/bn_cnn`` that the
@@ -16,10 +16,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_MODEL = "bn_cnn"
 PACKAGE = Path(__file__).resolve().parent
 PACKAGED_ROOT = PACKAGE / "models_data"  # inside an installed wheel; absent in a source checkout
-CHECKOUT = PACKAGE.parent  # the repository root when running from a checkout (or an editable install)
 
 
 def torch_only(entry: dict) -> bool:
@@ -33,31 +31,10 @@ def shipped(entry: dict) -> bool:
     return not torch_only(entry)
 
 
-def _is_checkout(root: Path) -> bool:
-    return (root / "pyproject.toml").is_file() and (root / "exported").is_dir()
-
-
-def search_roots() -> list[Path]:
-    """Folders holding ``NAME/`` model folders, in the order they are tried: ``./exported``, the source
-    checkout's ``exported/`` (not in an installed wheel), then the models packaged in the wheel."""
-    roots = [Path.cwd() / "exported"]
-    if _is_checkout(CHECKOUT):
-        roots.append(CHECKOUT / "exported")
-    roots.append(PACKAGED_ROOT)
-    return list(dict.fromkeys(roots))
-
-
-def find_model_dir(name: str = DEFAULT_MODEL) -> Path | None:
-    """The first ``ROOT/name`` of :func:`search_roots` that is a folder, else None."""
-    for root in search_roots():
-        if (root / name).is_dir():
-            return root / name
-    return None
-
-
-def where_looked(name: str = DEFAULT_MODEL) -> str:
-    """The folders :func:`find_model_dir` tried, for error messages."""
-    return " nor ".join(str(root / name) for root in search_roots())
+def installed_model_dir(name: str) -> Path | None:
+    """The copy of model ``name`` installed with the package (a wheel's), else None (a source checkout)."""
+    folder = PACKAGED_ROOT / name
+    return folder if folder.is_dir() else None
 
 
 def is_packaged(folder: str | os.PathLike) -> bool:

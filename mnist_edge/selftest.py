@@ -34,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.errors import ArtifactError, SelfTestError
+from mnist_edge import artifacts as A
+from mnist_edge.errors import ArtifactError, SelfTestError, first_line
 
-BUNDLE_NAME = "selftest.bin"
+BUNDLE_NAME = A.SELFTEST
 FORMAT = "mnist-edge-selftest/1"
 MAGIC = b"MNSTEST1"
 ALIGN = 64
@@ -230,7 +231,7 @@ def run_self_test(folder: str | Path, *, device: str = "cpu", threads: int | Non
             problems.append(f"{name}: {e}")
             continue
         except Exception as e:  # noqa: BLE001 - a runtime's own exception classes: reported, never a traceback
-            row["status"], row["why"] = "failed", f"{type(e).__name__}: {_first_line(e)}"
+            row["status"], row["why"] = "failed", f"{type(e).__name__}: {first_line(e)}"
             problems.append(f"{name}: {row['why']}")
             continue
         diffs = [r["max_abs_diff"] for r in results if r["max_abs_diff"] is not None]
@@ -253,7 +254,7 @@ def run_self_test(folder: str | Path, *, device: str = "cpu", threads: int | Non
 def _runner(folder: Path, name: str, manifest: dict, device, threads, strict, torchscript, session_factory, used):
     """A function (images, batch_size) -> logits for file ``name``, or None when it cannot run here;
     records the device it runs on in ``used[name]``."""
-    from mnist_edge.runtime.verify import read_verified
+    from mnist_edge.runtime.hashcheck import read_verified
 
     entry = manifest["files"][name]
     if entry.get("format") == "onnx":
@@ -269,7 +270,7 @@ def _runner(folder: Path, name: str, manifest: dict, device, threads, strict, to
     if entry.get("format") == "torchscript":
         if torchscript is False or (torchscript is None and not _torch_available()):
             return None
-        from mnist_edge.export.torchscript import load_torchscript, torch_logits, torch_threads
+        from mnist_edge.torchrun import load_torchscript, torch_logits, torch_threads
 
         data, _, _ = read_verified(folder / name, manifest)
         module, _ = load_torchscript(data)
@@ -293,8 +294,3 @@ def _torch_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_edge.errors import DeviceError, TrainingError, UsageError, WriteError
-
-DEFAULT_RUNS = Path("runs")
+from mnist_edge.artifacts import RUNS as RUNS_DIR  # where checkpoints go by default (the layout's table)
+from mnist_edge.errors import TrainingError, UsageError, WriteError
 
 
 @dataclass
@@ -32,16 +31,25 @@ class TrainResult:
 
 def resolve_device(device: str):
     """'cpu', 'cuda' or 'cuda:N' as a torch.device; an absent CUDA is an error, never a silent CPU run."""
+    from mnist_edge.torchrun import torch_device
+
+    return torch_device(device)
+
+
+# recipe.optimizer -> how to build it (a plain dict: the registry of optimizers a recipe may name)
+OPTIMIZERS = {
+    "sgd": lambda torch, params, r: torch.optim.SGD(params, lr=r.lr, momentum=r.momentum),
+    "adam": lambda torch, params, r: torch.optim.Adam(params, lr=r.lr),
+}
+
+
+def make_optimizer(recipe, params):
+    """The recipe's optimizer; an unknown name is a UsageError listing the valid ones (never a default)."""
     import torch
 
-    if device == "cpu":
-        return torch.device("cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; "
-                              "use --device cpu or install a CUDA build of torch")
-        return torch.device(device)
-    raise UsageError(f"unknown device '{device}'; valid: cpu, cuda, cuda:N")
+    if recipe.optimizer not in OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {recipe.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[recipe.optimizer](torch, params, recipe)
 
 
 def make_recipe(spec, **overrides):
@@ -73,7 +81,7 @@ def _evaluate(net, prepare, images, labels, batch: int = 1000):
     return loss.item() / len(images), 100.0 * correct.item() / len(images)
 
 
-def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, seed: int = 0,
+def train(model: str, *, data_dir=None, epochs=None, batch_size=None, lr=None, seed: int = 0,
           device: str = "cpu", out=None, limit_train: int | None = None, progress: bool = False,
           plot: bool = True, threads: int | None = None, test_each_epoch: bool = True) -> TrainResult:
     """Train registry model ``model`` by its recipe; write a checkpoint (and curves PNG) to ``out``.
@@ -85,7 +93,7 @@ def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, 
     from mnist_edge.extras import require
 
     require("train", "training", ("torch",))
-    require_splits(data_root)  # before any other work: say how to get the data
+    require_splits(data_dir)  # before any other work: say how to get the data
     import torch
     import torch.nn.functional as F
 
@@ -108,8 +116,8 @@ def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, 
     torch.manual_seed(seed)
     gen = torch.Generator(device=dev).manual_seed(seed)
 
-    x_all, y_all = load_mnist("train", root=data_root)
-    x_test, y_test = load_mnist("test", root=data_root)
+    x_all, y_all = load_mnist("train", data_dir=data_dir)
+    x_test, y_test = load_mnist("test", data_dir=data_dir)
     train_idx, val_idx = (train_val_split(len(x_all), recipe.val_size, seed) if recipe.val_size
                           else (torch.randperm(len(x_all), generator=torch.Generator().manual_seed(seed)).numpy(), None))
     if limit_train:
@@ -124,10 +132,7 @@ def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, 
 
     edge = build_edge_model(spec).to(dev)
     net, prepare = edge.net, edge.prepare
-    if recipe.optimizer == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum)
-    else:
-        opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
+    opt = make_optimizer(recipe, net.parameters())
     sched = torch.optim.lr_scheduler.StepLR(opt, recipe.step_size, recipe.gamma) if recipe.step_size else None
     augment = AUGMENTATIONS[recipe.augment] if recipe.augment else None
 
@@ -193,7 +198,7 @@ def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, 
                    "device": str(dev), "device_name": _device_name(dev), "threads": torch.get_num_threads(),
                    "seed": seed, "train_images": n, "limit_train": limit_train}
         save_checkpoint(ckpt_path, model=model, state_dict=net.state_dict(), recipe=recipe.to_dict(),
-                        history=history, data_sha256=data_sha256(data_root), metrics=metrics)
+                        history=history, data_sha256=data_sha256(data_dir), metrics=metrics)
         if plot:
             from mnist_edge.plots import plot_history
 
@@ -210,7 +215,7 @@ def train(model: str, *, data_root=None, epochs=None, batch_size=None, lr=None, 
 def _device_name(dev) -> str:
     import torch
 
-    from mnist_edge.bench.environment import cpu_model
+    from mnist_edge.machine import cpu_model
 
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model()
 

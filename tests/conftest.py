@@ -76,7 +76,7 @@ def short_trained(mnist_dir, tmp_path_factory):
 
             recipe = get_spec(name).recipe
             t0 = time.perf_counter()
-            result = train(name, data_root=mnist_dir, limit_train=SHORT_TRAIN_IMAGES,
+            result = train(name, data_dir=mnist_dir, limit_train=SHORT_TRAIN_IMAGES,
                            epochs=SHORT_TRAIN_EPOCHS.get(name, 1),
                            batch_size=min(recipe.batch_size, 64),  # LeNet's 600 would give only 17 steps
                            seed=0, out=root / name / "checkpoint.pt", plot=False, threads=1,

@@ -196,7 +196,7 @@ class Targets:
     def _manifest(self, kind: str, data: bytes) -> str:
         from mnist_edge.export.verify import verify_artifacts
         from mnist_edge.manifest import read_manifest
-        from mnist_edge.runtime.verify import pick_file
+        from mnist_edge.runtime.hashcheck import pick_file
 
         (self.artifacts / "manifest.json").write_bytes(data)
         manifest = read_manifest(self.artifacts)

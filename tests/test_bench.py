@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from mnist_edge import contract as C
-from mnist_edge.bench import advice, environment, report, runner, timing
+from mnist_edge import machine as environment
+from mnist_edge.bench import advice, report, runner, timing
 from mnist_edge.bench.formats import FORMATS
 from mnist_edge.cli import main
 from mnist_edge.errors import UnknownModelError, UsageError
@@ -174,7 +175,7 @@ def test_pi_board_throttling_and_32_bit_os_messages():
 
 
 def test_environment_is_collected_without_importing_onnxruntime():
-    code = ("import sys, json; from mnist_edge.bench.environment import collect_environment; "
+    code = ("import sys, json; from mnist_edge.machine import collect_environment; "
             "env = collect_environment(); json.dumps(env); "
             "print('onnxruntime' in sys.modules, 'torch' in sys.modules, env['versions']['onnxruntime'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -325,8 +326,7 @@ def test_options_are_checked_with_the_valid_choices(tiny, tmp_path, monkeypatch)
         runner.run_bench(tiny, threads=["two"])
     with pytest.raises(UsageError, match="batch sizes"):
         runner.run_bench(tiny, batch_sizes=[0])
-    with pytest.raises(UsageError, match="not the file"):
-        runner.resolve_folder(tiny / "model.onnx")
+    assert runner.resolve_folder(tiny / "model.onnx") == tiny  # a file stands for its folder
     with pytest.raises(UnknownModelError, match="bn_cnn"):
         runner.resolve_folder("bn_cn")
     assert runner.parse_threads([1, "all", "1"]) == [1] + ([environment.usable_cores()]

@@ -18,7 +18,7 @@ def carded(model_dir, mnist_dir, tmp_path_factory):
     """A copy of exported/bn_cnn with its cards and pictures written (once for the module)."""
     root = tmp_path_factory.mktemp("cards") / "exported"
     shutil.copytree(model_dir, root / "bn_cnn", ignore=shutil.ignore_patterns(*cards.PICTURES, "README.md"))
-    written = cards.write_cards(root, pictures=True, data_root=mnist_dir)
+    written = cards.write_cards(root, pictures=True, data_dir=mnist_dir)
     return root, written
 
 

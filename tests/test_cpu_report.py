@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_edge.bench import advice, environment, hwcaps, report, runner
+from mnist_edge import hwcaps, machine as environment
+from mnist_edge.bench import advice, report, runner
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "cpu"
 

@@ -76,7 +76,7 @@ def test_load_real_split(mnist_dir, split, n):
     assert set(np.unique(y)) == set(range(10))
     assert 0 < x.mean() < 255
     # cached and read-only: a caller cannot corrupt what the next caller gets
-    x2, y2 = load_mnist(split, root=mnist_dir)
+    x2, y2 = load_mnist(split, data_dir=mnist_dir)
     assert x2 is x and y2 is y
     assert not x.flags.writeable and not y.flags.writeable
     with pytest.raises(ValueError):
@@ -97,7 +97,7 @@ def test_data_sha256(mnist_dir):
 
 def test_unknown_split_lists_choices(mnist_dir):
     with pytest.raises(UsageError, match="'train', 'test'"):
-        load_mnist("val", root=mnist_dir)
+        load_mnist("val", data_dir=mnist_dir)
 
 
 def test_no_torch_import():
@@ -113,7 +113,7 @@ def test_flat_and_torchvision_layouts(mnist_dir, tmp_path):
     assert find_mnist_dir(flat) == flat
     tv = link_all(mnist_dir, tmp_path / "tv" / "MNIST" / "raw")
     assert find_mnist_dir(tmp_path / "tv") == tv
-    assert load_mnist("test", root=tmp_path / "tv")[0].shape == (10000, 28, 28)
+    assert load_mnist("test", data_dir=tmp_path / "tv")[0].shape == (10000, 28, 28)
 
 
 def test_plain_and_gz_files(mnist_dir, tmp_path):
@@ -128,10 +128,10 @@ def test_plain_and_gz_files(mnist_dir, tmp_path):
         else:
             (folder / f"{name}.gz").write_bytes(blob if src.suffix == ".gz" else gzip.compress(blob, 1))
     assert find_mnist_dir(folder) == folder
-    x, y = load_mnist("test", root=folder)
-    x0, y0 = load_mnist("test", root=mnist_dir)
+    x, y = load_mnist("test", data_dir=folder)
+    x0, y0 = load_mnist("test", data_dir=mnist_dir)
     assert np.array_equal(x, x0) and np.array_equal(y, y0)
-    assert load_mnist("train", root=folder)[0].shape == (60000, 28, 28)
+    assert load_mnist("train", data_dir=folder)[0].shape == (60000, 28, 28)
 
 
 def test_resolution_order(mnist_dir, tmp_path, monkeypatch):
@@ -226,14 +226,14 @@ def write_test_split(folder: Path, images: bytes, labels: bytes, gz: bool = Fals
 def test_load_count_mismatch(tmp_path, gz):
     folder = write_test_split(tmp_path / "d", idx_images(3), idx_labels([1, 2]), gz)
     with pytest.raises(IdxFormatError, match="3 images but .*2 labels") as info:
-        load_mnist("test", root=folder)
+        load_mnist("test", data_dir=folder)
     assert "t10k-images-idx3-ubyte" in str(info.value)
 
 
 def test_load_bad_label_names_file(tmp_path):
     folder = write_test_split(tmp_path / "d", idx_images(2), idx_labels([1, 11]))
     with pytest.raises(IdxFormatError, match="t10k-labels-idx1-ubyte.*label 11"):
-        load_mnist("test", root=folder)
+        load_mnist("test", data_dir=folder)
 
 
 def test_checksum_mismatch(mnist_dir, tmp_path):
@@ -245,7 +245,7 @@ def test_checksum_mismatch(mnist_dir, tmp_path):
     (folder / f"{TEST_NAMES[0]}.gz").symlink_to(real(mnist_dir, TEST_NAMES[0]))
     (folder / TEST_NAMES[1]).write_bytes(bytes(labels))
     with pytest.raises(ChecksumError) as info:
-        load_mnist("test", root=folder)
+        load_mnist("test", data_dir=folder)
     msg = str(info.value)
     assert TEST_NAMES[1] in msg and FILES[TEST_NAMES[1]].sha256 in msg
     assert hashlib.sha256(labels).hexdigest() in msg
@@ -254,7 +254,7 @@ def test_checksum_mismatch(mnist_dir, tmp_path):
 def test_checksum_small_synthetic(tmp_path):
     folder = write_test_split(tmp_path / "d", idx_images(2), idx_labels([1, 2]))
     with pytest.raises(ChecksumError, match="t10k-images-idx3-ubyte"):
-        load_mnist("test", root=folder)
+        load_mnist("test", data_dir=folder)
 
 
 def test_gzip_bomb_and_corrupt_gzip(tmp_path):
@@ -262,10 +262,10 @@ def test_gzip_bomb_and_corrupt_gzip(tmp_path):
     bomb = idx_labels([1]) + bytes(4 << 20)  # 4 MiB of zeros for a 10 kB file
     (folder / f"{TEST_NAMES[1]}.gz").write_bytes(gzip.compress(bomb, 9))
     with pytest.raises(IdxFormatError, match="t10k-labels-idx1-ubyte.*more than"):
-        load_mnist("test", root=folder)
+        load_mnist("test", data_dir=folder)
     (folder / f"{TEST_NAMES[1]}.gz").write_bytes(gzip.compress(idx_labels([1]))[:-6])
     with pytest.raises(IdxFormatError, match="t10k-labels-idx1-ubyte.*not a readable gzip"):
-        load_mnist("test", root=folder)
+        load_mnist("test", data_dir=folder)
 
 
 # --- download (local server only) ---------------------------------------------------------------------
@@ -330,7 +330,7 @@ def test_download_first_mirror_fails_second_succeeds(server, tmp_path, capsys):
     assert raw == dest / "MNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == sorted(f"{n}.gz" for n in FILES)
     assert "t10k-labels" in capsys.readouterr().err  # a progress bar or line on stderr
-    x, y = load_mnist("train", root=dest)
+    x, y = load_mnist("train", data_dir=dest)
     assert x.shape == (60000, 28, 28) and y.shape == (60000,)
     # files already there and valid are kept: no mirror is contacted
     download_mnist(dest, mirrors=[f"{server}/empty/"], progress=False)
@@ -387,7 +387,8 @@ def test_load_with_download_uses_user_cache(server, tmp_path, monkeypatch):
     monkeypatch.setattr(download, "MIRRORS", [f"{server}/good/"])
     with pytest.raises(DataNotFoundError):
         load_mnist("test")
-    x, y = load_mnist("test", download=True)
+    download.download_mnist(data.data_home()[0], progress=False)  # into the per-user cache
+    x, y = load_mnist("test")
     assert x.shape == (10000, 28, 28)
     assert find_mnist_dir() == tmp_path / "xdg" / "mnist-edge" / "MNIST" / "raw"
 
@@ -409,7 +410,7 @@ def test_train_val_split():
 
 
 def test_class_balanced_indices(mnist_dir):
-    _, y = load_mnist("train", root=mnist_dir)
+    _, y = load_mnist("train", data_dir=mnist_dir)
     idx = class_balanced_indices(y, 1000, seed=0)
     assert len(np.unique(idx)) == 1000
     assert np.bincount(y[idx], minlength=10).tolist() == [100] * 10

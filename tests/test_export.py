@@ -126,7 +126,7 @@ def test_zoo_model_exports_and_passes_every_gate(name, short_trained, exported_b
     trained = short_trained(name)
     folder = tmp_path / name
     result = pipeline.export_model(name, checkpoint=trained.checkpoint, out=folder, quantize=True,
-                                   data_root=mnist_dir, eval_limit=ZOO_EVAL_LIMIT, thresholds=SHORT_TRAINED_THRESHOLDS)
+                                   data_dir=mnist_dir, eval_limit=ZOO_EVAL_LIMIT, thresholds=SHORT_TRAINED_THRESHOLDS)
     assert all(c.passed for c in result.checks) and result.out == folder
     assert_export_folder(folder, name, trained.checkpoint, ZOO_EVAL_LIMIT, SHORT_TRAINED_THRESHOLDS)
 
@@ -221,7 +221,7 @@ def test_int8_calibrated_on_blank_images_fails_the_int8_gate(artifact_dir, short
     before = snapshot(out)
     with pytest.raises(GateError) as e:
         pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=out, quantize=True,
-                              data_root=mnist_dir, eval_limit=1000,
+                              data_dir=mnist_dir, eval_limit=1000,
                               calibration_images=np.zeros((200, 28, 28), np.uint8))
     msg = str(e.value)
     assert "model.int8.onnx @ batch 1: agreement_pct" in msg and "model.int8.onnx @ batch 64: accuracy_drop_pp" in msg
@@ -248,7 +248,7 @@ def test_a_batch_size_baked_into_the_onnx_file_fails_the_gate(artifact_dir, shor
     before = snapshot(out)
     with pytest.raises(GateError) as e:
         pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=out,
-                              data_root=mnist_dir, eval_limit=640)
+                              data_dir=mnist_dir, eval_limit=640)
     msg = str(e.value)
     assert "model.onnx: contract failed: input batch dimension is fixed at 64" in msg
     assert "model.onnx @ batch 1: max_abs_diff failed" in msg and "model.onnx @ batch 7: max_abs_diff failed" in msg
@@ -308,7 +308,7 @@ def test_a_failed_or_interrupted_export_leaves_the_previous_folder_byte_identica
     expected = ExportError if isinstance(exc, OSError) else type(exc)
     with pytest.raises(expected) as e:
         pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=out,
-                              quantize=target in ("export_onnx", "quantize_int8"), data_root=mnist_dir,
+                              quantize=target in ("export_onnx", "quantize_int8"), data_dir=mnist_dir,
                               eval_limit=500)
     if expected is ExportError:
         assert "is unchanged" in str(e.value)
@@ -339,7 +339,7 @@ def test_ctrl_c_just_after_the_swap_reports_the_new_folder_and_leftovers_of_kill
     forget_replaced()
     with pytest.raises(KeyboardInterrupt):
         pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=out,
-                              data_root=mnist_dir, eval_limit=300)
+                              data_dir=mnist_dir, eval_limit=300)
     msg = interrupted_message()  # what the CLI prints for a KeyboardInterrupt
     assert msg.startswith(f"interrupted after replacing {out} (complete and in place)"), msg
     assert "model.int8.onnx" not in {p.name for p in out.iterdir()}  # the new (non-quantized) export is there
@@ -354,7 +354,7 @@ def test_a_new_export_carries_other_files_over_and_drops_stale_artifacts(artifac
     os.chmod(out, 0o750)
     monkeypatch.setattr(swap, "_exchange", lambda a, b: False)  # exercise the two-rename swap too
     result = pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=out,
-                                   data_root=mnist_dir, eval_limit=300)
+                                   data_dir=mnist_dir, eval_limit=300)
     names = {p.name for p in out.iterdir()}
     assert names == {"checkpoint.pt", "model.pt", "model.onnx", "manifest.json", "selftest.bin",
                      "notes.txt"}  # no stale int8
@@ -372,7 +372,7 @@ def test_default_paths_use_the_committed_checkpoint_in_exported_name(short_train
     committed.parent.mkdir(parents=True)
     shutil.copyfile(short_trained("mlp").checkpoint, committed)
     before = committed.read_bytes()
-    result = pipeline.export_model("mlp", data_root=mnist_dir, eval_limit=200)
+    result = pipeline.export_model("mlp", data_dir=mnist_dir, eval_limit=200)
     assert result.out == Path("exported/mlp")
     assert committed.read_bytes() == before  # the committed checkpoint survives the folder swap
     assert verify_files(committed.parent)["files"]["checkpoint.pt"]["sha256"] == sha256_file(committed)

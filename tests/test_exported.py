@@ -25,7 +25,7 @@ REQUIRED = ("checkpoint.pt", "model.pt", "model.onnx", "model.int8.onnx", "manif
 
 @pytest.fixture(scope="module")
 def test_set(mnist_dir):
-    x, y = load_mnist("test", root=mnist_dir)
+    x, y = load_mnist("test", data_dir=mnist_dir)
     return x[:, None].copy(), y  # writable: torch.from_numpy warns on read-only arrays
 
 

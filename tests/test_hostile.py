@@ -444,7 +444,7 @@ def test_8_verify_refuses_external_data_in_a_sparse_initializer(tmp_path, mnist_
     write_manifest(tmp_path, {"model": "mlp", "evaluation": {"images": 10, "batch_sizes": [2]}, "files": {
         "model.onnx": {"kind": "model", "format": "onnx", "accuracy": 10.0, **file_record(tmp_path / "model.onnx")}}})
     with pytest.raises(ArtifactError, match="model.onnx: model.onnx keeps 1 tensor.*external data"):
-        verify_artifacts(tmp_path, data_root=mnist_dir)
+        verify_artifacts(tmp_path, data_dir=mnist_dir)
     with pytest.raises(ArtifactError, match="external data"):
         load(tmp_path)  # predict refuses the same file
 
@@ -495,7 +495,7 @@ def test_10_training_that_diverges_is_an_error_and_writes_nothing(mnist_dir, tmp
 
     out = tmp_path / "checkpoint.pt"
     with pytest.raises(TrainingError, match=r"training mlp diverged in epoch 1: the loss is (nan|inf).*smaller --lr"):
-        train("mlp", data_root=mnist_dir, epochs=1, batch_size=32, limit_train=256, lr=1e30, out=out, plot=False,
+        train("mlp", data_dir=mnist_dir, epochs=1, batch_size=32, limit_train=256, lr=1e30, out=out, plot=False,
               threads=1)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
@@ -564,7 +564,7 @@ def test_12_a_pickle_with_a_payload_is_refused_as_not_weights_only(tmp_path, pro
 def test_12_verify_no_torchscript_says_so(model_dir, mnist_dir):
     from mnist_edge.export.verify import verify_artifacts
 
-    report = verify_artifacts(model_dir, data_root=mnist_dir, torchscript=False)
+    report = verify_artifacts(model_dir, data_dir=mnist_dir, torchscript=False)
     status = {r["file"]: r["status"] for r in report.rows}
     assert status["model.pt"] == "skipped (--no-torchscript)" and status["model.onnx"] == "ok"
 

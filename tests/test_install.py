@@ -62,15 +62,17 @@ def installed(model_dir, tmp_path, monkeypatch) -> Path:
     root = tmp_path / "site-packages" / "mnist_edge" / "models_data"
     _hook()["copy_default_model"](model_dir, root / "bn_cnn")
     monkeypatch.setattr(packaged, "PACKAGED_ROOT", root)
-    monkeypatch.setattr(packaged, "CHECKOUT", tmp_path / "site-packages")  # no pyproject.toml: not a checkout
     (tmp_path / "home").mkdir()
     monkeypatch.chdir(tmp_path / "home")
     return root / "bn_cnn"
 
 
 def test_the_packaged_model_is_the_default_everywhere(installed):
-    assert packaged.search_roots() == [Path.cwd() / "exported", installed.parent]
-    assert classifier.default_model_path() == installed / "model.int8.onnx"
+    from mnist_edge.artifacts import resolve
+
+    assert resolve() == resolve("bn_cnn") == resolve("BN_CNN")
+    assert resolve().folder == installed and resolve().found == "installed with the package"
+    assert classifier.resolve_model()[0] == installed / "model.int8.onnx"
     clf = load()
     assert clf.verified and clf.model == "bn_cnn" and clf.precision == "int8"
     from mnist_edge.bench.runner import resolve_folder
@@ -84,7 +86,7 @@ def test_verify_of_the_packaged_folder_checks_what_is_there_and_names_what_is_ab
     assert sorted(report.absent) == ["checkpoint.pt", "model.pt"]
     status = {r["file"]: r["status"] for r in report.rows}
     assert status == {"checkpoint.pt": ABSENT, "model.pt": ABSENT, "model.onnx": "hash ok",
-                      "model.int8.onnx": "hash ok"}
+                      "model.int8.onnx": "hash ok", "selftest.bin": "hash ok"}
     assert main(["verify", "--data", str(mnist_dir)]) == 0  # no DIR: the default model, accuracy checked
     out = capsys.readouterr().out
     assert f"in {installed}/" in out and "left out of the installed package" in out
@@ -108,7 +110,7 @@ def test_a_packaged_file_that_is_shipped_must_be_there_and_intact(installed, tmp
 
 def test_the_working_directory_comes_before_the_package(installed, model_dir):
     shutil.copytree(model_dir, Path.cwd() / "exported" / "bn_cnn")
-    assert classifier.default_model_path() == Path.cwd() / "exported" / "bn_cnn" / "model.int8.onnx"
+    assert classifier.resolve_model()[0] == Path("exported") / "bn_cnn" / "model.int8.onnx"  # relative to cwd
 
 
 def test_help_marks_the_commands_that_need_an_extra(capsys):
@@ -175,7 +177,6 @@ def test_the_self_test_bundle_ships_and_runs_from_the_package(artifact_dir, tmp_
     written = {p.name for p in _hook()["copy_default_model"](artifact_dir, root / "bn_cnn")}
     assert "selftest.bin" in written and "model.pt" not in written
     monkeypatch.setattr(packaged, "PACKAGED_ROOT", root)
-    monkeypatch.setattr(packaged, "CHECKOUT", tmp_path / "site-packages")
     monkeypatch.chdir(tmp_path)
     assert main(["verify", "--self-test"]) == 0  # torch is installed here: model.pt is still not run
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}

@@ -78,12 +78,12 @@ def test_default_model_is_exported_bn_cnn_int8(artifact_dir, pngs, capsys, tmp_p
 
 
 def test_absent_default_model_says_what_to_do(pngs, capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(classifier, "DEFAULT_MODEL", classifier.DEFAULT_MODEL.with_name("absent.onnx"))
+    monkeypatch.chdir(tmp_path)  # no exported/bn_cnn here, and this checkout installs no packaged copy
     code, out, err = _run(capsys, "predict", pngs[0][0])
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert "mnist-edge export --model bn_cnn --quantize" in err and "pass a model file or folder" in err
+    assert "mnist-edge export --model bn_cnn --quantize" in err and "pass --model DIR" in err
+    assert f"no exported/bn_cnn/ in {tmp_path}" in err
 
 
 @pytest.mark.parametrize("case, expected", [

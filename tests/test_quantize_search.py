@@ -38,14 +38,14 @@ BAD = CHEAP.with_(calibration_method="percentile", percentile=99.9)
 
 @pytest.fixture(scope="module")
 def test_images(mnist_dir):
-    x, y = load_mnist("test", root=mnist_dir)
+    x, y = load_mnist("test", data_dir=mnist_dir)
     return np.ascontiguousarray(x[:EVAL, None]), y[:EVAL]
 
 
 @pytest.fixture(scope="module")
 def one_class(mnist_dir):
     """100 training images of the digit 1 only: a deliberately bad calibration set."""
-    x, y = load_mnist("train", root=mnist_dir)
+    x, y = load_mnist("train", data_dir=mnist_dir)
     images = x[y == 1][:100]
     return images, dict(custom_source(images), only_class=1)
 
@@ -189,7 +189,7 @@ def test_an_int8_gate_failure_in_export_names_the_three_worst_tensors(artifact_d
                                                                       tmp_path):
     with pytest.raises(GateError) as e:
         pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=tmp_path / "o",
-                              quantize=True, data_root=mnist_dir, eval_limit=300, quantize_options=CHEAP,
+                              quantize=True, data_dir=mnist_dir, eval_limit=300, quantize_options=CHEAP,
                               calibration_images=np.zeros((100, 28, 28), np.uint8))
     msg = str(e.value)
     assert "worst int8 tensors: " in msg and msg.count(" dB, accumulated") == 3
@@ -204,7 +204,7 @@ def test_export_uses_the_recipe_and_records_the_recommended_file(short_trained, 
            "options": CHEAP.with_(keep_float=("Conv[0]",)).to_dict()}
     recipe = recipes.write_json(doc, tmp_path / "recipe.json")
     result = pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=tmp_path / "o",
-                                   quantize=True, data_root=mnist_dir, eval_limit=300, recipe=recipe)
+                                   quantize=True, data_dir=mnist_dir, eval_limit=300, recipe=recipe)
     m = result.manifest
     assert m["recommended"] == "model.onnx" and m["int8_recipe"]["verdict"] == "does not pay"
     assert m["int8_recipe"]["source"] == str(recipe)

@@ -78,7 +78,7 @@ def test_committed_bn_cnn_reexports_to_the_committed_files(artifact_dir, mnist_d
         assert int8_differences(ours, theirs) == []
     from mnist_edge.data import load_mnist
 
-    x, _ = load_mnist("test", root=mnist_dir)
+    x, _ = load_mnist("test", data_dir=mnist_dir)
     x = np.ascontiguousarray(x[:, None])
     assert np.array_equal(ort_logits(make_session(ours), x, 1000).argmax(1),
                           ort_logits(make_session(theirs), x, 1000).argmax(1))
@@ -124,7 +124,7 @@ sys.path.insert(0, sys.argv[1])
 from mnist_edge.export import export_model
 import mnist_edge
 assert mnist_edge.__file__.startswith(sys.argv[1]), mnist_edge.__file__
-export_model("mlp", checkpoint=sys.argv[2], out=sys.argv[3], quantize=True, data_root=sys.argv[4],
+export_model("mlp", checkpoint=sys.argv[2], out=sys.argv[3], quantize=True, data_dir=sys.argv[4],
              eval_limit=200, thresholds=__import__("json").loads(sys.argv[5]))
 """
 

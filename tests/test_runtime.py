@@ -130,7 +130,7 @@ def test_probabilities_are_the_softmax_of_the_logits_and_match_the_graphs_fp32_o
     logits, probs = raw.run(None, {"image": x[:, None]})
     p = fp32.predict(x)
     assert np.allclose(p.logits, logits, atol=1e-6) and np.allclose(p.probabilities, probs, atol=1e-6)
-    # int8: the graph's own probabilities are quantized (steps of 1/255); ours come from its logits
+    # int8: probabilities come from the logits (softmax in float64): rows sum to 1, labels are the argmax
     q = int8.predict(x)
     assert np.allclose(q.probabilities.sum(1), 1, atol=1e-5) and np.array_equal(q.labels, q.logits.argmax(1))
 

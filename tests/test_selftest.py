@@ -166,7 +166,7 @@ def test_self_test_refuses_a_changed_or_stale_bundle(artifact_dir, tmp_path):
 # --- node placement and strict mode ------------------------------------------------------------------------
 
 def test_placement_counts_every_node_on_the_cpu(artifact_dir):
-    from mnist_edge.runtime.placement import describe, measure_placement
+    from mnist_edge.runtime.placement import measure_placement, summary as describe
 
     data = (artifact_dir / "model.int8.onnx").read_bytes()
     p = measure_placement(data, source="int8", device="cpu", threads=1)
@@ -177,7 +177,7 @@ def test_placement_counts_every_node_on_the_cpu(artifact_dir):
 
 
 def test_placement_from_profile_and_strict_check():
-    from mnist_edge.runtime.placement import check_strict, describe, placement_from_profile
+    from mnist_edge.runtime.placement import check_strict, placement_from_profile, summary as describe
 
     def ev(node, provider, op):
         return {"cat": "Node", "name": f"{node}_kernel_time", "args": {"provider": provider, "op_name": op}}
@@ -218,11 +218,11 @@ def test_predict_and_bench_report_placement(artifact_dir, tmp_path):
     from PIL import Image
 
     from mnist_edge.bench.formats import FORMATS
-    from mnist_edge.runtime import predict_files
+    from mnist_edge.runtime import classify_files
 
     _, arrays, _ = read_bundle(artifact_dir)
     Image.fromarray(arrays["images"][0, 0]).save(tmp_path / "d.png")
-    out = predict_files([tmp_path / "d.png"], model=artifact_dir, strict=True)
+    out = classify_files([tmp_path / "d.png"], model=artifact_dir, strict=True)
     assert out["model"]["placement"]["nodes"] == {"CPUExecutionProvider": out["model"]["placement"]["total"]}
     loaded = FORMATS["int8"].load(artifact_dir / "model.int8.onnx", "cpu", 1)
     assert loaded.placement()["provider"] == "CPUExecutionProvider"

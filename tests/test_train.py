@@ -17,7 +17,7 @@ from mnist_edge.zoo import get_spec
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory, mnist_dir):
     out = tmp_path_factory.mktemp("train") / "checkpoint.pt"
-    return train("mlp", data_root=mnist_dir, epochs=1, limit_train=3000, seed=1, out=out)
+    return train("mlp", data_dir=mnist_dir, epochs=1, limit_train=3000, seed=1, out=out)
 
 
 def test_one_short_epoch_lifts_accuracy_far_above_chance(short_run):
@@ -39,16 +39,16 @@ def test_checkpoint_round_trip_gives_identical_outputs(short_run, mnist_dir):
 
 
 def test_training_is_deterministic_for_a_seed(mnist_dir):
-    a = train("bn_cnn", data_root=mnist_dir, epochs=1, limit_train=512, seed=3, plot=False,
+    a = train("bn_cnn", data_dir=mnist_dir, epochs=1, limit_train=512, seed=3, plot=False,
               test_each_epoch=False)
-    b = train("bn_cnn", data_root=mnist_dir, epochs=1, limit_train=512, seed=3, plot=False,
+    b = train("bn_cnn", data_dir=mnist_dir, epochs=1, limit_train=512, seed=3, plot=False,
               test_each_epoch=False)
     for (ka, va), (kb, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka
 
 
 def test_validation_selection_uses_the_validation_split(mnist_dir):
-    r = train("cnn_dropout", data_root=mnist_dir, epochs=2, limit_train=1000, seed=0, plot=False,
+    r = train("cnn_dropout", data_dir=mnist_dir, epochs=2, limit_train=1000, seed=0, plot=False,
               test_each_epoch=False)
     best = min(r.history, key=lambda h: h["val_loss"])
     assert r.selected == f"val_loss@{best['epoch']}"

@@ -18,9 +18,11 @@ import pytest
 
 from mnist_edge.cli import main
 from mnist_edge.errors import ArtifactError, ContractError
-from mnist_edge.export.ort_eval import inspect_onnx, runtime_limits
+from mnist_edge.export.ort_eval import runtime_limits
 from mnist_edge.export.verify import verify_artifacts
-from mnist_edge.manifest import MANIFEST_NAME, read_manifest, seal, verify_files, write_manifest
+from mnist_edge.contract import META_KEYS
+from mnist_edge.manifest import MANIFEST_NAME, file_record, read_manifest, seal, verify_files, write_manifest
+from mnist_edge.runtime import load
 
 
 def run_cli(*argv) -> tuple[int, str, str]:
@@ -115,11 +117,11 @@ def test_a_tampered_weight_fails_verify_by_hash_and_by_accuracy(artifact_dir, mn
     _zero_first_conv(m)
     onnx.save(m, folder / "model.onnx")
     with pytest.raises(ArtifactError, match="model.onnx: (size|SHA-256)"):
-        verify_artifacts(folder, data_root=mnist_dir)
+        verify_artifacts(folder, data_dir=mnist_dir)
     # Even with the manifest rewritten to vouch for the new bytes, the accuracy check catches the change.
     rehash(folder, "model.onnx")
     with pytest.raises(ArtifactError, match=r"model.onnx: accuracy \d+\.\d\d% on 10,000 test images, manifest says") as e:
-        verify_artifacts(folder, data_root=mnist_dir, torchscript=False)
+        verify_artifacts(folder, data_dir=mnist_dir, torchscript=False)
     assert "model.int8.onnx" not in str(e.value)  # the untouched files still pass
 
 
@@ -175,7 +177,7 @@ def test_external_data_is_refused(artifact_dir, tmp_path):
     m = onnx.load(artifact_dir / "model.onnx")
     onnx.save_model(m, tmp_path / "ext.onnx", save_as_external_data=True, location="weights.bin", size_threshold=0)
     with pytest.raises(ArtifactError, match="external data.*refused"):
-        inspect_onnx(tmp_path / "ext.onnx")
+        load(tmp_path / "ext.onnx")
 
 
 def test_ir_and_opset_newer_than_onnxruntime_are_refused_quoting_both(artifact_dir, tmp_path):
@@ -184,19 +186,44 @@ def test_ir_and_opset_newer_than_onnxruntime_are_refused_quoting_both(artifact_d
     m = onnx.load(artifact_dir / "model.onnx")
     m.opset_import[0].version = max_opset + 1
     onnx.save(m, tmp_path / "new.onnx")
-    with pytest.raises(ArtifactError, match=rf"opset {max_opset + 1}; onnxruntime [\d.]+ loads at most IR {max_ir} "
-                                            rf"and opset {max_opset}"):
-        inspect_onnx(tmp_path / "new.onnx")
+    with pytest.raises(ArtifactError, match=rf"opset {max_opset + 1}, newer than onnxruntime [\d.]+ supports "
+                                            rf"\(at most opset {max_opset}\)"):
+        load(tmp_path / "new.onnx")
 
 
-def test_a_model_that_is_not_the_manifests_is_a_contract_error(artifact_dir, tmp_path):
-    with pytest.raises(ContractError, match="holds model 'bn_cnn', the manifest says 'mlp'"):
-        inspect_onnx(artifact_dir / "model.onnx", model_name="mlp")
+def relabelled(artifact_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the folder whose model.onnx says it is 'mlp', with the manifest resealed over it."""
+    folder = tmp_path / "relabelled"
+    shutil.copytree(artifact_dir, folder)
+    m = onnx.load(folder / "model.onnx")
+    next(p for p in m.metadata_props if p.key == META_KEYS["model"]).value = "mlp"
+    onnx.save(m, folder / "model.onnx")
+    manifest = read_manifest(folder)
+    manifest["files"]["model.onnx"].update(file_record(folder / "model.onnx"))
+    write_manifest(folder, manifest)
+    return folder
+
+
+def test_a_model_that_is_not_the_manifests_is_a_contract_error(artifact_dir, tmp_path, mnist_dir):
+    folder = relabelled(artifact_dir, tmp_path)
+    with pytest.raises(ArtifactError, match="model.onnx: .*holds model 'mlp', its manifest says 'bn_cnn'"):
+        verify_artifacts(folder, data_dir=mnist_dir)
     m = onnx.load(artifact_dir / "model.onnx")
     del m.metadata_props[:]
     onnx.save(m, tmp_path / "bare.onnx")
-    with pytest.raises(ContractError, match="lacks metadata mnist_edge.contract"):
-        inspect_onnx(tmp_path / "bare.onnx")
+    with pytest.raises(ContractError, match="lacks the metadata our runtime needs: mnist_edge.contract"):
+        load(tmp_path / "bare.onnx")
+
+
+def test_without_onnx_and_torch_verify_still_refuses_a_relabelled_model(artifact_dir, tmp_path, mnist_dir):
+    """The defect of two verification paths: with onnx unimportable, verify once passed this folder."""
+    folder = relabelled(artifact_dir, tmp_path)
+    code = ("import sys; sys.modules['onnx'] = None; sys.modules['torch'] = None\n"
+            "from mnist_edge.cli import main\n"
+            f"sys.exit(main(['verify', {str(folder)!r}, '--data', {str(mnist_dir)!r}]))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "model.onnx: " in p.stderr and "holds model 'mlp', its manifest says 'bn_cnn'" in p.stderr
 
 
 def test_bad_tolerance_and_missing_folder_are_one_line_errors(tmp_path):

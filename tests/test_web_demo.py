@@ -49,7 +49,7 @@ def browser_tools():
 @pytest.fixture(scope="module")
 def demo_url(model_dir, browser_tools):
     """`mnist-edge demo --port 0` as a user runs it; yields the address it prints."""
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_edge", "demo", "--port", "0", "--model-dir", str(model_dir)],
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_edge", "demo", "--port", "0", "--model", str(model_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         lines = queue.Queue()
@@ -132,20 +132,20 @@ def test_missing_node_modules_says_to_run_npm_ci(model_dir, tmp_path, capsys):
     for name in PAGE_FILES:
         shutil.copy(WEB_DIR / name, tmp_path / name)
     with pytest.raises(DemoSetupError, match=r"run `npm ci` in .*"):
-        create_server(port=0, model_dir=model_dir, web_dir=tmp_path)
-    assert main(["demo", "--port", "0", "--model-dir", str(model_dir), "--web-dir", str(tmp_path)]) == 1
+        create_server(port=0, model=model_dir, web_dir=tmp_path)
+    assert main(["demo", "--port", "0", "--model", str(model_dir), "--web-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "npm ci" in err and str(tmp_path) in err
 
 
 def test_missing_model_names_the_export_command(tmp_path, capsys, browser_tools):
-    assert main(["demo", "--port", "0", "--model-dir", str(tmp_path)]) == 1
+    assert main(["demo", "--port", "0", "--model", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "mnist-edge export --model bn_cnn --quantize" in err and str(tmp_path) in err
 
 
 def test_server_serves_only_the_demo(model_dir, browser_tools):
-    server = create_server(port=0, model_dir=model_dir)
+    server = create_server(port=0, model=model_dir)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

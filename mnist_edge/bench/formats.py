@@ -25,8 +25,9 @@ from typing import Callable
 
 import numpy as np
 
+from mnist_edge import artifacts as A
 from mnist_edge import contract as C
-from mnist_edge.errors import ArtifactError, DeviceError, UsageError
+from mnist_edge.errors import ArtifactError, UsageError
 
 
 @dataclass
@@ -52,15 +53,9 @@ class FormatSpec:
 
 
 def _torch_device(device: str):
-    import torch
+    from mnist_edge.torchrun import torch_device
 
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {device!r}: this torch ({torch.__version__}) sees no CUDA GPU")
-        return torch.device(device)
-    raise UsageError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
+    return torch_device(device)
 
 
 def _torch_loaded(model, dev, threads: int) -> Loaded:
@@ -100,7 +95,7 @@ def load_torchscript(file: Path, device: str, threads: int) -> Loaded:
     import io
 
     from mnist_edge.errors import ArtifactError
-    from mnist_edge.runtime.verify import read_verified
+    from mnist_edge.runtime.hashcheck import read_verified
 
     data, _, manifest = read_verified(Path(file), None)
     if manifest is None:
@@ -134,7 +129,7 @@ def load_onnx(file: Path, device: str, threads: int) -> Loaded:
 
     def placement():
         from mnist_edge.runtime.placement import measure_placement
-        from mnist_edge.runtime.verify import read_verified
+        from mnist_edge.runtime.hashcheck import read_verified
 
         data, digest, _ = read_verified(file, None)
         if digest != clf.sha256:
@@ -148,10 +143,10 @@ def load_onnx(file: Path, device: str, threads: int) -> Loaded:
 FORMATS: dict[str, FormatSpec] = {
     s.name: s
     for s in [
-        FormatSpec("eager", "PyTorch eager", "checkpoint.pt", True, load_eager),
-        FormatSpec("torchscript", "TorchScript", "model.pt", True, load_torchscript),
-        FormatSpec("onnx", "ONNX fp32", "model.onnx", False, load_onnx),
-        FormatSpec("int8", "ONNX int8", "model.int8.onnx", False, load_onnx),
+        FormatSpec("eager", "PyTorch eager", A.CHECKPOINT, True, load_eager),
+        FormatSpec("torchscript", "TorchScript", A.TORCHSCRIPT, True, load_torchscript),
+        FormatSpec("onnx", "ONNX fp32", A.ONNX, False, load_onnx),
+        FormatSpec("int8", "ONNX int8", A.INT8, False, load_onnx),
     ]
 }
 

@@ -184,9 +184,9 @@ def table_rows(report: dict) -> list[list[str]]:
 
 
 def _placement(placement) -> str:
-    from mnist_edge.runtime.placement import describe
+    from mnist_edge.runtime.placement import summary
 
-    text = describe(placement)
+    text = summary(placement)
     return f" ({text})" if text else ""
 
 

@@ -16,15 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnist_edge import packaged
+from mnist_edge import artifacts as A
 from mnist_edge.bench import advice as _advice
-from mnist_edge.bench.environment import collect_environment, load_average, read_throttled, usable_cores
+from mnist_edge.machine import collect_environment, load_average, read_throttled, usable_cores
 from mnist_edge.bench.formats import FORMATS, check_formats, unavailable_reason
 from mnist_edge.bench.report import SCHEMA
 from mnist_edge.bench.timing import check_budget
 from mnist_edge.errors import ArtifactError, UsageError
 
-DEFAULT_MODEL = packaged.DEFAULT_MODEL
 DEFAULT_FORMATS = tuple(FORMATS)
 DEFAULT_BATCH_SIZES = (1, 64)
 DEFAULT_THREADS = (1, "all")
@@ -37,28 +36,11 @@ SIGILL_HINT = ("the CPU met an instruction it lacks: on a Raspberry Pi 4 this is
 
 
 def resolve_folder(model=None) -> Path:
-    """An artifact folder: ``model`` itself if a folder, else ``exported/NAME`` for a zoo name (working
-    directory first, then the source checkout, then the models installed with the package)."""
-    from mnist_edge.zoo import MODELS, get_spec
+    """The artifact folder of ``model`` by the rule every command uses (:func:`mnist_edge.artifacts.resolve`);
+    a model file stands for its folder, every format of which is measured."""
+    from mnist_edge.artifacts import resolve
 
-    model = DEFAULT_MODEL if model is None else str(model)
-    p = Path(model).expanduser()
-    if p.is_dir():
-        return p
-    if p.is_file():
-        raise UsageError(f"--model takes an artifact folder or a zoo name, not the file {p}; pass its folder "
-                         f"{p.parent}")
-    if model.lower() in MODELS:
-        model = model.lower()
-        found = packaged.find_model_dir(model)
-        if found is not None:
-            return found
-        raise ArtifactError(f"no exported '{model}' in {packaged.where_looked(model)}; export it with "
-                            f"`mnist-edge export --model {model} --quantize` or pass --model DIR")
-    if os.sep in model or "/" in model or model.startswith("."):
-        raise ArtifactError(f"model folder {p} does not exist")
-    get_spec(model)  # not a zoo name: UnknownModelError with the valid names and the closest one
-    raise ArtifactError(f"model {model!r}: no such folder")  # not reached: get_spec raised
+    return resolve(model).folder
 
 
 def parse_threads(values) -> list[int]:
@@ -182,7 +164,7 @@ def _run_in_process(config: dict, progress) -> dict:
 
 def _model_name(folder: Path) -> str:
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = json.loads((folder / A.MANIFEST).read_text())
         name = manifest.get("model") if isinstance(manifest, dict) else None
         if isinstance(name, dict):
             name = name.get("name")
@@ -225,7 +207,7 @@ def _warnings(env: dict, env_end: dict, entries: list, rows: list, isolate: bool
 
 def run_bench(model=None, *, formats=DEFAULT_FORMATS, batch_sizes=DEFAULT_BATCH_SIZES,
               threads=DEFAULT_THREADS, runs: int | None = None, seconds: float | None = None,
-              warmup: int = DEFAULT_WARMUP, accuracy: bool = False, data=None, device: str = "cpu",
+              warmup: int = DEFAULT_WARMUP, accuracy: bool = False, data_dir=None, device: str = "cpu",
               isolate: bool = True, progress: bool = True, command: str | None = None) -> dict:
     """Benchmark every requested format of one artifact folder; returns the report (schema: report.py).
 
@@ -238,13 +220,14 @@ def run_bench(model=None, *, formats=DEFAULT_FORMATS, batch_sizes=DEFAULT_BATCH_
     names = check_formats(formats)
     batch_sizes = check_batch_sizes(batch_sizes)
     thread_counts = parse_threads(threads)
-    if not isinstance(device, str) or not (device in ("cpu", "cuda") or device.startswith("cuda:")):
-        raise UsageError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
+    from mnist_edge.devices import parse_device
+
+    parse_device(device, allow_auto=False)  # UsageError naming the valid ones
     folder = resolve_folder(model)
     if accuracy:
         from mnist_edge.data import require_splits
 
-        require_splits(data, ("test",))  # before any timing: say now how to get the data
+        require_splits(data_dir, ("test",))  # before any timing: say now how to get the data
     env = collect_environment()
     settings = {"formats": names, "batch_sizes": batch_sizes, "threads": thread_counts,
                 "threads_requested": [str(t) for t in threads], "runs": runs, "seconds": seconds,
@@ -265,7 +248,7 @@ def run_bench(model=None, *, formats=DEFAULT_FORMATS, batch_sizes=DEFAULT_BATCH_
         for name in todo:
             config = {"format": name, "folder": str(folder.resolve()), "batch_sizes": batch_sizes,
                       "threads": thread_counts, "runs": runs, "seconds": seconds, "warmup": warmup,
-                      "device": device, "accuracy": bool(accuracy), "data": str(data) if data else None}
+                      "device": device, "accuracy": bool(accuracy), "data_dir": str(data_dir) if data_dir else None}
             out = _run_worker(config, show) if isolate else _run_in_process(config, show)
             if "error" in out:
                 entries[name] = {"format": name, "label": FORMATS[name].label, "status": "failed",

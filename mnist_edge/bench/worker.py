@@ -11,6 +11,7 @@ each case, then one {"event": "result", ...} or {"event": "error", ...}); any ot
 
 from __future__ import annotations
 
+from mnist_edge import artifacts as A
 import json
 import sys
 import time
@@ -50,12 +51,12 @@ def _import_ms(spec) -> float:
     return (time.perf_counter_ns() - t0) / 1e6
 
 
-def _accuracy(loaded, data_root) -> dict:
+def _accuracy(loaded, data_dir) -> dict:
     import numpy as np
 
     from mnist_edge.data import load_mnist
 
-    images, labels = load_mnist("test", data_root)
+    images, labels = load_mnist("test", data_dir)
     correct = 0
     for i in range(0, len(images), ACCURACY_BATCH):
         x = np.array(images[i:i + ACCURACY_BATCH][:, None])  # a writable copy: torch.from_numpy warns on read-only
@@ -64,17 +65,12 @@ def _accuracy(loaded, data_root) -> dict:
 
 
 def verify_against_manifest(folder: Path, name: str) -> bool:
-    """Hash-check ``name`` against the folder's manifest before loading it; False when there is no
-    manifest or it does not list the file (ArtifactError when the check fails)."""
-    if not (folder / "manifest.json").is_file():
-        return False
-    from mnist_edge.manifest import read_manifest, verify_files
+    """Hash-check ``name`` against the folder's manifest before loading it (the runtime's one hash check,
+    :func:`mnist_edge.runtime.hashcheck.read_verified`); False when no manifest lists the file
+    (ArtifactError when the check fails)."""
+    from mnist_edge.runtime.hashcheck import read_verified
 
-    manifest = read_manifest(folder)
-    if name not in manifest["files"]:
-        return False
-    verify_files(folder, [name], manifest)
-    return True
+    return read_verified(folder / name, None)[2] is not None
 
 
 def run_format(config: dict, emit=lambda event: None) -> dict:
@@ -117,7 +113,7 @@ def run_format(config: dict, emit=lambda event: None) -> dict:
     }
     if config.get("accuracy") and last is not None:
         emit({"event": "accuracy", "format": spec.name})
-        entry.update(_accuracy(last, config.get("data")))
+        entry.update(_accuracy(last, config.get("data_dir")))
     return {"entry": entry, "rows": rows}
 
 

@@ -11,13 +11,15 @@ from mnist_edge.cli import add_command
 
 
 def register(sub) -> None:
+    from mnist_edge.artifacts import MODEL_HELP
+
     p = add_command(sub, "bench", "latency of every format side by side (eager, TorchScript, ONNX, int8)",
                     "Times every exported format of one model on this machine: warm-up, then timed runs; "
                     "p50/p99, throughput, cold start, size, peak memory, and one line of advice on whether int8 "
                     "pays here. See docs/raspberry-pi.md.",
                     ["mnist-edge bench", "mnist-edge bench --model lenet5 --threads 1 --runs 1000 --json pi.json",
                      "mnist-edge bench --compare laptop.json pi.json"])
-    p.add_argument("--model", help="artifact folder or zoo name (default: exported/bn_cnn)")
+    p.add_argument("--model", metavar="NAME_OR_PATH", help=MODEL_HELP)
     p.add_argument("--formats", nargs="+", metavar="FORMAT",
                    help="any of: eager torchscript onnx int8 (default: all four)")
     p.add_argument("--batch-sizes", nargs="+", type=int, metavar="N", help="batch sizes (default: 1 64)")
@@ -78,7 +80,7 @@ def run(args) -> int:
     threads = args.threads or list(DEFAULT_THREADS)
     report = run_bench(args.model, formats=formats, batch_sizes=batch_sizes, threads=threads, runs=args.runs,
                        seconds=args.seconds, warmup=DEFAULT_WARMUP if args.warmup is None else args.warmup,
-                       accuracy=args.accuracy, data=args.data, device=args.device,
+                       accuracy=args.accuracy, data_dir=args.data, device=args.device,
                        isolate=not args.in_process, progress=not args.no_progress,
                        command=_command(args, formats, batch_sizes, threads))
     print(rep.render_table(report, wide=args.wide))

@@ -29,6 +29,6 @@ def run(args) -> int:
     from mnist_edge.zoo import get_spec
 
     names = [get_spec(n).name for n in args.models] if args.models else None
-    for path in write_cards(args.exported, names, pictures=not args.no_pictures, data_root=args.data):
+    for path in write_cards(args.exported, names, pictures=not args.no_pictures, data_dir=args.data):
         print(path)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mnist_edge import artifacts as A
 from mnist_edge.cli import add_command
 
 # The int8 flags: each one changes one field of the model's registered recipe (QuantizeOptions); unset
@@ -14,6 +15,9 @@ _QUANT_FLAGS = ("calibration_samples", "calibration_method", "percentile", "per_
 
 
 def register(sub) -> None:
+    # choices and defaults from the library (numpy only at import: --help needs neither torch nor onnx)
+    from mnist_edge.export.quantize import CALIBRATION_METHODS, QUANT_FORMATS, QUANT_TYPES
+    from mnist_edge.export.quantize import QuantizeOptions as DEFAULTS
     p = add_command(sub, "export", "export a trained model to TorchScript, ONNX and int8 ONNX, checked against PyTorch",
                     "Every artifact is checked against PyTorch on the 10,000 test images at batch sizes 1, 7 and "
                     "64; the output folder is replaced only when every check passes, with a manifest.json of "
@@ -31,15 +35,15 @@ def register(sub) -> None:
     q.add_argument("--recipe", metavar="FILE",
                    help="int8 recipe file (default: the model's registered recipe, mnist_edge/int8_recipes/NAME.json, "
                         "found by `mnist-edge quantize --search`; without one, onnxruntime's defaults)")
-    q.add_argument("--calibration-samples", type=int, metavar="N", help="class-balanced training images (default 1000)")
-    q.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile", "distribution"),
-                   help="default minmax")
+    q.add_argument("--calibration-samples", type=int, metavar="N", help=f"class-balanced training images (default {DEFAULTS.calibration_samples})")
+    q.add_argument("--calibration-method", choices=CALIBRATION_METHODS,
+                   help=f"default {DEFAULTS.calibration_method}")
     q.add_argument("--percentile", type=float, metavar="P", help="with --calibration-method percentile (default 99.999)")
     q.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
                    help="per-channel weight scales (default: on)")
-    q.add_argument("--quant-format", choices=("qdq", "qoperator"), help="default qdq")
-    q.add_argument("--activation-type", choices=("int8", "uint8"), help="default int8")
-    q.add_argument("--weight-type", choices=("int8", "uint8"), help="default int8")
+    q.add_argument("--quant-format", choices=QUANT_FORMATS, help=f"default {DEFAULTS.quant_format}")
+    q.add_argument("--activation-type", choices=QUANT_TYPES, help=f"default {DEFAULTS.activation_type}")
+    q.add_argument("--weight-type", choices=QUANT_TYPES, help=f"default {DEFAULTS.weight_type}")
     q.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
                    help="7-bit weights, for CPUs without VNNI / dot product (default: off)")
     q.add_argument("--preprocess", action=argparse.BooleanOptionalAction, default=None,
@@ -74,7 +78,7 @@ def run(args) -> int:
     progress = None if args.quiet else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     try:
         result = export_model(name, checkpoint=args.checkpoint, out=args.out, quantize=args.quantize,
-                              opset=args.opset, data_root=args.data, progress=progress,
+                              opset=args.opset, data_dir=args.data, progress=progress,
                               recipe=args.recipe, quantize_options=options)
     except MnistEdgeError as e:
         if args.json:
@@ -98,16 +102,16 @@ def format_result(result) -> str:
              f"{', '.join(map(str, ev['batch_sizes']))}; PyTorch accuracy {m['pytorch']['accuracy']:.2f}%)"]
     fmt = "{:<16} {:>9} {:>9} {:>11} {:>10} {:>12}"
     lines.append(fmt.format("file", "size", "accuracy", "vs", "agreement", "max|Δlogits|"))
-    order = ("checkpoint.pt", "model.pt", "model.onnx", "model.int8.onnx")
+    order = (A.CHECKPOINT, A.TORCHSCRIPT, A.ONNX, A.INT8)
     files = sorted(m["files"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
     for name, e in files:
         acc = f"{e['accuracy']:.2f}%" if e.get("accuracy") is not None else "-"
         agree = f"{e['agreement']:.2f}%" if e.get("agreement") is not None else "-"
         diff = f"{e['max_abs_diff']:.1e}" if e.get("max_abs_diff") is not None else "-"
         lines.append(fmt.format(name, _size(e["size"]), acc, e.get("reference", "-"), agree, diff))
-    manifest_path = result.out / "manifest.json"
+    manifest_path = result.out / A.MANIFEST
     if manifest_path.is_file():
-        lines.append(fmt.format("manifest.json", _size(manifest_path.stat().st_size), "", "", "", ""))
+        lines.append(fmt.format(A.MANIFEST, _size(manifest_path.stat().st_size), "", "", "", ""))
     checks = result.checks
     lines.append(f"checks: {sum(c.passed for c in checks)}/{len(checks)} passed")
     by_artifact: dict = {}
@@ -129,7 +133,7 @@ def _int8_lines(m: dict) -> list[str]:
     rec = m.get("int8_recipe")
     if not rec:
         return []
-    q = (m["files"].get("model.int8.onnx") or {}).get("quantization") or {}
+    q = (m["files"].get(A.INT8) or {}).get("quantization") or {}
     lines = [f"int8 recipe: {rec['source']}; recommended file: {m['recommended']}"
              + (f" ({rec['summary']})" if rec.get("summary") else "")]
     lines += [f"onnxruntime: {msg}" for msg in q.get("onnxruntime_messages", [])]

@@ -8,6 +8,8 @@ from mnist_edge.cli import add_command
 
 
 def register(sub) -> None:
+    from mnist_edge.artifacts import MODEL_HELP
+
     p = add_command(sub, "predict", "classify digit images with an exported ONNX model (no torch needed)",
                     "Each image is normalized the way MNIST normalized its digits (any size, dark-on-light or "
                     "light-on-dark, noisy scans and photos). One line per image; a file that cannot be read or "
@@ -17,8 +19,7 @@ def register(sub) -> None:
                      "mnist-edge predict --model exported/lenet5 --save-inputs seen/ photo.jpg"])
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files or folders of them (PNG, JPEG, BMP, ...; needs Pillow)")
-    p.add_argument("--model", metavar="FILE_OR_DIR",
-                   help="an .onnx file or an artifact folder (default: exported/bn_cnn/model.int8.onnx)")
+    p.add_argument("--model", metavar="NAME_OR_PATH", help=MODEL_HELP)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--strict-device", action="store_true",
                    help="fail when onnxruntime would run any node on the CPU although --device is a GPU")
@@ -31,9 +32,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mnist_edge.runtime import predict_files
+    from mnist_edge.runtime import classify_files
 
-    out = predict_files(images=args.images, model=args.model, device=args.device, top_k=args.top_k,
+    out = classify_files(images=args.images, model=args.model, device=args.device, top_k=args.top_k,
                         threads=args.threads, save_inputs=args.save_inputs, strict=args.strict_device)
     if args.json:
         import json
@@ -41,11 +42,11 @@ def run(args) -> int:
         print(json.dumps(out, indent=2))
         return 1 if out["failed"] else 0
     m = out["model"]
-    from mnist_edge.runtime.placement import describe
+    from mnist_edge.runtime.placement import summary
 
     verified = "verified" if m["verified"] else "not hash-checked"
     print(f"model: {m['path']} ({m['name']}, {m['precision']}, {verified}) on {m['device']} via {m['provider']} "
-          f"({describe(m['placement'])})", file=sys.stderr)
+          f"({summary(m['placement'])})", file=sys.stderr)
     for note in m["notes"]:
         print(f"note: {note}", file=sys.stderr)
     for r in out["results"]:

@@ -49,7 +49,7 @@ def run(args) -> int:
     result = quantize_model(args.model, fp32=args.onnx, search=args.search, recipe=args.recipe, out=args.out,
                             register=args.register, report=args.report, keep_failed=args.keep_failed,
                             calibration_class=args.calibration_class, eval_limit=args.eval_limit,
-                            repeats=args.repeats, calls=args.calls, data_root=args.data, progress=progress)
+                            repeats=args.repeats, calls=args.calls, data_dir=args.data, progress=progress)
     print(format_result(result))
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mnist_edge import artifacts as A
 from mnist_edge.cli import add_command
 
 
@@ -30,12 +31,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mnist_edge.train import DEFAULT_RUNS, train
+    from mnist_edge.train import RUNS_DIR, train
     from mnist_edge.zoo import get_spec
 
     spec = get_spec(args.model)  # unknown names fail here, before torch is imported
-    out = args.out or DEFAULT_RUNS / spec.name / "checkpoint.pt"
-    result = train(spec.name, data_root=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    out = args.out or RUNS_DIR / spec.name / A.CHECKPOINT
+    result = train(spec.name, data_dir=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                    seed=args.seed, device=args.device, out=out, limit_train=args.limit_train,
                    progress=not args.no_progress, threads=args.threads)
     last = result.history[-1]

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from mnist_edge import artifacts as A
 from mnist_edge.cli import add_command
 
 
 def register(sub) -> None:
+    from mnist_edge.artifacts import MODEL_HELP
+
     p = add_command(sub, "verify", "re-check an export folder against its manifest (hashes, then accuracy)",
                     "Checks every file's size and SHA-256 before anything is parsed, then measures each model's "
                     "accuracy on the 10,000 test images and compares it with the manifest. Works without torch "
@@ -14,9 +17,8 @@ def register(sub) -> None:
                     "model (bn_cnn), where predict and bench find it.",
                     ["mnist-edge verify", "mnist-edge verify exported/mlp --hashes-only",
                      "mnist-edge verify exported/lenet5 --json verify.json"])
-    p.add_argument("folder", metavar="DIR", nargs="?",
-                   help="an export folder, e.g. exported/bn_cnn (default: the default model, bn_cnn, as "
-                        "predict and bench find it: ./exported, the checkout, or the copy in the wheel)")
+    p.add_argument("folder", metavar="MODEL", nargs="?", help=MODEL_HELP + "; or --model")
+    p.add_argument("--model", dest="model_flag", metavar="NAME_OR_PATH", help="the same as MODEL")
     p.add_argument("--data", metavar="DIR", help="MNIST folder (default: $MNIST_EDGE_DATA or the cache)")
     p.add_argument("--hashes-only", action="store_true", help="check sizes and SHA-256 only (no MNIST needed)")
     p.add_argument("--tolerance", type=float, default=0.1, metavar="PP",
@@ -47,9 +49,9 @@ def run(args) -> int:
         raise UsageError("--device, --threads, --strict-device and --exact apply to --self-test only")
     if not 0 <= args.tolerance <= 100:
         raise UsageError(f"--tolerance {args.tolerance} must be between 0 and 100 percentage points")
-    folder = args.folder if args.folder is not None else _default_folder()
+    folder = _folder(args)
     try:
-        report = verify_artifacts(folder, data_root=args.data, hashes_only=args.hashes_only,
+        report = verify_artifacts(folder, data_dir=args.data, hashes_only=args.hashes_only,
                                   tolerance_pp=args.tolerance, torchscript=False if args.no_torchscript else None)
     except MnistEdgeError as e:
         if args.json:
@@ -62,7 +64,7 @@ def run(args) -> int:
     fmt = "{:<16} {:>9} {:>9}  {}"
     print(f"verified {report.model} in {report.folder}/")
     print(fmt.format("file", "accuracy", "manifest", "status"))
-    order = ("checkpoint.pt", "model.pt", "model.onnx", "model.int8.onnx")
+    order = (A.CHECKPOINT, A.TORCHSCRIPT, A.ONNX, A.INT8)
     for r in sorted(report.rows, key=lambda r: order.index(r["file"]) if r["file"] in order else len(order)):
         acc = f"{r['accuracy']:.2f}%" if r["accuracy"] is not None else "-"
         exp = f"{r['expected']:.2f}%" if isinstance(r["expected"], (int, float)) else "-"
@@ -80,7 +82,7 @@ def _self_test(args) -> int:
     if args.hashes_only or args.data or args.tolerance != 0.1:
         raise UsageError("--self-test uses the folder's own images and tolerances; drop --hashes-only, --data "
                          "and --tolerance")
-    report = run_self_test(args.folder if args.folder is not None else _default_folder(), device=args.device, threads=args.threads,
+    report = run_self_test(_folder(args), device=args.device, threads=args.threads,
                            torchscript=False if args.no_torchscript else None, exact=args.exact,
                            strict=args.strict_device)
     if args.json:
@@ -105,12 +107,11 @@ def _self_test(args) -> int:
     return 0
 
 
-def _default_folder():
-    from mnist_edge import packaged
-    from mnist_edge.errors import ArtifactError
+def _folder(args):
+    """The artifact folder of MODEL or --model (one of them), by the rule every command uses."""
+    from mnist_edge.artifacts import resolve
+    from mnist_edge.errors import UsageError
 
-    folder = packaged.find_model_dir(packaged.DEFAULT_MODEL)
-    if folder is None:
-        raise ArtifactError(f"no folder given and the default model is not in "
-                            f"{packaged.where_looked(packaged.DEFAULT_MODEL)}; pass DIR")
-    return folder
+    if args.folder is not None and args.model_flag is not None:
+        raise UsageError("give the model once: MODEL or --model, not both")
+    return resolve(args.folder if args.folder is not None else args.model_flag).folder

@@ -95,8 +95,9 @@ def _fmt(metric: str, v) -> str:
 
 
 def _error(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+    from mnist_edge.errors import first_line
+
+    return f"{type(e).__name__}: {first_line(e)}"
 
 
 def parity_checks(artifact: str, reference: dict, outputs: dict, *, max_abs_diff: float,

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from mnist_edge.contract import INPUT_NAME, OUTPUT_NAMES
-from mnist_edge.errors import ExportError, UsageError
+from mnist_edge.errors import ExportError, UsageError, first_line
 from mnist_edge.export.ort_eval import MAX_IR_VERSION, runtime_limits
 from mnist_edge.export.torchscript import example_input
 
@@ -85,7 +85,7 @@ def export_onnx(edge, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET, me
                 dynamic_shapes={"image": {0: batch}}, optimize=True, verify=False, report=False)
     except Exception as e:
         tail = " | ".join(line for line in log.getvalue().splitlines()[-3:] if line.strip())
-        raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {str(e).strip().splitlines()[0]}"
+        raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {first_line(e)}"
                           + (f" (exporter log: {tail})" if tail else "")) from e
     model = program.model_proto
     written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -170,7 +170,7 @@ def save_onnx(model, path: str | os.PathLike) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:
-        raise ExportError(f"onnx.checker rejected the exported model: {str(e).strip().splitlines()[0]}") from None
+        raise ExportError(f"onnx.checker rejected the exported model: {first_line(e)}") from None
     data = model.SerializeToString()  # raises above 2 GB instead of spilling to external data
     Path(path).write_bytes(data)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_edge import artifacts as A
 from mnist_edge.contract import (CONTRACT_VERSION, INPUT_DTYPE, INPUT_NAME, INPUT_SHAPE, LABELS, META_KEYS,
                                  OUTPUT_NAMES)
 from mnist_edge.errors import CheckpointError, ExportError, GateError, UsageError
@@ -32,13 +33,13 @@ from mnist_edge.export.swap import remove_tree, swap_into_place
 from mnist_edge.io import lock_fd, note_replaced, remove_stale, sigint_deferred
 from mnist_edge.manifest import MANIFEST_NAME, file_record, write_manifest
 
-EXPORT_ROOT = Path("exported")
-CHECKPOINT_NAME = "checkpoint.pt"
-TORCHSCRIPT_NAME = "model.pt"
-ONNX_NAME = "model.onnx"
-INT8_NAME = "model.int8.onnx"
+EXPORT_ROOT = A.EXPORTED  # the artifact layout and its names: mnist_edge.artifacts
+CHECKPOINT_NAME = A.CHECKPOINT
+TORCHSCRIPT_NAME = A.TORCHSCRIPT
+ONNX_NAME = A.ONNX
+INT8_NAME = A.INT8
 # Files an export owns: replaced on every export, never carried over (a stale int8 file would lie).
-OWN_NAMES = (TORCHSCRIPT_NAME, ONNX_NAME, INT8_NAME, MANIFEST_NAME, "selftest.bin")
+OWN_NAMES = (TORCHSCRIPT_NAME, ONNX_NAME, INT8_NAME, MANIFEST_NAME, A.SELFTEST)
 
 
 @dataclass
@@ -55,7 +56,7 @@ class ExportResult:
 
 
 def default_out(model: str) -> Path:
-    return EXPORT_ROOT / model
+    return A.default_folder(model)
 
 
 def default_checkpoint(model: str) -> Path:
@@ -77,7 +78,7 @@ def versions() -> dict:
 
 
 def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = False, opset: int = DEFAULT_OPSET,
-                 recipe=None, quantize_options: QuantizeOptions | None = None, data_root=None,
+                 recipe=None, quantize_options: QuantizeOptions | None = None, data_dir=None,
                  calibration_images: np.ndarray | None = None, batch_sizes=G.BATCH_SIZES,
                  eval_limit: int | None = None, thresholds: dict | None = None, progress=None) -> ExportResult:
     """Export registry model ``model`` from its checkpoint into ``out`` and check every artifact.
@@ -115,13 +116,13 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     thresholds = G.check_thresholds(thresholds)
     from mnist_edge.data import require_splits
 
-    require_splits(data_root, ("test", "train") if quantize and calibration_images is None else ("test",))
+    require_splits(data_dir, ("test", "train") if quantize and calibration_images is None else ("test",))
     out = Path(out) if out is not None else default_out(model)
     ckpt_path = Path(checkpoint) if checkpoint is not None else default_checkpoint(model)
     if not ckpt_path.is_file():
         how = (f"train one with: mnist-edge train --model {model} --out {default_checkpoint(model)}"
                if checkpoint is None else "check the --checkpoint path")
-        trained = Path("runs") / model / CHECKPOINT_NAME  # where `mnist-edge train` writes by default
+        trained = A.RUNS / model / CHECKPOINT_NAME  # where `mnist-edge train` writes by default
         if checkpoint is None and trained.is_file():
             how += f" (or export the one it wrote: --checkpoint {trained})"
         raise CheckpointError(f"no checkpoint at '{ckpt_path}' for model '{model}'; {how}")
@@ -141,14 +142,14 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     say("loading MNIST")
     from mnist_edge.data import load_mnist
 
-    x_test, y_test = load_mnist("test", root=data_root)
+    x_test, y_test = load_mnist("test", data_dir=data_dir)
     n_eval = eval_limit or len(x_test)
     x_eval, y_eval = np.ascontiguousarray(x_test[:n_eval, None]), np.asarray(y_test[:n_eval]).astype(np.int64)
     if quantize:
         from mnist_edge.export.quantize import custom_source, training_calibration_images
 
         if calibration_images is None:
-            cal_images, cal_source = training_calibration_images(qopts.calibration_samples, qopts.seed, data_root)
+            cal_images, cal_source = training_calibration_images(qopts.calibration_samples, qopts.seed, data_dir)
         else:
             cal_images, cal_source = np.asarray(calibration_images), custom_source(calibration_images)
 
@@ -213,7 +214,7 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
         bundle = write_bundle(tmp, model=model, edge=edge, images=x_test, labels=y_test)
         manifest = _manifest(spec, ckpt, ckpt_sha, tmp, checks, measured, vers, onnx_info, opset, recipe,
                              n_eval, batch_sizes, thresholds)
-        manifest["files"]["selftest.bin"] = bundle
+        manifest["files"][A.SELFTEST] = bundle
         if quantize:
             manifest.update(_recommendation(int8_recipe, qopts))
         write_manifest(tmp, manifest)
@@ -331,7 +332,7 @@ def _attempt(fn, *args):
 def _run_gates(model, edge, folder: Path, x, y, batch_sizes, quantize: bool, thresholds: dict, say):
     from mnist_edge.export.ort_eval import make_session, ort_logits
     from mnist_edge.runtime.checks import session_io_problems as contract_problems
-    from mnist_edge.export.torchscript import load_torchscript, torch_logits, torch_threads
+    from mnist_edge.torchrun import load_torchscript, torch_logits, torch_threads
 
     n = len(x)
     checks: list = []

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge.contract import INPUT_NAME
-from mnist_edge.errors import ExportError, UsageError
+from mnist_edge.errors import ExportError, UsageError, first_line
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
 QUANT_FORMATS = ("qdq", "qoperator")
@@ -147,11 +147,11 @@ class ImageCalibrationReader:
         return -(-len(self.images) // self.batch_size)
 
 
-def training_calibration_images(samples: int, seed: int, data_root=None) -> tuple[np.ndarray, dict]:
+def training_calibration_images(samples: int, seed: int, data_dir=None) -> tuple[np.ndarray, dict]:
     """``samples`` class-balanced training images (never test images) and a record of which ones."""
     from mnist_edge.data import class_balanced_indices, load_mnist
 
-    images, labels = load_mnist("train", root=data_root)
+    images, labels = load_mnist("train", data_dir=data_dir)
     idx = class_balanced_indices(labels, samples, seed)
     chosen = images[idx]
     source = {"split": "train", "selection": "class_balanced_indices", "seed": seed, "images": len(idx),
@@ -273,7 +273,7 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ima
     except (OSError, UsageError):
         raise  # disk full, read-only: the pipeline reports these with the folder they concern
     except Exception as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        text = first_line(e)
         raise ExportError(f"onnxruntime quantize_static failed: {type(e).__name__}: {text}") from e
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -15,12 +15,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnist_edge import artifacts as A
 from mnist_edge.errors import UsageError
 from mnist_edge.export.quantize import QuantizeOptions
 
 SCHEMA = "mnist-edge/int8-recipe/1"
 REGISTRY = Path(__file__).resolve().parents[1] / "int8_recipes"
-FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
+FP32_FILE, INT8_FILE = A.ONNX, A.INT8
 VERDICTS = ("pays", "does not pay", "undetermined", "no recipe passed")
 
 

@@ -284,7 +284,7 @@ def search_int8(fp32_path, *, model: str, calibration_images, calibration_source
     verdict and recommended file, the machine, and every trial. Scratch files live in a temporary folder
     under ``tmp_root`` (default: the system's) that is removed at the end, failure or not.
     """
-    from mnist_edge.bench.environment import collect_environment
+    from mnist_edge.machine import collect_environment
 
     base = (base or QuantizeOptions()).validate()
     t0 = time.perf_counter()

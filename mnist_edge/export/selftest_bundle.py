@@ -48,9 +48,9 @@ TOLERANCES = {
 
 def file_kinds(folder: Path) -> dict[str, str]:
     """{file name: "torchscript" | "onnx" | "int8"} for the model files present in ``folder``."""
-    from mnist_edge.export.pipeline import INT8_NAME, ONNX_NAME, TORCHSCRIPT_NAME
+    from mnist_edge import artifacts as A
 
-    kinds = {TORCHSCRIPT_NAME: "torchscript", ONNX_NAME: "onnx", INT8_NAME: "int8"}
+    kinds = {A.TORCHSCRIPT: "torchscript", A.ONNX: "onnx", A.INT8: "int8"}
     return {name: kind for name, kind in kinds.items() if (folder / name).is_file()}
 
 
@@ -96,7 +96,7 @@ def unfused_int8_logits(path: Path, images: np.ndarray) -> np.ndarray:
 
 def reference_logits(folder: Path, kinds: dict[str, str], edge, images: np.ndarray) -> dict[str, np.ndarray]:
     """{file: float32 [N, 10]}: PyTorch eager for the fp32 files, onnxruntime (runtime session) for int8."""
-    from mnist_edge.export.torchscript import torch_logits, torch_threads
+    from mnist_edge.torchrun import torch_logits, torch_threads
     from mnist_edge.runtime.session import create_session
 
     out = {}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_edge import artifacts as A
 from mnist_edge.errors import ArtifactError, UsageError
 from mnist_edge.export.quantize import QuantizeOptions
 
@@ -28,18 +29,18 @@ class QuantizeResult:
     diagnosis: dict | None = None
 
 
-def calibration_set(options: QuantizeOptions, *, data_root=None, only_class: int | None = None):
+def calibration_set(options: QuantizeOptions, *, data_dir=None, only_class: int | None = None):
     """(images, source): the class-balanced training images, or (to show what bad calibration does) the
     first ``calibration_samples`` training images of one digit."""
     from mnist_edge.export.quantize import custom_source, training_calibration_images
 
     if only_class is None:
-        return training_calibration_images(options.calibration_samples, options.seed, data_root)
+        return training_calibration_images(options.calibration_samples, options.seed, data_dir)
     if isinstance(only_class, bool) or not isinstance(only_class, int) or not 0 <= only_class <= 9:
         raise UsageError(f"--calibration-class {only_class!r} must be a digit 0-9")
     from mnist_edge.data import load_mnist
 
-    images, labels = load_mnist("train", root=data_root)
+    images, labels = load_mnist("train", data_dir=data_dir)
     chosen = images[labels == only_class][:options.calibration_samples]
     return chosen, dict(custom_source(chosen), split="train", only_class=only_class,
                         note="deliberately one class only")
@@ -48,7 +49,7 @@ def calibration_set(options: QuantizeOptions, *, data_root=None, only_class: int
 def quantize_model(model: str, *, fp32=None, search: bool = True, recipe=None, options: QuantizeOptions | None = None,
                    out=None, register: bool = False, report: bool = False, keep_failed=None,
                    calibration_class: int | None = None, eval_limit: int | None = None, repeats: int = 8,
-                   calls: int = 10, data_root=None, progress=None) -> QuantizeResult:
+                   calls: int = 10, data_dir=None, progress=None) -> QuantizeResult:
     """Search ``model``'s int8 recipe (``search``) or check one recipe with the fallback, and write it.
 
     ``fp32`` defaults to ``exported/MODEL/model.onnx``; the starting recipe is ``options``, else
@@ -76,11 +77,11 @@ def quantize_model(model: str, *, fp32=None, search: bool = True, recipe=None, o
     if eval_limit is not None and (isinstance(eval_limit, bool) or not isinstance(eval_limit, int)
                                    or not 1 <= eval_limit <= 10_000):
         raise UsageError(f"--eval-limit {eval_limit!r} must be an integer from 1 to 10000")
-    out = Path(out) if out is not None else Path("runs") / model
+    out = Path(out) if out is not None else A.RUNS / model
     say = progress or (lambda msg: None)
     say("loading MNIST")
-    cal, source = calibration_set(base, data_root=data_root, only_class=calibration_class)
-    x, y = load_mnist("test", root=data_root)
+    cal, source = calibration_set(base, data_dir=data_dir, only_class=calibration_class)
+    x, y = load_mnist("test", data_dir=data_dir)
     n = eval_limit or len(x)
     document = search_int8(fp32, model=model, calibration_images=cal, calibration_source=source,
                            x_eval=x[:n, None], y_eval=y[:n], base=base, full=search, repeats=repeats, calls=calls,
@@ -106,7 +107,7 @@ def diagnose_recipe(fp32, options: QuantizeOptions, cal: np.ndarray, source: dic
 
     work = Path(tempfile.mkdtemp(prefix="mnist-edge-int8-report-"))
     try:
-        quantize_int8(fp32, work / "model.int8.onnx", cal, options, source=source)
-        return diagnose(float_graph(fp32, options, work), work / "model.int8.onnx", images)
+        quantize_int8(fp32, work / A.INT8, cal, options, source=source)
+        return diagnose(float_graph(fp32, options, work), work / A.INT8, images)
     finally:
         shutil.rmtree(work, ignore_errors=True)

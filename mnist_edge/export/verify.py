@@ -1,23 +1,23 @@
 """``verify_artifacts``: re-check an export folder against its manifest, without torch.
 
 Order matters: every listed file's size and SHA-256 first (a flipped byte or truncated file is caught
-before any parser sees it), then each ONNX file's structure (no external data, IR/opset the installed
-onnxruntime loads, our metadata), its input/output contract, and its accuracy on the test set against
-the manifest. TorchScript is checked the same way where torch is importable and reported as skipped
+before any parser sees it), then each ONNX file through the runtime's own load (``mnist_edge.runtime``, no
+onnx package: external data refused, IR/opset the installed onnxruntime loads, our metadata and the
+manifest's model name, the input/output contract, a dry run), and its accuracy on the test set against
+the manifest: the one verification path, the same with or without onnx installed. TorchScript is checked the same way where torch is importable and reported as skipped
 where it is not. The copy of the default model inside an installed wheel lacks the files its manifest
 lists for torch (checkpoint, TorchScript): those are reported absent, everything present is checked.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.errors import ArtifactError
+from mnist_edge.errors import ArtifactError, first_line
 
 ABSENT = "absent (not in the wheel; torch-only)"
 DEFAULT_TOLERANCE_PP = 0.1  # accuracy may move by 10 of 10,000 images across CPUs' kernels
@@ -43,20 +43,7 @@ def _torch_available() -> bool:
     return True
 
 
-def _read(path: Path, entry: dict) -> bytes:
-    """The bytes of a listed file, bounded and regular-file only, checked against its manifest hash again."""
-    from mnist_edge.io import describe_os_error, read_regular
-
-    try:
-        data = read_regular(path, entry["size"])
-    except OSError as e:
-        raise ArtifactError(f"cannot read it ({describe_os_error(e)})") from None
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise ArtifactError("changed on disk after its hash check")
-    return data
-
-
-def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: bool = False,
+def verify_artifacts(folder: str | os.PathLike, *, data_dir=None, hashes_only: bool = False,
                      tolerance_pp: float = DEFAULT_TOLERANCE_PP, torchscript: bool | None = None) -> VerifyReport:
     """Verify ``folder``; raise ArtifactError naming every failure, or return the per-file report.
 
@@ -69,7 +56,7 @@ def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: 
     if not hashes_only:
         from mnist_edge.data import require_splits
 
-        require_splits(data_root, ("test",))
+        require_splits(data_dir, ("test",))
     manifest = read_manifest(folder)
     absent = not_shipped(folder, manifest)  # the wheel's copy leaves out checkpoint and TorchScript
     files = {name: entry for name, entry in manifest["files"].items() if name not in absent}
@@ -83,14 +70,14 @@ def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: 
         return report
 
     from mnist_edge.data import load_mnist
-    from mnist_edge.export.ort_eval import accuracy_pct, inspect_onnx, make_session, ort_logits
-    from mnist_edge.runtime.checks import session_io_problems as contract_problems
-    from mnist_edge.runtime.onnxfile import describe
+    from mnist_edge.export.ort_eval import accuracy_pct, ort_logits
+    from mnist_edge.runtime.classifier import load
+    from mnist_edge.runtime.hashcheck import read_verified
 
     evaluation = manifest.get("evaluation") or {}
     n = evaluation.get("images", 10_000)
     batch = max(evaluation.get("batch_sizes") or [64])
-    x, y = load_mnist("test", root=data_root)
+    x, y = load_mnist("test", data_dir=data_dir)
     if not isinstance(n, int) or not 1 <= n <= len(x):
         raise ArtifactError(f"'{folder}/manifest.json' evaluates {n!r} test images; expected 1..{len(x)}")
     x, y = np.ascontiguousarray(x[:n, None]), np.asarray(y[:n]).astype(np.int64)
@@ -104,22 +91,20 @@ def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: 
             continue
         try:
             if entry.get("format") == "onnx":
-                data = _read(folder / name, entry)  # parse exactly the bytes whose hash we check
-                describe(data, name)  # the runtime's own reader: external data anywhere (sparse too) refused
-                inspect_onnx(folder / name, model_name=manifest["model"], data=data)
-                session = make_session(data)
-                bad = contract_problems(session)
-                if bad:
-                    raise ArtifactError("; ".join(bad))
-                row["accuracy"] = accuracy_pct(ort_logits(session, x, batch), y)
+                # The runtime's own load, the one path users run: the bytes hash-checked against this
+                # manifest are the bytes parsed (no onnx package needed), external data anywhere refused,
+                # the metadata contract and the model's name against the manifest's, the session's inputs
+                # and outputs, a dry run. Then the accuracy on the test set with that session.
+                clf = load(folder / name, threads=1)
+                row["accuracy"] = accuracy_pct(ort_logits(clf.session, x, batch), y)
             elif entry.get("format") == "torchscript":
                 if not use_torch:
                     row["status"] = "skipped (--no-torchscript)" if torchscript is False \
                         else "skipped (torch not installed)"
                     continue
-                from mnist_edge.export.torchscript import load_torchscript, torch_logits, torch_threads
+                from mnist_edge.torchrun import load_torchscript, torch_logits, torch_threads
 
-                data = _read(folder / name, entry)
+                data, _, _ = read_verified(folder / name, manifest)  # TorchScript is code: hash first
                 module, _ = load_torchscript(data)
                 with torch_threads(1):  # see torch_threads: 4x faster than 2 threads on a busy 2-core machine
                     row["accuracy"] = accuracy_pct(torch_logits(module, x, batch), y)
@@ -132,7 +117,7 @@ def verify_artifacts(folder: str | os.PathLike, *, data_root=None, hashes_only: 
             continue
         except Exception as e:  # a loader's own exception types: report, never crash
             row["status"] = "failed"
-            problems.append(f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            problems.append(f"{name}: {type(e).__name__}: {first_line(e)}")
             continue
         expected = entry.get("accuracy")
         if not isinstance(expected, (int, float)) or abs(row["accuracy"] - expected) > tolerance_pp:

@@ -13,23 +13,21 @@ torch, directly or indirectly; a test runs it with torch made unimportable.
 from mnist_edge.runtime.classifier import (
     Classifier,
     Prediction,
-    default_model_path,
     load,
     resolve_model,
 )
 from mnist_edge.runtime.images import load_image, load_images, normalize_digit
 from mnist_edge.runtime.inputs import as_batch
-from mnist_edge.runtime.predict import predict_files
+from mnist_edge.runtime.predict import classify_files
 
 __all__ = [
     "Classifier",
     "Prediction",
     "as_batch",
-    "default_model_path",
     "load",
     "load_image",
     "load_images",
     "normalize_digit",
-    "predict_files",
+    "classify_files",
     "resolve_model",
 ]

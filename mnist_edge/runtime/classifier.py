@@ -19,16 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge import contract as C
-from mnist_edge import packaged
-from mnist_edge.errors import ArtifactError, ContractError, UsageError
+from mnist_edge.artifacts import ONNX_FILES, resolve
+from mnist_edge.errors import ArtifactError, ContractError, UsageError, first_line
 from mnist_edge.runtime import checks
 from mnist_edge.runtime.inputs import as_batch
-from mnist_edge.runtime.onnxfile import describe
+from mnist_edge.runtime.onnxfile import inspect_bytes
 from mnist_edge.runtime.session import CUDA, create_session
-from mnist_edge.runtime.verify import MODEL_FILES, pick_file, read_verified
+from mnist_edge.runtime.hashcheck import pick_file, read_verified
 
 CHUNK = 4096  # images per session.run: bounds memory for very large batches
-DEFAULT_MODEL = Path("exported", "bn_cnn", MODEL_FILES["int8"])
 
 
 @dataclass(frozen=True)
@@ -109,9 +108,9 @@ class Classifier:
                                 f"expected ({n}, {C.NUM_CLASSES})")
         if not np.isfinite(logits).all():
             raise ArtifactError(f"{self.path} produced non-finite logits for finite input; the model is broken")
-        # Rank by logits and take softmax here rather than using the graph's "probabilities" output: in an
-        # int8 QDQ model that output is itself quantized (steps of 1/255), so top-2 ties are common and
-        # its rows do not sum to 1. For fp32 models the two agree to float rounding. Stable sort: a tie
+        # Rank by logits and take softmax here, in float64, rather than use the graph's "probabilities":
+        # one rule for every file, whatever its precision (the exporter keeps Softmax in float, so for our
+        # files the two agree to float rounding; a foreign int8 file may quantize it). Stable sort: a tie
         # goes to the lower class, as argmax does.
         z = logits.astype(np.float64)
         z -= z.max(axis=1, keepdims=True)
@@ -137,7 +136,7 @@ def _run(session, batch: np.ndarray, source) -> np.ndarray:
     try:
         return np.asarray(session.run([C.OUTPUT_NAMES[0]], {C.INPUT_NAME: batch}, _quiet_run_options())[0])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own pybind classes (Fail, InvalidArgument...)
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = first_line(e)
         text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
         text = re.sub(r"/\S*onnxruntime\S*:\d+ \S+\([^)]*\) ", "", text)  # source path and signature
         raise ArtifactError(f"{source} failed to run on a batch of {len(batch)}: {text[:300]}") from None
@@ -170,32 +169,17 @@ def _check_top_k(top_k) -> int:
     return int(top_k)
 
 
-def default_model_path() -> Path:
-    """The default model, bn_cnn's ``model.int8.onnx``: in ``./exported/bn_cnn``, else the source checkout's
-    ``exported/bn_cnn``, else the copy installed with the package (see :mod:`mnist_edge.packaged`)."""
-    folder = packaged.find_model_dir(packaged.DEFAULT_MODEL)
-    if folder is not None and (folder / DEFAULT_MODEL.name).is_file():
-        return folder / DEFAULT_MODEL.name
-    raise ArtifactError(f"no model given and the default {DEFAULT_MODEL.name} is not in "
-                        f"{packaged.where_looked(packaged.DEFAULT_MODEL)}; pass a model file or folder (--model), "
-                        "reinstall the wheel (it carries the default model), or create it in a checkout with "
-                        "`mnist-edge export --model bn_cnn --quantize`")
-
-
-def resolve_model(path, precision: str | None = None) -> tuple[Path, dict | None]:
-    """The .onnx file to load for ``path`` and, for an artifact folder, its (required) manifest."""
-    if precision is not None and precision not in MODEL_FILES:
-        raise UsageError(f"unknown precision {precision!r}; valid: {', '.join(MODEL_FILES)}")
-    if not str(path).strip():
-        raise UsageError(f"model path {str(path)!r} is empty; give an .onnx file or an artifact folder")
-    p = Path(path)
-    if p.is_dir():
-        return pick_file(p, precision)
-    if not p.exists():
-        raise ArtifactError(f"model {p}: no such file or folder")
+def resolve_model(path=None, precision: str | None = None) -> tuple[Path, dict | None]:
+    """The .onnx file to load for ``path`` (a zoo name, an artifact folder or a file; None: the default
+    model, see :func:`mnist_edge.artifacts.resolve`) and, for a folder, its (required) manifest."""
+    if precision is not None and precision not in ONNX_FILES:
+        raise UsageError(f"unknown precision {precision!r}; valid: {', '.join(ONNX_FILES)}")
+    artifact = resolve(path)
+    if artifact.file is None:
+        return pick_file(artifact.folder, precision)
     if precision is not None:
-        raise UsageError(f"precision chooses a file inside an artifact folder; {p} is a file")
-    return p, None
+        raise UsageError(f"precision chooses a file inside an artifact folder; {artifact.file} is a file")
+    return artifact.file, None
 
 
 def load(path=None, *, device: str = "cpu", threads: int | None = None, precision: str | None = None,
@@ -204,7 +188,8 @@ def load(path=None, *, device: str = "cpu", threads: int | None = None, precisio
 
     path: an .onnx file (verified against a manifest.json beside it when that lists it), or an artifact
       folder (manifest required; ``precision`` "int8" or "fp32" picks the file, default int8 when the
-      manifest lists one). None: :func:`default_model_path`.
+      manifest lists one), or a zoo name (``exported/NAME`` here, else the copy installed with the package;
+      :func:`mnist_edge.artifacts.resolve`). None: the default model, bn_cnn.
     device: "cpu", "cuda" / "cuda:N" (CUDA or a DeviceError, never a silent CPU run), or "auto" (CUDA when
       it really initialises, else CPU; ``Classifier.device`` and ``notes`` say which and why).
     threads: onnxruntime intra-op threads (None: its default, one per physical core).
@@ -212,10 +197,10 @@ def load(path=None, *, device: str = "cpu", threads: int | None = None, precisio
     strict: fail (DeviceError) when onnxruntime would run any node of the model on the CPU although
       ``device`` is a GPU (its ``session.disable_cpu_ep_fallback``); no effect on ``device="cpu"``.
     """
-    file, manifest = resolve_model(default_model_path() if path is None else path, precision)
+    file, manifest = resolve_model(path, precision)
     data, sha256, manifest = read_verified(file, manifest)  # hash-checked before anything parses them
     source = str(file)
-    info = describe(data, source)
+    info = inspect_bytes(data, source)
     meta = dict(info.metadata)
     parsed = checks.check_metadata(meta, source)
     if manifest is not None and meta[C.META_KEYS["model"]] != manifest["model"]:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.errors import InputError
+from mnist_edge.errors import InputError, first_line
 from mnist_edge.io import FileTooLargeError, describe_os_error, read_regular
 
 BOX = 20  # MNIST fits the digit into a 20x20 box
@@ -135,7 +135,7 @@ def read_gray(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, max_byte
         raise InputError(f"image {p}: decoding it needs more memory than is available") from None
     except Exception as e:  # noqa: BLE001 - Pillow's plugins raise OSError, SyntaxError, struct.error,
         # TypeError, RuntimeError... for corrupt data; all of them mean "this file cannot be decoded"
-        text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        text = first_line(e, 200)
         raise InputError(f"image {p} is corrupt or truncated ({type(e).__name__}: {text})") from None
 
 

@@ -134,7 +134,7 @@ def read_onnx_info(data: bytes) -> OnnxInfo:
     return info
 
 
-def describe(data: bytes, source: str) -> OnnxInfo:
+def inspect_bytes(data: bytes, source: str) -> OnnxInfo:
     """:func:`read_onnx_info` with the project's errors: not protobuf, no graph or external data."""
     if not data:
         raise ArtifactError(f"{source} is empty (0 bytes); re-export it with `mnist-edge export`")

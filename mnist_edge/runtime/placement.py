@@ -44,7 +44,7 @@ def placement_from_profile(events) -> dict:
     return {"nodes": dict(nodes), "ops": {p: dict(c) for p, c in ops.items()}, "total": sum(nodes.values())}
 
 
-def describe(placement: dict | None) -> str:
+def summary(placement: dict | None) -> str:
     """``"21 CUDA + 2 CPU nodes"`` (empty for None)."""
     if not placement or not placement.get("nodes"):
         return ""

@@ -75,7 +75,7 @@ def save_input(image: np.ndarray, path: Path) -> Path:
     return path
 
 
-def predict_files(images, *, model: str | os.PathLike | None = None, device: str = "cpu", top_k: int = 1,
+def classify_files(images, *, model: str | os.PathLike | None = None, device: str = "cpu", top_k: int = 1,
                   threads: int | None = None, save_inputs: str | os.PathLike | None = None,
                   strict: bool = False) -> dict:
     """Classify the image files (or folders of them) ``images`` with ``model`` (default: the committed
@@ -87,7 +87,7 @@ def predict_files(images, *, model: str | os.PathLike | None = None, device: str
     """
     from mnist_edge.extras import require
     from mnist_edge.runtime.placement import check_strict, measure_placement
-    from mnist_edge.runtime.verify import read_verified
+    from mnist_edge.runtime.hashcheck import read_verified
 
     require("images", "reading image files")  # no Pillow: one error now, not one per file after loading
     clf = load(model, device=device, threads=threads, strict=strict)  # a bad model or device fails the call

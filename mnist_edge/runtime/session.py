@@ -50,10 +50,10 @@ from __future__ import annotations
 
 import re
 
-from mnist_edge.errors import ArtifactError, DeviceError, UsageError
+from mnist_edge.devices import DEVICES, parse_device  # noqa: F401 (re-exported)
+from mnist_edge.errors import ArtifactError, DeviceError, UsageError, first_line
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
-DEVICES = ("cpu", "cuda", "auto")  # plus "cuda:N" for a GPU index
 CUDA_HELP = ("install the CUDA build of onnxruntime with its CUDA libraries: `pip uninstall onnxruntime && "
              "pip install 'onnxruntime-gpu[cuda,cudnn]'` (onnxruntime-gpu 1.31 needs CUDA 13.x and cuDNN 9.x)")
 
@@ -62,17 +62,6 @@ def _ort():
     import onnxruntime
 
     return onnxruntime
-
-
-def parse_device(device: str) -> tuple[str, int]:
-    """``"cpu" | "cuda" | "cuda:N" | "auto"`` -> (kind, GPU index); anything else is a UsageError."""
-    text = str(device).strip().lower()
-    m = re.fullmatch(r"cuda:(\d+)", text)
-    if m:
-        return "cuda", int(m.group(1))
-    if text in DEVICES:
-        return text, 0
-    raise UsageError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N (a GPU index), auto")
 
 
 def session_options(threads: int | None = None, spinning: bool = False, strict: bool = False,
@@ -116,7 +105,7 @@ def _load_failure(err: Exception, source: str, ir_version: int, opset: int | Non
         return ArtifactError(
             f"{source} uses ONNX opset {opset}, newer than onnxruntime {ort_version} supports ({limit}): "
             "re-export it with `mnist-edge export --opset N` for a lower N, or upgrade onnxruntime")
-    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    first = first_line(err)
     first = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (\S+:\d+ )?", "", first)[:300]
     return ArtifactError(f"onnxruntime {ort_version} cannot load {source} (IR {ir_version}, opset {opset}): "
                          f"{first}")
@@ -160,7 +149,7 @@ def create_session(data: bytes, *, source: str, device: str = "cpu", threads: in
                     raise strict_refusal(e, source, device) from None
                 if not _mentions_cuda(e):
                     raise _load_failure(e, source, ir_version, opset) from None
-                cuda_failure = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                cuda_failure = first_line(e, 200)
             else:
                 if sess.get_providers()[0] == CUDA:
                     return sess, f"cuda:{index}", ("auto: CUDA" if kind == "auto" else "")

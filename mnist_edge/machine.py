@@ -1,9 +1,9 @@
-"""The machine a benchmark ran on: CPU and its int8-relevant flags, OS, versions, and a Pi's clock state.
+"""The machine this runs on: CPU and its int8-relevant flags, OS, versions, load, and a Pi's clock state.
 
 Everything here is read without importing torch or onnxruntime (a broken onnxruntime wheel can kill the
 process on import: "Illegal instruction" from 1.21.0 on a Pi 4); versions come from package metadata and
 the workers report the version they really loaded. Readers take their text as an argument so tests can
-feed a Pi 4's or a Pi 5's /proc/cpuinfo and auxiliary vector (:mod:`mnist_edge.bench.hwcaps`: on ARM the
+feed a Pi 4's or a Pi 5's /proc/cpuinfo and auxiliary vector (:mod:`mnist_edge.hwcaps`: on ARM the
 flags come from AT_HWCAP/AT_HWCAP2, which are right under emulation too, where /proc/cpuinfo is the host's).
 
 int8 and the CPU: onnxruntime's int8 kernels gain over fp32 on x86-64 with VNNI and on ARM with the
@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnist_edge.bench import hwcaps
+from mnist_edge import hwcaps
 
 # The flags we report: x86 int8 (VNNI in its AVX-512 and AVX forms, AMX), the vector widths, and ARM's
 # dot product (asimddp), int8 matrix multiply (i8mm), SVE and fp16 arithmetic.

@@ -6,10 +6,10 @@ import hashlib
 from pathlib import Path
 
 from mnist_edge import manifest as mf
+from mnist_edge.artifacts import ONNX_FILES
 from mnist_edge.errors import ArtifactError
 from mnist_edge.io import FileTooLargeError, describe_os_error, read_regular
 
-MODEL_FILES = {"int8": "model.int8.onnx", "fp32": "model.onnx"}  # in an artifact folder
 MAX_MODEL_BYTES = 128 * 1024 * 1024  # our models are well under 10 MB; refuse to read anything huge
 
 
@@ -22,8 +22,8 @@ def pick_file(folder: Path, precision: str | None) -> tuple[Path, dict]:
     manifest = mf.read_manifest(folder)
     files = manifest["files"]
     if precision is None:
-        precision = "int8" if MODEL_FILES["int8"] in files else "fp32"
-    name = MODEL_FILES[precision]
+        precision = "int8" if ONNX_FILES["int8"] in files else "fp32"
+    name = ONNX_FILES[precision]
     if name not in files:
         onnx_files = [n for n in files if n.endswith(".onnx")]
         raise ArtifactError(f"artifact folder {folder} has no {precision} model: its manifest lists "

@@ -1,0 +1,84 @@
+"""Running torch models on the contract's uint8 batches: TorchScript files we wrote, EdgeModels, thread count.
+
+Below the export and the benchmark (both use it, as do the self-test and verify); torch is imported inside
+the functions. torch 2.13 marks ``torch.jit.load`` deprecated; TorchScript is still what the project
+ships, so the warning is silenced here (and in the export) rather than shown to every user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+
+import numpy as np
+
+EXTRA_FILE = "mnist_edge.json"  # contract metadata stored inside the .pt archive (torch.jit _extra_files)
+
+
+@contextlib.contextmanager
+def _no_jit_deprecation():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+        yield
+
+
+def load_torchscript(source):
+    """Load a TorchScript file we wrote, from a path or its bytes (call only after its hash matched:
+    TorchScript files are code). Returns (module in eval mode, the metadata dict stored with it)."""
+    import torch
+
+    with _no_jit_deprecation():
+        extra = {EXTRA_FILE: ""}
+        f = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
+        module = torch.jit.load(f, map_location="cpu", _extra_files=extra)
+    return module.eval(), json.loads(extra[EXTRA_FILE] or "{}")
+
+
+def torch_logits(module, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Logits float32 [N, 10] of an EdgeModel or its TorchScript, ``batch_size`` images per call."""
+    import torch
+
+    out = np.empty((len(images), 10), dtype=np.float32)
+    images = np.ascontiguousarray(images)
+    x = torch.from_numpy(images if images.flags.writeable else images.copy())  # torch warns on read-only arrays
+    with _no_jit_deprecation(), torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            out[start:start + batch_size] = module(x[start:start + batch_size])[0].numpy()
+    return out
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Temporarily run torch with ``n`` intra-op threads (restored afterwards).
+
+    One thread for the gates: at batch 1 and 7 these models spend their time in per-op overhead, and on a
+    2-core machine shared with another job two OpenMP threads made batch-1 loops up to 100x slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def torch_device(device):
+    """A torch.device for ``device`` (cpu, cuda, cuda:N); DeviceError when torch sees no CUDA GPU."""
+    import torch
+
+    from mnist_edge.errors import DeviceError
+
+    from mnist_edge.devices import parse_device
+
+    kind, index = parse_device(device, allow_auto=False)
+    if kind == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu "
+                          "or install a CUDA build of torch")
+    return torch.device("cuda", index)
