@@ -16,7 +16,7 @@ import numpy as np
 
 from mnist_edge import artifacts as A
 from mnist_edge.errors import ArtifactError, UsageError
-from mnist_edge.io import format_size, sha256_file, write_text_atomic
+from mnist_edge.files import format_size, sha256_file, write_text_atomic
 from mnist_edge.zoo import MODELS, get_spec
 
 FORMATS = (("eager", "PyTorch eager"), ("torchscript", "TorchScript"), ("onnx", "ONNX fp32"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mnist_edge import artifacts as A
 from mnist_edge.errors import CheckpointError, WriteError, first_line
-from mnist_edge.io import describe_os_error, read_regular
+from mnist_edge.files import describe_os_error, read_regular
 
 FORMAT = "mnist-edge-checkpoint/1"
 DEFAULT_NAME = A.CHECKPOINT
@@ -26,7 +26,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: str, state_dict: dict, re
     import torch
 
     from mnist_edge import __version__
-    from mnist_edge.io import atomic_path
+    from mnist_edge.files import atomic_path
     from mnist_edge.zoo import get_spec
 
     spec = get_spec(model)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from mnist_edge import artifacts as A
 from mnist_edge.errors import ArtifactError
-from mnist_edge.io import FileTooLargeError, describe_os_error, read_regular, sha256_file, write_text_atomic
+from mnist_edge.files import FileTooLargeError, describe_os_error, read_regular, sha256_file, write_text_atomic
 
 FORMAT = "mnist-edge-manifest/1"
 MANIFEST_NAME = A.MANIFEST

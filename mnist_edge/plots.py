@@ -24,7 +24,7 @@ def _pyplot():
 
 
 def _save(fig, path, dpi=100) -> Path:
-    from mnist_edge.io import atomic_path
+    from mnist_edge.files import atomic_path
 
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
@@ -144,7 +144,7 @@ def plot_zoo(points: list[dict], path: str | Path, title: str = "") -> Path:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FormatStrFormatter
 
-    from mnist_edge.io import format_size
+    from mnist_edge.files import format_size
 
     formats = [Line2D([], [], ls="", marker=m, ms=8, mfc=c, alpha=0.6, mec="black", label=f)
                for f, (c, m) in FORMAT_STYLE.items()]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from mnist_edge import io as mio
+from mnist_edge import files as mio
 from mnist_edge.cli import COMMANDS, build_parser, main
 from mnist_edge.export.reports import EXPORT_SCHEMA, VERIFY_SCHEMA
 from mnist_edge.zoo import get_spec

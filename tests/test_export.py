@@ -29,7 +29,7 @@ from mnist_edge.errors import CheckpointError, ExportError, GateError, UsageErro
 from mnist_edge.export import gates as G
 from mnist_edge.export import pipeline, swap
 from mnist_edge.export.quantize import QuantizeOptions, custom_source, quantize_int8
-from mnist_edge.io import forget_replaced, sha256_file
+from mnist_edge.files import forget_replaced, sha256_file
 from mnist_edge.manifest import verify_files
 from mnist_edge.zoo import MODELS
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mnist_edge.cli import main
-from mnist_edge.io import atomic_path, current_umask, write_text_atomic
+from mnist_edge.files import atomic_path, current_umask, write_text_atomic
 from mnist_edge.manifest import read_manifest, write_manifest
 
 EXPORTED = Path(__file__).resolve().parents[1] / "exported"

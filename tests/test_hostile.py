@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from helpers_onnx import contract_model_bytes
-from mnist_edge import io as mio
+from mnist_edge import files as mio
 from mnist_edge.cli import interrupted_message, main
 from mnist_edge.errors import (ArtifactError, CheckpointError, DownloadError, ExportError, InputError,
                                TrainingError, UsageError, WriteError)

@@ -27,7 +27,7 @@ from onnx import numpy_helper
 
 from mnist_edge.export.ort_eval import make_session, ort_logits
 from mnist_edge.export.pipeline import created_time
-from mnist_edge.io import sha256_file
+from mnist_edge.files import sha256_file
 from mnist_edge.manifest import read_manifest
 from mnist_edge.zoo import MODELS
 

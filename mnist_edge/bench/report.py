@@ -50,7 +50,7 @@ import textwrap
 from pathlib import Path
 
 from mnist_edge.errors import UsageError
-from mnist_edge.io import format_size as _size
+from mnist_edge.files import format_size as _size
 
 SCHEMA_NAME, SCHEMA_MAJOR = "mnist-edge-bench", 1
 SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_MAJOR}"
@@ -100,7 +100,7 @@ def load_report(path) -> dict:
 
 
 def write_json(report: dict, path) -> Path:
-    from mnist_edge.io import write_text_atomic
+    from mnist_edge.files import write_text_atomic
 
     write_text_atomic(path, json.dumps(report, indent=2) + "\n")
     return Path(path)

@@ -78,7 +78,7 @@ def run_format(config: dict, emit=lambda event: None) -> dict:
     accuracy, data. Returns the format's entry and its result rows (see report.py's schema)."""
     from mnist_edge.bench.formats import FORMATS
     from mnist_edge.bench.timing import measure, summarize, time_once
-    from mnist_edge.io import sha256_file
+    from mnist_edge.files import sha256_file
 
     spec = FORMATS[config["format"]]
     file = Path(config["folder"]) / spec.file

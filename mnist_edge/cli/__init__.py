@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mnist_edge.io import forget_replaced
+    from mnist_edge.files import forget_replaced
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def interrupted_message() -> str:
     """What is true after Ctrl-C: which files this command had already replaced (complete), if any."""
-    from mnist_edge.io import replaced_paths
+    from mnist_edge.files import replaced_paths
 
     done = replaced_paths()
     if not done:

@@ -65,7 +65,7 @@ def run(args) -> int:
         run_bench,
     )
 
-    from mnist_edge.io import write_text_atomic
+    from mnist_edge.files import write_text_atomic
 
     if args.compare:
         cmp = rep.compare_reports(rep.load_report(args.compare[0]), rep.load_report(args.compare[1]))

@@ -95,7 +95,7 @@ def format_result(result) -> str:
     """The short table the command prints: files written, then the checks that passed."""
     m = result.manifest
     ev = m["evaluation"]
-    from mnist_edge.io import format_size as _size
+    from mnist_edge.files import format_size as _size
 
     lines = [f"exported {result.model} to {result.out}/ in {result.seconds:.1f} s "
              f"(opset {m['settings']['opset']}; checks on {ev['images']:,} test images at batch sizes "

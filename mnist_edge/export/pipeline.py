@@ -30,7 +30,7 @@ from mnist_edge.export import gates as G
 from mnist_edge.export.onnx_export import DEFAULT_OPSET, check_opset, export_onnx, metadata_json
 from mnist_edge.export.quantize import QuantizeOptions
 from mnist_edge.export.swap import remove_tree, swap_into_place
-from mnist_edge.io import lock_fd, note_replaced, remove_stale, sigint_deferred
+from mnist_edge.files import lock_fd, note_replaced, remove_stale, sigint_deferred
 from mnist_edge.manifest import MANIFEST_NAME, file_record, write_manifest
 
 EXPORT_ROOT = A.EXPORTED  # the artifact layout and its names: mnist_edge.artifacts
@@ -129,7 +129,7 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     _preflight(out)
 
     from mnist_edge.checkpoint import load_checkpoint
-    from mnist_edge.io import current_umask, describe_os_error, sha256_file
+    from mnist_edge.files import current_umask, describe_os_error, sha256_file
 
     try:
         ckpt_sha = sha256_file(ckpt_path)

@@ -81,7 +81,7 @@ def load_recipe(model: str, path: str | os.PathLike | None = None) -> Int8Recipe
 
 def write_json(document: dict, path: str | os.PathLike) -> Path:
     """Write ``document`` to ``path`` atomically (temp file, then rename), sorted keys, newline at the end."""
-    from mnist_edge.io import write_text_atomic
+    from mnist_edge.files import write_text_atomic
 
     write_text_atomic(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
     return Path(path)

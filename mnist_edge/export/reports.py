@@ -62,6 +62,6 @@ def write_document(doc: dict, path) -> None:
     if str(path) == "-":
         print(text, end="")
         return
-    from mnist_edge.io import write_text_atomic
+    from mnist_edge.files import write_text_atomic
 
     write_text_atomic(Path(path), text)

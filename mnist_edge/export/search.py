@@ -345,7 +345,7 @@ def plot_search(document: dict, path) -> Path | None:
     ax.set_title(f"{document['model']}: {document['verdict']} ({len(document['trials'])} trials, "
                  f"{len(failed)} failed the gate)\n{document['machine']['cpu']}", fontsize=9)
     fig.tight_layout()
-    from mnist_edge.io import atomic_path
+    from mnist_edge.files import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

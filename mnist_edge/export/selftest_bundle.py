@@ -138,7 +138,7 @@ def write_bundle(folder: str | Path, *, model: str, edge, images: np.ndarray, la
     ``edge``: the EdgeModel being exported (PyTorch reference); ``images`` uint8 [N, 28, 28] or
     [N, 1, 28, 28] and ``labels`` [N]: the MNIST test set.
     """
-    from mnist_edge.io import sha256_file, write_bytes_atomic
+    from mnist_edge.files import sha256_file, write_bytes_atomic
     from mnist_edge.manifest import file_record
 
     folder = Path(folder)

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mnist_edge.io import sigint_deferred as _sigint_deferred
+from mnist_edge.files import sigint_deferred as _sigint_deferred
 
 
 def _exchange(a: Path, b: Path) -> bool:

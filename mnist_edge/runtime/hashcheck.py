@@ -8,7 +8,7 @@ from pathlib import Path
 from mnist_edge import manifest as mf
 from mnist_edge.artifacts import ONNX_FILES
 from mnist_edge.errors import ArtifactError
-from mnist_edge.io import FileTooLargeError, describe_os_error, read_regular
+from mnist_edge.files import FileTooLargeError, describe_os_error, read_regular
 
 MAX_MODEL_BYTES = 128 * 1024 * 1024  # our models are well under 10 MB; refuse to read anything huge
 

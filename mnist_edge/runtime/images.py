@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge.errors import InputError, first_line
-from mnist_edge.io import FileTooLargeError, describe_os_error, read_regular
+from mnist_edge.files import FileTooLargeError, describe_os_error, read_regular
 
 BOX = 20  # MNIST fits the digit into a 20x20 box
 SIDE = 28

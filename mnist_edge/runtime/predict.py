@@ -67,7 +67,7 @@ def save_input(image: np.ndarray, path: Path) -> Path:
 
     from PIL import Image
 
-    from mnist_edge.io import write_bytes_atomic
+    from mnist_edge.files import write_bytes_atomic
 
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "L").save(buf, "PNG")
