@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_edge.artifacts import RUNS as RUNS_DIR  # where checkpoints go by default (the layout's table)
+from mnist_edge.artifacts import RUNS as RUNS_DIR  # noqa: F401 (where checkpoints go by default: the CLI reads it here)
 from mnist_edge.errors import TrainingError, UsageError, WriteError
 
 

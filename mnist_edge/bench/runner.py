@@ -22,7 +22,7 @@ from mnist_edge.machine import collect_environment, load_average, read_throttled
 from mnist_edge.bench.formats import FORMATS, check_formats, unavailable_reason
 from mnist_edge.bench.report import SCHEMA
 from mnist_edge.bench.timing import check_budget
-from mnist_edge.errors import ArtifactError, UsageError
+from mnist_edge.errors import UsageError
 
 DEFAULT_FORMATS = tuple(FORMATS)
 DEFAULT_BATCH_SIZES = (1, 64)

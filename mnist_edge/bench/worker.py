@@ -11,7 +11,6 @@ each case, then one {"event": "result", ...} or {"event": "error", ...}); any ot
 
 from __future__ import annotations
 
-from mnist_edge import artifacts as A
 import json
 import sys
 import time

@@ -10,28 +10,27 @@ curves, notes) are carried over into the new one.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import shutil
 import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from mnist_edge import artifacts as A
-from mnist_edge.contract import (CONTRACT_VERSION, INPUT_DTYPE, INPUT_NAME, INPUT_SHAPE, LABELS, META_KEYS,
-                                 OUTPUT_NAMES)
+from mnist_edge.contract import META_KEYS
 from mnist_edge.errors import CheckpointError, ExportError, GateError, UsageError
 from mnist_edge.export import gates as G
+from mnist_edge.export import records
+from mnist_edge.export.records import created_time  # noqa: F401 (re-exported)
 from mnist_edge.export.onnx_export import DEFAULT_OPSET, check_opset, export_onnx, metadata_json
 from mnist_edge.export.quantize import QuantizeOptions
 from mnist_edge.export.swap import remove_tree, swap_into_place
 from mnist_edge.files import lock_fd, note_replaced, remove_stale, sigint_deferred
-from mnist_edge.manifest import MANIFEST_NAME, file_record, write_manifest
+from mnist_edge.manifest import MANIFEST_NAME, write_manifest
 
 EXPORT_ROOT = A.EXPORTED  # the artifact layout and its names: mnist_edge.artifacts
 CHECKPOINT_NAME = A.CHECKPOINT
@@ -62,19 +61,6 @@ def default_out(model: str) -> Path:
 def default_checkpoint(model: str) -> Path:
     """Where a model's committed checkpoint lives (what ``mnist-edge train --model NAME`` should produce)."""
     return EXPORT_ROOT / model / CHECKPOINT_NAME
-
-
-def versions() -> dict:
-    import onnx
-    import onnxruntime
-    import onnxscript
-    import torch
-
-    from mnist_edge import __version__
-
-    return {"mnist_edge": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
 
 
 def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = False, opset: int = DEFAULT_OPSET,
@@ -164,7 +150,7 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     try:
         # mkdtemp makes 0700; the swapped-in folder keeps the previous folder's mode (or 0777 less the umask)
         os.chmod(tmp, stat.S_IMODE(out.stat().st_mode) if out.is_dir() else 0o777 & ~current_umask())
-        vers = versions()
+        vers = records.versions()
         _carry_over(out, tmp)
         shutil.copyfile(ckpt_path, tmp / CHECKPOINT_NAME)
         if sha256_file(tmp / CHECKPOINT_NAME) != ckpt_sha:
@@ -175,7 +161,7 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
         from mnist_edge.models import build_edge_model
 
         edge = build_edge_model(spec, net).eval()
-        meta = _metadata(spec, ckpt_sha, vers)
+        meta = records.onnx_metadata(spec, ckpt_sha, vers)
         say(f"writing {TORCHSCRIPT_NAME}")
         export_torchscript(edge, tmp / TORCHSCRIPT_NAME, metadata=meta)
         say(f"writing {ONNX_NAME} (opset {opset})")
@@ -212,11 +198,11 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
 
         say("writing selftest.bin (the folder's own test images and reference outputs)")
         bundle = write_bundle(tmp, model=model, edge=edge, images=x_test, labels=y_test)
-        manifest = _manifest(spec, ckpt, ckpt_sha, tmp, checks, measured, vers, onnx_info, opset, recipe,
+        manifest = records.build_manifest(spec, ckpt, ckpt_sha, tmp, checks, measured, vers, onnx_info, opset, recipe,
                              n_eval, batch_sizes, thresholds)
         manifest["files"][A.SELFTEST] = bundle
         if quantize:
-            manifest.update(_recommendation(int8_recipe, qopts))
+            manifest.update(records.recommendation(int8_recipe, qopts))
         write_manifest(tmp, manifest)
         say(f"replacing '{out}'")
         with sigint_deferred():  # the swap and its record go together: an interrupt message tells the truth
@@ -234,30 +220,6 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
 
     return ExportResult(model=model, out=out, manifest=read_manifest(out), checks=checks,
                         seconds=time.perf_counter() - t0)
-
-
-def created_time(ckpt: dict) -> str | None:
-    """The manifest's ``created``: ``$SOURCE_DATE_EPOCH`` when set, else when the checkpoint's training
-    finished (its own record), else None. Never the export's wall clock: the same checkpoint exported
-    with the same versions gives the same bytes, wherever and whenever it is exported."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch:
-        if not epoch.isdigit():
-            raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} must be a whole number of seconds since 1970")
-        return datetime.fromtimestamp(int(epoch), timezone.utc).isoformat(timespec="seconds")
-    finished = (ckpt.get("metrics") or {}).get("finished_utc")
-    return finished if isinstance(finished, str) else None
-
-
-def _recommendation(int8_recipe, qopts: QuantizeOptions) -> dict:
-    """Manifest keys: the file to ship (fp32 when the recipe's search found int8 does not pay) and why."""
-    record = int8_recipe.record()
-    if qopts != int8_recipe.options:
-        record.update(source=f"{record['source']}, options changed on the command line", verdict=None,
-                      recommended=INT8_NAME)
-        for key in ("summary", "chosen", "search", "trials"):
-            record.pop(key, None)  # evidence about other options
-    return {"recommended": record["recommended"], "int8_recipe": record}
 
 
 def stale_pattern(name: str) -> str:
@@ -299,26 +261,6 @@ def _carry_over(out: Path, tmp: Path) -> None:
             shutil.copytree(entry, tmp / entry.name, symlinks=True)
         else:
             shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
-
-
-def _metadata(spec, ckpt_sha: str, vers: dict) -> dict[str, str]:
-    pad = (spec.input_size - 28) // 2
-    values = {
-        "contract": CONTRACT_VERSION,
-        "model": spec.name,
-        "labels": metadata_json(list(LABELS)),
-        "input": metadata_json({"name": INPUT_NAME, "dtype": INPUT_DTYPE, "shape": list(INPUT_SHAPE),
-                                "range": [0, 255], "pixels": "MNIST: 0 background, 255 ink"}),
-        "outputs": metadata_json(list(OUTPUT_NAMES)),
-        "normalization": metadata_json({"scale": 1 / 255, "mean": spec.mean, "std": spec.std,
-                                        "input_size": spec.input_size, "pad": pad,
-                                        "formula": "(pad(image / 255, pad) - mean) / std, inside the graph"}),
-        "seed_file": spec.seed_file,
-        "checkpoint_sha256": ckpt_sha,
-        "versions": metadata_json(vers),
-        "precision": "fp32",
-    }
-    return {META_KEYS[k]: v for k, v in values.items()}
 
 
 def _attempt(fn, *args):
@@ -379,40 +321,3 @@ def _run_gates(model, edge, folder: Path, x, y, batch_sizes, quantize: bool, thr
                               max_abs_diff=max(diffs) if diffs else None)
     return checks, measured
 
-
-def _manifest(spec, ckpt, ckpt_sha, folder: Path, checks, measured, vers, onnx_info, opset, recipe,
-              n_eval, batch_sizes, thresholds) -> dict:
-    files = {CHECKPOINT_NAME: dict(file_record(folder / CHECKPOINT_NAME), kind="checkpoint", format=ckpt["format"],
-                                   test_accuracy=(ckpt.get("metrics") or {}).get("test_accuracy"))}
-    if files[CHECKPOINT_NAME]["sha256"] != ckpt_sha:
-        raise ExportError("the checkpoint copy changed during the export")
-    kinds = {TORCHSCRIPT_NAME: ("torchscript", "fp32"), ONNX_NAME: ("onnx", "fp32"), INT8_NAME: ("onnx", "int8")}
-    for name, (fmt, precision) in kinds.items():
-        if name not in measured:
-            continue
-        summary = G.summarize(checks, name)
-        entry = dict(file_record(folder / name), kind="model", format=fmt, precision=precision, **measured[name],
-                     label_mismatches=summary["worst"].get("label_mismatches"),
-                     by_batch=summary["by_batch"])
-        if fmt == "onnx":
-            entry.update(opset=onnx_info["opset"], ir_version=onnx_info["ir_version"])
-        if precision == "int8":
-            entry["accuracy_drop_pp"] = summary["worst"].get("accuracy_drop_pp")
-            entry["quantization"] = recipe
-        files[name] = entry
-    return {
-        "model": spec.name,
-        "created": created_time(ckpt),
-        "contract": {"version": CONTRACT_VERSION,
-                     "input": {"name": INPUT_NAME, "dtype": INPUT_DTYPE, "shape": list(INPUT_SHAPE), "range": [0, 255]},
-                     "outputs": list(OUTPUT_NAMES), "labels": list(LABELS)},
-        "evaluation": {"split": "test", "images": n_eval, "batch_sizes": list(batch_sizes), "threads": 1},
-        "versions": vers,
-        "settings": {"opset": opset, "quantize": recipe is not None, "quantization": recipe,
-                     "thresholds": thresholds, "seed_file": spec.seed_file,
-                     "checkpoint_sha256": ckpt_sha, "normalization": {"mean": spec.mean, "std": spec.std,
-                                                                      "input_size": spec.input_size}},
-        "pytorch": {"accuracy": measured["pytorch"]["accuracy"]},
-        "checks": [c.to_dict() for c in checks],
-        "files": files,
-    }

@@ -7,13 +7,9 @@ silenced here (and only here) rather than shown to every user of ``mnist-edge ex
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import warnings
-
-import numpy as np
 
 from mnist_edge.torchrun import EXTRA_FILE, _no_jit_deprecation, load_torchscript  # noqa: F401 (load_torchscript: public API)
 

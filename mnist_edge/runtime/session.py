@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import re
 
-from mnist_edge.devices import DEVICES, parse_device  # noqa: F401 (re-exported)
+from mnist_edge.devices import parse_device
 from mnist_edge.errors import ArtifactError, DeviceError, UsageError, first_line
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
