@@ -88,7 +88,8 @@ def resolve(ref: str | os.PathLike | None = None) -> Artifact:
 
     text = DEFAULT_MODEL if ref is None else os.fspath(ref)
     if not text.strip():
-        raise UsageError("--model is empty: give a zoo name (e.g. bn_cnn), an artifact folder or a model file")
+        raise UsageError(f"model path {text!r} is empty: give a zoo name (e.g. bn_cnn), an artifact folder or a "
+                         "model file")
     path = Path(text).expanduser()
     if path.is_file():
         return Artifact(path.parent, path, "file")

@@ -453,4 +453,7 @@ def test_bench_reads_a_real_export_folder(artifact_dir):
     assert all(e["status"] == "ok" and e["verified"] for e in entries.values()), entries
     assert r["model"]["name"] == "bn_cnn" and len(r["results"]) == 8
     assert not any("not hash-checked" in w for w in r["warnings"])
-    assert r["advice"]["basis"] == "measured" and r["advice"]["ship"] in ("model.onnx", "model.int8.onnx")
+    # measured: a file to ship, or none when the ratio's interval includes 1 (a busy machine can't tell)
+    assert r["advice"]["basis"] == "measured"
+    assert r["advice"]["ship"] in ("model.onnx", "model.int8.onnx") or (
+        r["advice"]["ship"] is None and r["advice"]["int8_pays"] is None and "ndetermined" in r["advice"]["line"])

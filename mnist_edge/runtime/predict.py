@@ -34,6 +34,8 @@ def expand_paths(images) -> list[tuple[str, str | None]]:
     files); a folder without any gives one error entry naming it."""
     out: list[tuple[str, str | None]] = []
     for item in images:
+        if not os.fspath(item).strip():  # Path("") is ".": never read the working directory for a typo
+            raise InputError(f"image path {os.fspath(item)!r} is empty; give an image file or a folder of them")
         p = Path(item)
         if not p.is_dir():
             out.append((os.fspath(item), None))
@@ -90,6 +92,7 @@ def classify_files(images, *, model: str | os.PathLike | None = None, device: st
     from mnist_edge.runtime.hashcheck import read_verified
 
     require("images", "reading image files")  # no Pillow: one error now, not one per file after loading
+    expanded = expand_paths(images)  # an empty path fails the call here, before any loading
     clf = load(model, device=device, threads=threads, strict=strict)  # a bad model or device fails the call
     data, digest, _ = read_verified(clf.path, None)
     if digest != clf.sha256:
@@ -101,7 +104,7 @@ def classify_files(images, *, model: str | os.PathLike | None = None, device: st
     if save_dir is not None and save_dir.exists() and not save_dir.is_dir():
         raise InputError(f"--save-inputs {save_dir} is a file, not a folder")
     entries, good, arrays = [], [], []
-    for path, error in expand_paths(images):
+    for path, error in expanded:
         if error is None:
             try:
                 arrays.append(load_image(path))
