@@ -182,3 +182,16 @@ def test_the_self_test_bundle_ships_and_runs_from_the_package(artifact_dir, tmp_
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
     assert " ok" in rows["model.onnx"] and " ok" in rows["model.int8.onnx"]
     assert "not in the installed package" in rows["model.pt"]
+
+
+def test_the_wheel_builds_installs_with_no_extras_and_works_outside_the_checkout(mnist_dir):
+    """What CI must show for a Pi user (scripts/wheel-smoke.sh): `python -m build`, a fresh venv with the
+    wheel and no extras (numpy + onnxruntime only; torch, onnx, Pillow absent), then list, verify (hashes,
+    accuracy, self-test), bench and predict from a folder outside the checkout; then [images] and --model."""
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, MNIST_EDGE_DATA=str(mnist_dir), PYTHON=sys.executable)
+    p = subprocess.run(["bash", str(root / "scripts" / "wheel-smoke.sh")], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])

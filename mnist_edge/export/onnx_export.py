@@ -114,31 +114,30 @@ def strip_exporter_metadata(model) -> int:
     """
     removed = 0
 
-    def graph(g) -> None:
+    def clear(proto) -> None:
         nonlocal removed
-        removed += len(g.metadata_props)
-        del g.metadata_props[:]
-        g.doc_string = ""
-        for items in (g.input, g.output, g.value_info, g.initializer):
-            for item in items:
-                removed += len(item.metadata_props)
-                del item.metadata_props[:]
-        for node in g.node:
-            removed += len(node.metadata_props)
-            del node.metadata_props[:]
+        removed += len(proto.metadata_props)
+        del proto.metadata_props[:]
+
+    def nodes(container) -> None:  # a graph's or a function's nodes, and the subgraphs in their attributes
+        for node in container.node:
+            clear(node)
             node.doc_string = ""
             for attr in node.attribute:
                 for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
                     graph(sub)
 
+    def graph(g) -> None:
+        clear(g)
+        g.doc_string = ""
+        for item in (*g.input, *g.output, *g.value_info, *g.initializer):
+            clear(item)
+        nodes(g)
+
     graph(model.graph)
     for fn in model.functions:
-        removed += len(fn.metadata_props)
-        del fn.metadata_props[:]
-        for node in fn.node:
-            removed += len(node.metadata_props)
-            del node.metadata_props[:]
-            node.doc_string = ""
+        clear(fn)
+        nodes(fn)
     return removed
 
 
