@@ -26,8 +26,8 @@ def register(sub) -> None:
                      "mnist-edge export --model lenet5 --checkpoint runs/lenet5/checkpoint.pt --out /tmp/lenet5",
                      "mnist-edge export --model mlp --quantize --calibration-method entropy --json export.json"])
     p.add_argument("--model", required=True, metavar="NAME", help="registry name (see: mnist-edge list)")
-    p.add_argument("--checkpoint", metavar="PATH", help="default: exported/NAME/checkpoint.pt")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: exported/NAME/)")
+    p.add_argument("--checkpoint", metavar="PATH", help="default: exported/NAME/checkpoint.pt, relative to the working directory")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: exported/NAME/, relative to the working directory)")
     p.add_argument("--quantize", action="store_true", help="also write a static int8 ONNX file (model.int8.onnx)")
     p.add_argument("--opset", type=int, default=18, metavar="N",
                    help="ONNX opset (default 18; 16-17 for older runtimes where the model converts)")

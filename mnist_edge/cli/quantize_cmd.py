@@ -23,7 +23,7 @@ def register(sub) -> None:
                    help="search the recipe space (default: check the starting recipe only, with the fallback)")
     p.add_argument("--recipe", metavar="FILE", help="starting recipe file (default: onnxruntime's defaults with --search, "
                    "else the model's registered recipe)")
-    p.add_argument("--out", metavar="DIR", help="where int8_recipe.json and int8_search.png go (default: runs/NAME)")
+    p.add_argument("--out", metavar="DIR", help="where int8_recipe.json and int8_search.png go (default: runs/NAME, relative to the working directory)")
     p.add_argument("--register", action="store_true",
                    help="also record the result as the model's recipe (mnist_edge/int8_recipes/NAME.json)")
     p.add_argument("--report", action="store_true",

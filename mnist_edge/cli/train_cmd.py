@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--limit-train", type=int, help="train on only the first N (shuffled) training images")
-    p.add_argument("--out", type=Path, help="checkpoint path (default: runs/MODEL/checkpoint.pt)")
+    p.add_argument("--out", type=Path, help="checkpoint path (default: runs/MODEL/checkpoint.pt, relative to the working directory)")
     p.add_argument("--data", type=Path, help="MNIST folder (default: $MNIST_EDGE_DATA, then the user cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
