@@ -73,7 +73,7 @@ def output_step(path: Path, logits: np.ndarray) -> float:
     # is never taken below the fp32 tolerance (else every image would count as moved).
     gaps = np.diff(np.unique(logits))
     gaps = gaps[gaps > 1e-6]
-    return max(float(gaps.min()) if len(gaps) else 0.0, TOLERANCES["fp32"]["max_abs_diff"])
+    return max(float(gaps.min()) if len(gaps) else 0.0, TOLERANCES["onnx"]["max_abs_diff"])
 
 
 def int8_tolerance(step: float, canaries: int) -> dict:
