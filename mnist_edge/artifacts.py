@@ -91,13 +91,13 @@ def resolve(ref: str | os.PathLike | None = None) -> Artifact:
         raise UsageError(f"model path {text!r} is empty: give a zoo name (e.g. bn_cnn), an artifact folder or a "
                          "model file")
     path = Path(text).expanduser()
-    if path.is_file():
-        return Artifact(path.parent, path, "file")
     if path.is_dir():
         return Artifact(path, None, "folder")
+    if path.exists():  # a file, or something else a reader refuses by name (a FIFO, a device)
+        return Artifact(path.parent, path, "file")
     if text.lower() in MODELS or text in MODELS:
         name = get_spec(text).name
-        here = default_folder(name)
+        here = Path.cwd() / default_folder(name)
         if here.is_dir():
             return Artifact(here, None, "exported/NAME in the working directory")
         from mnist_edge.packaged import installed_model_dir
@@ -105,13 +105,13 @@ def resolve(ref: str | os.PathLike | None = None) -> Artifact:
         installed = installed_model_dir(name)
         if installed is not None:
             return Artifact(installed, None, "installed with the package")
-        raise ArtifactError(f"no {here}/ in {Path.cwd()} (zoo names are looked up relative to the working "
+        raise ArtifactError(f"no {default_folder(name)}/ in {Path.cwd()} (zoo names are looked up relative to the working "
                             f"directory) and no '{name}' installed with the package; export it with "
                             f"`mnist-edge export --model {name} --quantize`, or pass --model DIR")
     if os.sep in text or "/" in text or text.startswith(".") or path.suffix:
-        raise ArtifactError(f"model {text}: no such file or folder")
+        raise ArtifactError(f"model {text} does not exist (no such file or folder)")
     get_spec(text)  # UnknownModelError: the zoo's names and the closest one
-    raise ArtifactError(f"model {text!r}: no such file or folder")  # not reached
+    raise ArtifactError(f"model {text!r} does not exist")  # not reached
 
 
 # The --model help of every command that takes one: the same words for the same rule.

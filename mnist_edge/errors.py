@@ -77,7 +77,7 @@ class SelfTestError(ArtifactError):
     """An artifact whose outputs on its own self-test images moved beyond the stated tolerance."""
 
 
-def first_line(e: BaseException, limit: int = 300) -> str:
+def first_line(e: BaseException, limit: int | None = None) -> str:
     """The first line of an exception's text (at most ``limit`` characters), or its class name when empty:
     what a one-line error quotes from a library's own exception."""
     text = str(e).strip()

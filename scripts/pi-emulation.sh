@@ -131,7 +131,7 @@ DUMP='import sys, numpy as np
 from mnist_edge.data import load_mnist
 from mnist_edge.runtime import load
 folder, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-x, _ = load_mnist("test", root=sys.argv[4])
+x, _ = load_mnist("test", data_dir=sys.argv[4])
 for precision in ("fp32", "int8"):
     clf = load(folder, precision=precision, threads=1)
     np.save(f"{out}.{precision}.npy", clf.predict(x[:n]).logits)'

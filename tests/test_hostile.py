@@ -443,7 +443,7 @@ def test_8_verify_refuses_external_data_in_a_sparse_initializer(tmp_path, mnist_
     (tmp_path / "model.onnx").write_bytes(contract_model_bytes(sparse_external=True))
     write_manifest(tmp_path, {"model": "mlp", "evaluation": {"images": 10, "batch_sizes": [2]}, "files": {
         "model.onnx": {"kind": "model", "format": "onnx", "accuracy": 10.0, **file_record(tmp_path / "model.onnx")}}})
-    with pytest.raises(ArtifactError, match="model.onnx: model.onnx keeps 1 tensor.*external data"):
+    with pytest.raises(ArtifactError, match="model.onnx: .*model.onnx keeps 1 tensor.*external data"):
         verify_artifacts(tmp_path, data_dir=mnist_dir)
     with pytest.raises(ArtifactError, match="external data"):
         load(tmp_path)  # predict refuses the same file

@@ -110,7 +110,7 @@ def test_a_packaged_file_that_is_shipped_must_be_there_and_intact(installed, tmp
 
 def test_the_working_directory_comes_before_the_package(installed, model_dir):
     shutil.copytree(model_dir, Path.cwd() / "exported" / "bn_cnn")
-    assert classifier.resolve_model()[0] == Path("exported") / "bn_cnn" / "model.int8.onnx"  # relative to cwd
+    assert classifier.resolve_model()[0] == Path.cwd() / "exported" / "bn_cnn" / "model.int8.onnx"
 
 
 def test_help_marks_the_commands_that_need_an_extra(capsys):

@@ -339,7 +339,7 @@ def test_tampered_onnx_in_a_folder_fails_the_hash_check_before_parsing(artifact_
 
     def must_not_parse(*a, **k):
         raise AssertionError("parsed a file whose hash does not match")
-    monkeypatch.setattr(classifier, "describe", must_not_parse)
+    monkeypatch.setattr(classifier, "inspect_bytes", must_not_parse)
     with pytest.raises(ArtifactError, match="sha256|SHA-256|hash") as e:
         load(art, precision="int8" if "int8" in name else "fp32")
     assert name in str(e.value)
