@@ -148,3 +148,17 @@ def model_dir() -> Path:
         pytest.fail(f"{folder} is missing: it is committed; restore it (git checkout exported/) or run "
                     "`mnist-edge export --model bn_cnn --quantize`")
     return folder
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's own Ctrl-C handler for the test, whatever the run inherited: a process started in the
+    background by a non-interactive shell (as CI may start pytest) has SIGINT ignored, and then a SIGINT
+    the test sends itself would never become a KeyboardInterrupt."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)

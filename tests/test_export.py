@@ -322,7 +322,7 @@ def test_a_failed_or_interrupted_export_leaves_the_previous_folder_byte_identica
 
 
 def test_ctrl_c_just_after_the_swap_reports_the_new_folder_and_leftovers_of_killed_exports_go(
-        artifact_dir, short_trained, mnist_dir, tmp_path, monkeypatch):
+        artifact_dir, short_trained, mnist_dir, tmp_path, monkeypatch, default_sigint):
     """Issue 12, items 6 and 7: a folder a SIGKILLed export left is removed by the next export (it is ours,
     unlocked and old); a Ctrl-C that lands right after the swap says the new folder is in place."""
     import signal
@@ -341,10 +341,10 @@ def test_ctrl_c_just_after_the_swap_reports_the_new_folder_and_leftovers_of_kill
         os.kill(os.getpid(), signal.SIGINT)  # held back until the swap is recorded
 
     monkeypatch.setattr(pipeline, "swap_into_place", swap_then_ctrl_c)
+    checkpoint = short_trained("bn_cnn").checkpoint  # trained (and its checkpoint written) before the record
     forget_replaced()
     with pytest.raises(KeyboardInterrupt):
-        pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=out,
-                              data_dir=mnist_dir, eval_limit=300)
+        pipeline.export_model("bn_cnn", checkpoint=checkpoint, out=out, data_dir=mnist_dir, eval_limit=300)
     msg = interrupted_message()  # what the CLI prints for a KeyboardInterrupt
     assert msg.startswith(f"interrupted after replacing {out} (complete and in place)"), msg
     assert "model.int8.onnx" not in {p.name for p in out.iterdir()}  # the new (non-quantized) export is there

@@ -410,7 +410,7 @@ def test_7_the_interrupt_message_names_what_was_already_replaced(tmp_path):
     mio.forget_replaced()
 
 
-def test_7_ctrl_c_at_the_replace_is_held_until_the_record_is_made(tmp_path):
+def test_7_ctrl_c_at_the_replace_is_held_until_the_record_is_made(tmp_path, default_sigint):
     import signal
 
     mio.forget_replaced()
