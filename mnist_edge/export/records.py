@@ -18,9 +18,6 @@ from mnist_edge.export.onnx_export import metadata_json
 from mnist_edge.export.quantize import QuantizeOptions
 from mnist_edge.manifest import file_record
 
-CHECKPOINT_NAME, TORCHSCRIPT_NAME, ONNX_NAME, INT8_NAME = A.CHECKPOINT, A.TORCHSCRIPT, A.ONNX, A.INT8
-
-
 def versions() -> dict:
     import onnx
     import onnxruntime
@@ -52,7 +49,7 @@ def recommendation(int8_recipe, qopts: QuantizeOptions) -> dict:
     record = int8_recipe.record()
     if qopts != int8_recipe.options:
         record.update(source=f"{record['source']}, options changed on the command line", verdict=None,
-                      recommended=INT8_NAME)
+                      recommended=A.INT8)
         for key in ("summary", "chosen", "search", "trials"):
             record.pop(key, None)  # evidence about other options
     return {"recommended": record["recommended"], "int8_recipe": record}
@@ -80,11 +77,11 @@ def onnx_metadata(spec, ckpt_sha: str, vers: dict) -> dict[str, str]:
 
 def build_manifest(spec, ckpt, ckpt_sha, folder: Path, checks, measured, vers, onnx_info, opset, recipe,
               n_eval, batch_sizes, thresholds) -> dict:
-    files = {CHECKPOINT_NAME: dict(file_record(folder / CHECKPOINT_NAME), kind="checkpoint", format=ckpt["format"],
+    files = {A.CHECKPOINT: dict(file_record(folder / A.CHECKPOINT), kind="checkpoint", format=ckpt["format"],
                                    test_accuracy=(ckpt.get("metrics") or {}).get("test_accuracy"))}
-    if files[CHECKPOINT_NAME]["sha256"] != ckpt_sha:
+    if files[A.CHECKPOINT]["sha256"] != ckpt_sha:
         raise ExportError("the checkpoint copy changed during the export")
-    kinds = {TORCHSCRIPT_NAME: ("torchscript", "fp32"), ONNX_NAME: ("onnx", "fp32"), INT8_NAME: ("onnx", "int8")}
+    kinds = {f.name: (f.format, f.precision) for f in A.LAYOUT.values() if f.kind == "model"}  # the layout's table
     for name, (fmt, precision) in kinds.items():
         if name not in measured:
             continue

@@ -50,7 +50,7 @@ def file_kinds(folder: Path) -> dict[str, str]:
     """{file name: "torchscript" | "onnx" | "int8"} for the model files present in ``folder``."""
     from mnist_edge import artifacts as A
 
-    kinds = {A.TORCHSCRIPT: "torchscript", A.ONNX: "onnx", A.INT8: "int8"}
+    kinds = {f.name: role for role, f in A.LAYOUT.items() if f.kind == "model"}  # the layout's roles
     return {name: kind for name, kind in kinds.items() if (folder / name).is_file()}
 
 
