@@ -20,10 +20,11 @@ from mnist_edge.errors import MnistEdgeError
 from mnist_edge.extras import COMMAND_EXTRAS, EXTRAS, install_hint
 
 # command name -> module in mnist_edge.cli (order is the order in --help)
-COMMANDS = ["list", "data", "train", "export", "quantize", "verify", "predict", "bench", "card", "demo"]
+COMMANDS = ["list", "data", "train", "export", "quantize", "verify", "predict", "bench", "robustness", "card",
+            "demo"]
 # Needs no extra but files that only a source checkout has (the wheel does not carry them).
 CHECKOUT_ONLY = {"demo": "a source checkout (examples/web, after npm ci there)"}
-EPILOG = ("A runtime-only install (numpy + onnxruntime) runs list, verify, bench and, with the 'images' extra "
+EPILOG = ("A runtime-only install (numpy + onnxruntime) runs list, verify, bench, robustness and, with the 'images' extra "
           "(Pillow), predict; quantize needs the 'quantize' extra (onnx); train, export and card need the 'train' "
           "extra (torch, onnx, onnxscript). "
           "See the README's install profiles.")
