@@ -128,7 +128,7 @@ def test_help_marks_the_commands_that_need_an_extra(capsys):
     for command, extra in COMMAND_EXTRAS.items():
         assert f"[needs the '{extra}' extra]" in lines[command], command
     assert "needs a source checkout" in lines["demo"]
-    for command in ("list", "verify", "bench"):
+    for command in ("list", "verify", "bench", "robustness"):
         assert "needs" not in lines[command], command
     with pytest.raises(SystemExit):
         main(["train", "--help"])

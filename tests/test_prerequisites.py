@@ -46,6 +46,7 @@ def test_export_without_onnx_alone_names_onnx():
     ["export", "--model", "bn_cnn", "--quantize", "--data", "{empty}", "--out", "{tmp}/out"],
     ["verify", str(ROOT / "exported" / "bn_cnn"), "--data", "{empty}"],
     ["bench", "--model", str(ROOT / "exported" / "bn_cnn"), "--accuracy", "--data", "{empty}", "--runs", "5"],
+    ["robustness", str(ROOT / "exported" / "bn_cnn"), "--data", "{empty}"],
 ])
 def test_commands_needing_data_say_how_to_get_it_before_any_work(argv, tmp_path):
     empty = tmp_path / "no-data"

@@ -12,7 +12,7 @@ def register(sub) -> None:
     from mnist_edge.artifacts import MODEL_HELP, ONNX_FILES
     from mnist_edge.robustness import CONDITIONS, NOISE_SIGMA, ROTATE_DEG, SCALES, SHIFT_PX
 
-    p = add_command(sub, "robustness", "accuracy on test digits shifted, rotated, scaled, thinned, thickened, noisy",
+    p = add_command(sub, "robustness", "accuracy on test digits shifted, rotated, scaled, eroded, dilated or noisy",
                     f"Transforms the 10,000 MNIST test images into named conditions (shift by {SHIFT_PX} px in each "
                     f"direction, rotation by +-{ROTATE_DEG:g} degrees, scale {' and '.join(f'{s:g}x' for s in SCALES)}, "
                     f"strokes thinned and thickened by 1 px, Gaussian noise of sigma {NOISE_SIGMA:g} of 255) and "
