@@ -2,8 +2,9 @@
 
 Every number in a card comes from an artifact, never typed by hand: accuracy, agreement, differences
 and sizes from `manifest.json`; recipe, history, training time and hardware from `checkpoint.pt`;
-latency from `bench.json` (a `mnist-edge bench --json` report, schema mnist-edge-bench/1), marked stale
-when the SHA-256 it recorded for a file is not that of the file beside it now. The pictures
+latency from `bench.json` (a `mnist-edge bench --json` report, schema mnist-edge-bench/1) and accuracy
+under the robustness suite from `robustness.json` (`mnist-edge robustness --json`, mnist-edge-robustness/1),
+each marked stale when the SHA-256 it recorded for a file is not that of the file beside it now. The pictures
 (`confusion.png`, `misclassified.png`, `misclassified_int8.png`, and `zoo.png` for the index) come from
 running the ONNX files on the 10,000 test images with the torch-free runtime.
 """
@@ -111,6 +112,7 @@ def reproduce(name: str) -> str:
             f"mnist-edge quantize --model {name} --search --register --out exported/{name}  # measures this machine\n"
             f"mnist-edge export --model {name} --checkpoint runs/{name}/checkpoint.pt --quantize\n"
             f"mnist-edge bench --model exported/{name} --threads 1 --json exported/{name}/bench.json\n"
+            f"mnist-edge robustness {name} --threads 1 --json exported/{name}/robustness.json\n"
             f"mnist-edge card --model {name}")
 
 
@@ -128,6 +130,60 @@ def load_folder(folder: Path) -> tuple[dict, dict, dict | None]:
     return read_manifest(folder), read_checkpoint(folder / A.CHECKPOINT), bench
 
 
+def load_robustness(folder: Path) -> dict | None:
+    """The folder's robustness report (validated), None when it has none."""
+    from mnist_edge.robustness import REPORT_NAME, read_report
+
+    return read_report(folder / REPORT_NAME) if (folder / REPORT_NAME).exists() else None
+
+
+def robustness_lines(name: str, report: dict | None, stale: dict | None = None) -> list[str]:
+    """The card's robustness section: one row per condition, one column per ONNX file."""
+    from mnist_edge.robustness import REPORT_NAME, render_table
+
+    lines = ["## Robustness", ""]
+    if not report:
+        return lines + [f"Not measured yet: run `mnist-edge robustness {name} --json exported/{name}/{REPORT_NAME}`.", ""]
+    v = report["versions"]
+    lines += [f"`{report['command']}`: accuracy on the {report['images']:,} MNIST test images transformed by each "
+              f"condition of the robustness suite (numpy {v['numpy']}, onnxruntime {v['onnxruntime']}; "
+              "`mnist_edge/robustness.py` defines each condition).", "", render_table(report, markdown=True).rstrip()]
+    if stale:
+        lines += ["", "**Stale:** " + "; ".join(f"{p}: {why}" for p, why in stale.items())
+                  + ". These figures describe other files; run the robustness command again."]
+    return lines + [""]
+
+
+def robustness_index(rows: list[tuple[str, dict | None, dict]]) -> list[str]:
+    """The index's robustness table: one row per model file, one column per condition; ``rows`` holds
+    (model name, its report or None, {precision: why stale})."""
+    from mnist_edge.robustness import CONDITIONS, NOISE_SIGMA, REPORT_NAME, worst
+
+    measured = [r for _, r, _ in rows if r]
+    names = [n for n in CONDITIONS if any(n in {c["name"] for c in r["conditions"]} for r in measured)]
+    lines = ["## Robustness", "",
+             "Accuracy (%) of each ONNX file on the 10,000 test images transformed by each condition of "
+             "`mnist-edge robustness` (from each model's `robustness.json`): moved 2 px up, down, left or right; "
+             f"turned 15 degrees either way; resized 0.8x or 1.2x about the centre; strokes 1 px thinner or "
+             f"thicker at each edge (grey erosion or dilation with a 3x3 cross); Gaussian noise of sigma "
+             f"{NOISE_SIGMA:g} (pixels 0-255). Worst: the lowest but clean. Every condition is deterministic; "
+             "`mnist_edge/robustness.py` defines them.", "",
+             "| model | file | " + " | ".join(names) + " | worst |", "|---|---|" + "---|" * (len(names) + 1)]
+    for name, report, stale in rows:
+        if not report:
+            lines.append(f"| [`{name}`]({name}/README.md) | not measured: `mnist-edge robustness {name} --json "
+                         f"exported/{name}/{REPORT_NAME}` |" + " |" * (len(names) + 1))
+            continue
+        for e in report["files"]:
+            acc = e["accuracy"]
+            w = worst(e)
+            mark = " (stale)" if e["precision"] in stale else ""
+            lines.append(f"| [`{name}`]({name}/README.md) | {e['precision']}{mark} | "
+                         + " | ".join(f"{acc[n]:.2f}" if n in acc else "-" for n in names)
+                         + f" | {f'{w[1]:.2f} ({w[0]})' if w else '-'} |")
+    return lines + [""]
+
+
 def _render(folder, fn, *args) -> str:
     """``fn(*args)``; a field missing or of the wrong type in a file we did not write is an ArtifactError."""
     try:
@@ -138,9 +194,10 @@ def _render(folder, fn, *args) -> str:
 
 
 def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, stale: dict | None = None,
-               pictures: tuple = ()) -> str:
+               pictures: tuple = (), robustness: dict | None = None, robustness_stale: dict | None = None) -> str:
     """The card's markdown. ``stale``: {format: why} from :func:`stale_formats`; ``pictures``: the names
-    of the picture files present in the folder."""
+    of the picture files present in the folder; ``robustness``: its robustness report, with
+    ``robustness_stale`` from :func:`mnist_edge.robustness.stale_files`."""
     from mnist_edge.models import build_net, count_macs, count_params
 
     spec = get_spec(name)
@@ -201,9 +258,10 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
                       + ". These timings describe other files; run the bench command below again."]
     else:
         lines.append("Not measured yet: run `mnist-edge bench` (see below).")
-    lines += ["", "## Files", "", "`checkpoint.pt` (weights-only, rebuilds its model), `model.pt`, `model.onnx`, "
+    lines += [""] + robustness_lines(name, robustness, robustness_stale)
+    lines += ["## Files", "", "`checkpoint.pt` (weights-only, rebuilds its model), `model.pt`, `model.onnx`, "
               "`model.int8.onnx`, `manifest.json` (SHA-256 of every file; check with `mnist-edge verify "
-              f"exported/{name}`), `training_curves.png`, `bench.json`.", "",
+              f"exported/{name}`), `training_curves.png`, `bench.json`, `robustness.json`.", "",
               "![training curves](training_curves.png)", ""]
     if pictures:
         lines += ["## Errors on the test set", "",
@@ -239,7 +297,9 @@ def int8_recipe_lines(manifest: dict) -> list[str]:
     return lines
 
 
-def zoo_index(rows: list[tuple[str, dict, dict, dict | None]], plot: str | None = None) -> str:
+def zoo_index(rows: list[tuple[str, dict, dict, dict | None]], plot: str | None = None,
+              robustness: list[tuple[str, dict | None, dict]] | None = None) -> str:
+    """The index's markdown; ``robustness``: rows for :func:`robustness_index` (None: no such section)."""
     lines = ["# Exported models", "",
              "Every model of the zoo, trained by its seed's recipe, exported and gated by `mnist-edge export "
              "--quantize`, verified by the test suite (`tests/test_exported.py`). Accuracy on the full "
@@ -262,6 +322,8 @@ def zoo_index(rows: list[tuple[str, dict, dict, dict | None]], plot: str | None 
         lines += ["", f"![accuracy against batch-1 latency; marker area: file size]({plot})", "",
                   "Accuracy against batch-1 latency (p50, 1 thread, from each `bench.json`) for the ONNX fp32 and "
                   "int8 file of every model; a marker's area is the file's size."]
+    if robustness is not None:
+        lines += [""] + robustness_index(robustness)[:-1]
     lines += ["", "## Reproduce a row", "", "```bash", reproduce("NAME"), "```", ""]
     return "\n".join(lines)
 
@@ -287,6 +349,7 @@ def write_cards(exported: str | Path = "exported", models: list[str] | None = No
     """
     from mnist_edge import plots
     from mnist_edge.extras import require
+    from mnist_edge.robustness import stale_files
 
     require("train", "writing model cards (they read the checkpoints)", ("torch", "matplotlib"))
 
@@ -301,11 +364,14 @@ def write_cards(exported: str | Path = "exported", models: list[str] | None = No
     for name in models or present:
         folder = exported / get_spec(name).name
         manifest, ckpt, bench = load_folder(folder)  # ArtifactError naming a folder without a manifest
+        robust = load_robustness(folder)
         if pictures:
             written += model_pictures(folder, data_dir)
         have = tuple(p for p in PICTURES if (folder / p).is_file())
         card = _render(folder, lambda: model_card(get_spec(name).name, manifest, ckpt, bench,
-                                                  stale=stale_formats(folder, bench), pictures=have))
+                                                  stale=stale_formats(folder, bench), pictures=have,
+                                                  robustness=robust,
+                                                  robustness_stale=stale_files(folder, robust)))
         write_text_atomic(folder / "README.md", card)
         written.append(folder / "README.md")
     rows = [(n, *load_folder(exported / n)) for n in present]
@@ -316,5 +382,7 @@ def write_cards(exported: str | Path = "exported", models: list[str] | None = No
                                       title="The zoo: accuracy against batch-1 latency (marker area: file size)"))
     if (exported / "zoo.png").is_file():
         plot = "zoo.png"
-    write_text_atomic(exported / "README.md", _render(exported, zoo_index, rows, plot))
+    robust_rows = [(n, r, stale_files(exported / n, r)) for n in present
+                   for r in (load_robustness(exported / n),)]
+    write_text_atomic(exported / "README.md", _render(exported, zoo_index, rows, plot, robust_rows))
     return written + [exported / "README.md"]

@@ -46,6 +46,7 @@ SCALES = (0.8, 1.2)
 NOISE_SIGMA = 32.0  # pixel units (0-255): about 1/8 of the range
 NOISE_SEED = 0
 SCHEMA = "mnist-edge-robustness/1"
+REPORT_NAME = "robustness.json"  # in an artifact folder: what the model cards read
 
 
 def _check(images) -> np.ndarray:
@@ -359,3 +360,20 @@ def read_report(path) -> dict:
     except (ValueError, RecursionError) as e:
         raise ArtifactError(f"{path} is not JSON: {str(e)[:200] or type(e).__name__}") from None
     return validate_report(data, str(path))
+
+
+def stale_files(folder, report: dict | None) -> dict[str, str]:
+    """{precision: why} for each file of ``report`` that is gone from ``folder`` or has other bytes than
+    were measured."""
+    from pathlib import Path
+
+    from mnist_edge.files import sha256_file
+
+    out = {}
+    for e in (report or {}).get("files", []):
+        path = Path(folder) / Path(e["file"]).name
+        if not path.is_file():
+            out[e["precision"]] = f"{path.name} is gone"
+        elif sha256_file(path) != e["sha256"]:
+            out[e["precision"]] = f"{path.name} changed since it was measured"
+    return out

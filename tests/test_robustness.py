@@ -222,3 +222,33 @@ def test_it_runs_on_a_runtime_only_install(model_dir, mnist_dir):
     assert p.returncode == 0, p.stderr
     accuracy = json.loads((model_dir / "manifest.json").read_text())["files"]["model.int8.onnx"]["accuracy"]
     assert f"{accuracy:.2f}%" in [line for line in p.stdout.splitlines() if line.startswith("clean ")][0]
+
+
+def test_cards_show_the_report_and_mark_files_measured_before_they_changed(cli_report, model_dir, tmp_path):
+    import shutil
+
+    from mnist_edge import cards
+
+    folder = tmp_path / "bn_cnn"
+    folder.mkdir()
+    for name in ("model.onnx", "model.int8.onnx"):
+        shutil.copy(model_dir / name, folder / name)
+    assert R.stale_files(folder, cli_report) == {}
+    section = "\n".join(cards.robustness_lines("bn_cnn", cli_report))
+    assert section.startswith("## Robustness") and cli_report["command"] in section
+    assert R.render_table(cli_report, markdown=True).rstrip() in section and "Stale" not in section
+    (folder / "model.int8.onnx").write_bytes(b"other bytes")
+    (folder / "model.onnx").unlink()
+    stale = R.stale_files(folder, cli_report)
+    assert stale == {"fp32": "model.onnx is gone", "int8": "model.int8.onnx changed since it was measured"}
+    assert "**Stale:** fp32: model.onnx is gone" in "\n".join(cards.robustness_lines("bn_cnn", cli_report, stale))
+    index = cards.robustness_index([("bn_cnn", cli_report, {"int8": "changed"}), ("mlp", None, {})])
+    head = next(line for line in index if line.startswith("| model |"))
+    assert head == "| model | file | clean | thin | worst |"
+    fp32 = cli_report["files"][0]["accuracy"]
+    assert (f"| [`bn_cnn`](bn_cnn/README.md) | fp32 | {fp32['clean']:.2f} | {fp32['thin']:.2f} | "
+            f"{fp32['thin']:.2f} (thin) |") in index
+    assert any(line.startswith("| [`bn_cnn`](bn_cnn/README.md) | int8 (stale) |") for line in index)
+    missing = next(line for line in index if line.startswith("| [`mlp`]"))
+    assert "not measured" in missing and missing.count("|") == head.count("|")
+    assert "Not measured yet: run `mnist-edge robustness mlp" in "\n".join(cards.robustness_lines("mlp", None))
