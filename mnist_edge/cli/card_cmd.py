@@ -10,8 +10,8 @@ from mnist_edge.cli import add_command
 def register(sub) -> None:
     p = add_command(sub, "card", "write model cards and exported/README.md from manifests, checkpoints, bench",
                     "Every number in a card comes from a file in the model's folder: accuracy and sizes from "
-                    "manifest.json, recipe and training from checkpoint.pt, latency from bench.json (marked when "
-                    "its hashes no longer match the files). Also draws the confusion matrices, the gallery of "
+                    "manifest.json, recipe and training from checkpoint.pt, latency from bench.json and accuracy per "
+                    "robustness condition from robustness.json (each marked when its hashes no longer match the files). Also draws the confusion matrices, the gallery of "
                     "misclassified test digits and the zoo's accuracy-against-latency plot (needs torch, "
                     "matplotlib and the MNIST test set).",
                     ["mnist-edge card", "mnist-edge card --model bn_cnn lenet5",
