@@ -252,3 +252,21 @@ def test_cards_show_the_report_and_mark_files_measured_before_they_changed(cli_r
     missing = next(line for line in index if line.startswith("| [`mlp`]"))
     assert "not measured" in missing and missing.count("|") == head.count("|")
     assert "Not measured yet: run `mnist-edge robustness mlp" in "\n".join(cards.robustness_lines("mlp", None))
+
+
+def test_every_committed_model_has_a_current_robustness_report():
+    """exported/NAME/robustness.json measured the files there now, with today's suite (cheap: hashes only)."""
+    from pathlib import Path
+
+    from mnist_edge.zoo import MODELS
+
+    exported = Path(__file__).resolve().parents[1] / "exported"
+    for name in (n for n in MODELS if (exported / n / "manifest.json").is_file()):
+        folder = exported / name
+        redo = f"run `mnist-edge robustness {name} --threads 1 --json exported/{name}/robustness.json` and `mnist-edge card`"
+        assert (folder / R.REPORT_NAME).is_file(), f"exported/{name} has no robustness.json: {redo}"
+        report = R.read_report(folder / R.REPORT_NAME)
+        assert R.stale_files(folder, report) == {}, f"exported/{name}/robustness.json is stale: {redo}"
+        assert [c["name"] for c in report["conditions"]] == list(R.CONDITIONS), redo
+        assert report["settings"] == R.settings() and report["images"] == 10_000, redo
+        assert sorted(e["precision"] for e in report["files"]) == ["fp32", "int8"], redo
