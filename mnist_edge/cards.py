@@ -143,7 +143,8 @@ def robustness_lines(name: str, report: dict | None, stale: dict | None = None) 
 
     lines = ["## Robustness", ""]
     if not report:
-        return lines + [f"Not measured yet: run `mnist-edge robustness {name} --json exported/{name}/{REPORT_NAME}`.", ""]
+        return lines + [f"Not measured yet: run `mnist-edge robustness {name} --json "
+                        f"exported/{name}/{REPORT_NAME}`.", ""]
     v = report["versions"]
     lines += [f"`{report['command']}`: accuracy on the {report['images']:,} MNIST test images transformed by each "
               f"condition of the robustness suite (numpy {v['numpy']}, onnxruntime {v['onnxruntime']}; "

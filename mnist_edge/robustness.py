@@ -266,13 +266,12 @@ def evaluate(model=None, *, precision: str | None = None, names=None, data_dir=N
     import onnxruntime
 
     from mnist_edge import __version__
+    from mnist_edge.data import require_splits
     from mnist_edge.runtime.classifier import load
 
     names = check_names(names)
     threads = _check_threads(threads)
     artifact, precisions = _targets(model, precision)
-    from mnist_edge.data import require_splits
-
     require_splits(data_dir, ("test",))  # before any work: say how to get the data
     source = artifact.file if artifact.file is not None else artifact.folder
     classifiers = [load(source, precision=p, threads=threads) for p in precisions]  # every check before work

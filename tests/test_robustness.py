@@ -263,7 +263,8 @@ def test_every_committed_model_has_a_current_robustness_report():
     exported = Path(__file__).resolve().parents[1] / "exported"
     for name in (n for n in MODELS if (exported / n / "manifest.json").is_file()):
         folder = exported / name
-        redo = f"run `mnist-edge robustness {name} --threads 1 --json exported/{name}/robustness.json` and `mnist-edge card`"
+        redo = (f"run `mnist-edge robustness {name} --threads 1 --json exported/{name}/robustness.json` "
+                "and `mnist-edge card`")
         assert (folder / R.REPORT_NAME).is_file(), f"exported/{name} has no robustness.json: {redo}"
         report = R.read_report(folder / R.REPORT_NAME)
         assert R.stale_files(folder, report) == {}, f"exported/{name}/robustness.json is stale: {redo}"

@@ -14,7 +14,8 @@ def register(sub) -> None:
 
     p = add_command(sub, "robustness", "accuracy on test digits shifted, rotated, scaled, eroded, dilated or noisy",
                     f"Transforms the 10,000 MNIST test images into named conditions (shift by {SHIFT_PX} px in each "
-                    f"direction, rotation by +-{ROTATE_DEG:g} degrees, scale {' and '.join(f'{s:g}x' for s in SCALES)}, "
+                    f"direction, rotation by +-{ROTATE_DEG:g} degrees, "
+                    f"scale {' and '.join(f'{s:g}x' for s in SCALES)}, "
                     f"strokes thinned and thickened by 1 px, Gaussian noise of sigma {NOISE_SIGMA:g} of 255) and "
                     "prints each ONNX file's accuracy per condition. Deterministic; numpy and onnxruntime only. "
                     f"Conditions: {', '.join(CONDITIONS)}.",
