@@ -27,6 +27,7 @@ class TrainResult:
     test_accuracy: float  # percent, full test set, selected model
     selected: str  # "final" or "val_loss@<epoch>"
     seconds: float
+    other_load_cores: float | None = None  # CPUs other processes kept busy meanwhile (None: unknown, or GPU)
 
 
 def resolve_device(device: str):
@@ -38,9 +39,12 @@ def resolve_device(device: str):
 
 # recipe.optimizer -> how to build it (a plain dict: the registry of optimizers a recipe may name)
 OPTIMIZERS = {
-    "sgd": lambda torch, params, r: torch.optim.SGD(params, lr=r.lr, momentum=r.momentum),
-    "adam": lambda torch, params, r: torch.optim.Adam(params, lr=r.lr),
+    "sgd": lambda torch, params, r: torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
+                                                    weight_decay=r.weight_decay),
+    "adam": lambda torch, params, r: torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay),
+    "adamw": lambda torch, params, r: torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay),
 }
+SCHEDULES = ("step", "onecycle")
 
 
 def make_optimizer(recipe, params):
@@ -52,8 +56,11 @@ def make_optimizer(recipe, params):
     return OPTIMIZERS[recipe.optimizer](torch, params, recipe)
 
 
-def make_recipe(spec, **overrides):
-    """The spec's recipe with single settings overridden (None means keep the recipe's value)."""
+def make_recipe(spec, recipe: str = "seed", **overrides):
+    """The spec's named recipe (``seed`` or ``fast``) with single settings overridden (None: keep)."""
+    from mnist_edge.training_recipes import recipe_for
+
+    base = recipe_for(spec, recipe)
     for key, value in overrides.items():
         if value is None:
             continue
@@ -62,7 +69,22 @@ def make_recipe(spec, **overrides):
             raise UsageError(f"{flag} must be a positive finite number, got {value!r}")
         if key in ("epochs", "batch_size") and value != int(value):
             raise UsageError(f"{flag} must be a whole number, got {value!r}")
-    return dataclasses.replace(spec.recipe, **{k: v for k, v in overrides.items() if v is not None})
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def make_scheduler(recipe, opt, steps_per_epoch: int):
+    """(scheduler, True when it steps per batch) for the recipe's schedule; (None, False) for a constant rate."""
+    import torch
+
+    if recipe.schedule not in SCHEDULES:
+        raise UsageError(f"unknown schedule {recipe.schedule!r}; valid: {', '.join(SCHEDULES)}")
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=recipe.lr, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch,
+            pct_start=recipe.warmup, cycle_momentum=recipe.optimizer == "sgd"), True
+    if recipe.step_size:
+        return torch.optim.lr_scheduler.StepLR(opt, recipe.step_size, recipe.gamma), False
+    return None, False
 
 
 def _evaluate(net, prepare, images, labels, batch: int = 1000):
@@ -81,35 +103,44 @@ def _evaluate(net, prepare, images, labels, batch: int = 1000):
     return loss.item() / len(images), 100.0 * correct.item() / len(images)
 
 
-def train(model: str, *, data_dir=None, epochs=None, batch_size=None, lr=None, seed: int = 0,
-          device: str = "cpu", out=None, limit_train: int | None = None, progress: bool = False,
-          plot: bool = True, threads: int | None = None, test_each_epoch: bool = True) -> TrainResult:
-    """Train registry model ``model`` by its recipe; write a checkpoint (and curves PNG) to ``out``.
+def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch_size=None, lr=None,
+          seed: int = 0, device: str = "cpu", out=None, limit_train: int | None = None, progress: bool = False,
+          plot: bool = True, threads: int | None = None, test_each_epoch: bool = True, log=None) -> TrainResult:
+    """Train registry model ``model`` by its named recipe (``seed`` or ``fast``); write a checkpoint (and
+    curves PNG) to ``out``.
 
     ``test_each_epoch=False`` scores the test set once, at the end, instead of after every epoch (for the
     curves only: it never chooses the model); smoke runs and test fixtures skip the per-epoch passes.
+    ``log`` (e.g. ``print`` to stderr) receives one-line status messages: what is starting, within a moment
+    of the call, and whether other processes kept the machine busy.
     """
+    from mnist_edge.busy import OtherLoad, busy_line
     from mnist_edge.data import require_splits
     from mnist_edge.extras import require
-
-    require("train", "training", ("torch",))
-    require_splits(data_dir)  # before any other work: say how to get the data
-    import torch
-    import torch.nn.functional as F
-
-    from mnist_edge.augment import AUGMENTATIONS
-    from mnist_edge.checkpoint import save_checkpoint
-    from mnist_edge.data import data_sha256, load_mnist, train_val_split
-    from mnist_edge.models import build_edge_model
+    from mnist_edge.machine import usable_cores
+    from mnist_edge.torchrun import passive_openmp
     from mnist_edge.zoo import get_spec
 
     spec = get_spec(model)
-    recipe = make_recipe(spec, epochs=epochs, batch_size=batch_size, lr=lr)
+    recipe_name, recipe = recipe, make_recipe(spec, recipe, epochs=epochs, batch_size=batch_size, lr=lr)
     for flag, value in (("--threads", threads), ("--limit-train", limit_train)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise UsageError(f"{flag} must be a positive integer, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise UsageError(f"--seed must be an integer from 0 to 2**63-1, got {seed!r}")
+    require_splits(data_dir)  # before any other work: say how to get the data
+    others, cores = OtherLoad(), usable_cores()
+    if log:
+        log(f"{spec.name}: {recipe_name} recipe, {recipe.epochs} epochs of batch {recipe.batch_size} on {device}; "
+            "loading torch and MNIST ...")
+    passive_openmp()  # before torch loads OpenMP: idle threads sleep instead of spinning (see torchrun)
+    require("train", "training", ("torch",))
+    import torch
+
+    from mnist_edge.checkpoint import save_checkpoint
+    from mnist_edge.data import data_sha256, load_mnist, train_val_split
+    from mnist_edge.models import build_edge_model
+
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -132,42 +163,28 @@ def train(model: str, *, data_dir=None, epochs=None, batch_size=None, lr=None, s
 
     edge = build_edge_model(spec).to(dev)
     net, prepare = edge.net, edge.prepare
+    if recipe.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     opt = make_optimizer(recipe, net.parameters())
-    sched = torch.optim.lr_scheduler.StepLR(opt, recipe.step_size, recipe.gamma) if recipe.step_size else None
-    augment = AUGMENTATIONS[recipe.augment] if recipe.augment else None
-
-    history, best, t0 = [], None, time.perf_counter()
     n, bs = len(x_tr), recipe.batch_size
     steps = (n + bs - 1) // bs
+    sched, per_batch = make_scheduler(recipe, opt, steps)
+    loop = _EpochLoop(net, prepare, opt, sched if per_batch else None, recipe, gen, x_tr, y_tr)
+    if dev.type == "cpu" and log and (line := busy_line(others.cores(), cores, "training")):
+        log(line)
+
+    history, best, t0 = [], None, time.perf_counter()
     for epoch in range(1, recipe.epochs + 1):
         te = time.perf_counter()
-        net.train()
-        perm = torch.randperm(n, generator=gen, device=dev)
-        loss_sum, correct = torch.zeros((), device=dev), torch.zeros((), device=dev)
         bar = _progress(steps, f"{model} epoch {epoch}/{recipe.epochs}", progress)
-        for s in range(steps):
-            idx = perm[s * bs:(s + 1) * bs]
-            x = x_tr[idx].float() / 255.0
-            if augment:
-                x = augment(x, gen)
-            y = y_tr[idx]
-            logits = net(prepare(x))
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(1) == y).sum()
-            if bar is not None and (s % 50 == 0 or s == steps - 1):
-                bar.update(s + 1 - bar.n)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+        loss_sum, correct = loop.run_epoch(bar)
         train_seconds = time.perf_counter() - te
-        if not math.isfinite(loss_sum.item()):  # diverged: weights are NaN/Inf from here on; write nothing
-            raise TrainingError(f"training {model} diverged in epoch {epoch}: the loss is {loss_sum.item()} "
+        if not math.isfinite(loss_sum):  # diverged: weights are NaN/Inf from here on; write nothing
+            raise TrainingError(f"training {model} diverged in epoch {epoch}: the loss is {loss_sum} "
                                 f"(learning rate {recipe.lr:g}); try a smaller --lr. Nothing was written")
-        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum.item() / n,
-               "train_acc": 100.0 * correct.item() / n, "seconds": round(train_seconds, 3)}
-        if sched:
+        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum / n,
+               "train_acc": 100.0 * correct / n, "seconds": round(train_seconds, 3)}
+        if sched and not per_batch:
             sched.step()
         if x_va is not None:
             row["val_loss"], row["val_acc"] = _evaluate(net, prepare, x_va, y_va)
@@ -187,17 +204,20 @@ def train(model: str, *, data_dir=None, epochs=None, batch_size=None, lr=None, s
         selected = f"val_loss@{best[0]}"
     _, test_acc = _evaluate(net, prepare, x_te, y_te)
     seconds = time.perf_counter() - t0
-    net = net.cpu().eval()
+    net = net.cpu().to(memory_format=torch.contiguous_format).eval()
+    busy = others.cores() if dev.type == "cpu" else None
 
     ckpt_path = None
     if out is not None:
         ckpt_path = Path(out)
         finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         metrics = {"test_accuracy": test_acc, "selected": selected, "train_seconds": round(seconds, 1),
-                   "finished_utc": finished,
+                   "finished_utc": finished, "recipe_name": recipe_name,
                    "device": str(dev), "device_name": _device_name(dev), "threads": torch.get_num_threads(),
+                   "other_load_cores": busy, "usable_cores": cores,
                    "seed": seed, "train_images": n, "limit_train": limit_train}
-        save_checkpoint(ckpt_path, model=model, state_dict=net.state_dict(), recipe=recipe.to_dict(),
+        state = {k: v.contiguous() for k, v in net.state_dict().items()}
+        save_checkpoint(ckpt_path, model=model, state_dict=state, recipe=recipe.to_dict(),
                         history=history, data_sha256=data_sha256(data_dir), metrics=metrics)
         if plot:
             from mnist_edge.plots import plot_history
@@ -209,7 +229,52 @@ def train(model: str, *, data_dir=None, epochs=None, batch_size=None, lr=None, s
                 raise WriteError(f"cannot write '{curves}': {e.strerror or e}; the checkpoint '{ckpt_path}' was "
                                  f"written (complete), '{curves}' is unchanged") from None
     return TrainResult(net=net, checkpoint=ckpt_path, history=history, test_accuracy=test_acc,
-                       selected=selected, seconds=seconds)
+                       selected=selected, seconds=seconds, other_load_cores=busy)
+
+
+class _EpochLoop:
+    """One pass over the training images in a fresh random order: augmentation, loss, step."""
+
+    def __init__(self, net, prepare, opt, batch_sched, recipe, gen, x, y):
+        from mnist_edge.augment import AUGMENTATIONS
+
+        self.net, self.prepare, self.opt, self.batch_sched, self.gen, self.x, self.y = (
+            net, prepare, opt, batch_sched, gen, x, y)
+        self.bs, self.smoothing, self.channels_last = recipe.batch_size, recipe.label_smoothing, recipe.channels_last
+        self.augment = AUGMENTATIONS[recipe.augment] if recipe.augment else None
+
+    def run_epoch(self, bar) -> tuple[float, float]:
+        """(summed loss, correct count) over the epoch."""
+        import torch
+        import torch.nn.functional as F
+
+        net, dev, n, bs = self.net, self.x.device, len(self.x), self.bs
+        steps = (n + bs - 1) // bs
+        net.train()
+        perm = torch.randperm(n, generator=self.gen, device=dev)
+        loss_sum, correct = torch.zeros((), device=dev), torch.zeros((), device=dev)
+        for s in range(steps):
+            idx = perm[s * bs:(s + 1) * bs]
+            x = self.x[idx].float() / 255.0
+            if self.augment:
+                x = self.augment(x, self.gen)
+            y = self.y[idx]
+            x = self.prepare(x)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            if self.batch_sched is not None:
+                self.batch_sched.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(1) == y).sum()
+            if bar is not None and (s % 50 == 0 or s == steps - 1):
+                bar.update(s + 1 - bar.n)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        return loss_sum.item(), correct.item()
 
 
 def _device_name(dev) -> str:

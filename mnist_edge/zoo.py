@@ -25,6 +25,12 @@ class Recipe:
     momentum: float = 0.0
     step_size: int | None = None  # StepLR step (epochs); None: constant learning rate
     gamma: float = 0.1
+    schedule: str = "step"  # "step": StepLR when step_size is set; "onecycle": OneCycleLR peaking at lr
+    warmup: float = 0.25  # onecycle: share of the steps spent rising to lr
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    label_smoothing: float = 0.0
+    channels_last: bool = False  # NHWC activations (oneDNN's faster layout for these convolutions)
     augment: str | None = None  # name in mnist_edge.augment.AUGMENTATIONS
     val_size: int = 0  # images held out of the 60k training set for validation
     select: str = "final"  # "final" epoch, or "val_loss": checkpoint with the lowest validation loss

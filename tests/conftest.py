@@ -19,6 +19,10 @@ from pathlib import Path
 
 import pytest
 
+# As the CLI does (mnist_edge.torchrun.passive_openmp): torch's OpenMP threads sleep when idle, so a CI
+# machine shared with other jobs does not stall the suite. Set before any test module imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 SHORT_TRAIN_IMAGES = 10_000
 # After one epoch on 10k images these three sit at 90-93% test accuracy and their int8 agreement on the
 # first 2,000 test images at 99.3-99.6%, on the edge of the 99.5% gate (low-margin predictions flip);

@@ -121,8 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mnist_edge.files import forget_replaced
 
+    from mnist_edge.torchrun import passive_openmp
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    passive_openmp()  # before any command imports torch: no spinning OpenMP threads on a shared machine
     forget_replaced()
     try:
         result = args.func(args)

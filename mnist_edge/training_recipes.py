@@ -1,0 +1,56 @@
+"""Named training recipes: ``seed`` (the seed document's, the default) and ``fast`` (time to accuracy).
+
+A fast recipe reaches at least the model's documented accuracy (final epoch, full test set) in a fraction
+of the seed recipe's wall time on a 2-core CPU. What it uses, from the fast-training literature and
+projects (one-cycle schedules, Smith & Topin 2017; larger batches with scaled learning rates; label
+smoothing; oneDNN's channels-last layout), is stated per model in its ``notes``; nothing in it looks at
+the test set. ``docs/fast-training.md`` has the measured time-to-accuracy table.
+"""
+
+from __future__ import annotations
+
+from mnist_edge.errors import UsageError
+from mnist_edge.zoo import Recipe
+
+RECIPE_NAMES = ("seed", "fast")
+
+# Adam-trained seeds: AdamW on a one-cycle schedule, larger batches, no per-epoch test pass.
+_ADAMW = dict(optimizer="adamw", schedule="onecycle", warmup=0.2, weight_decay=1e-4)
+
+FAST: dict[str, Recipe] = {
+    "cnn_small": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=3, channels_last=True,
+                        notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 3 epochs, channels-last"),
+    "cnn_small_1conv": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=3,
+                              notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 3 epochs"),
+    "mlp": Recipe(**_ADAMW, lr=3e-3, batch_size=128, epochs=3,
+                  notes="fast: AdamW one-cycle peaking at 3e-3, batch 128, 3 epochs"),
+    "cnn": Recipe(**_ADAMW, lr=3e-3, batch_size=128, epochs=2, channels_last=True,
+                  notes="fast: AdamW one-cycle peaking at 3e-3, batch 128, 2 epochs, channels-last"),
+    "bn_cnn": Recipe(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                     schedule="onecycle", warmup=0.25, batch_size=256, epochs=6, label_smoothing=0.1,
+                     augment="seed002", channels_last=True,
+                     notes="fast: SGD Nesterov one-cycle peaking at 0.2, batch 256, 6 epochs, label smoothing "
+                           "0.1, the seed's augmentation, channels-last"),
+    "lenet5": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=2,
+                     notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 2 epochs"),
+    "lenet5_mod": Recipe(**_ADAMW, lr=3e-3, batch_size=128, epochs=2, channels_last=True,
+                         notes="fast: AdamW one-cycle peaking at 3e-3, batch 128, 2 epochs, channels-last"),
+    "mlp_wide": Recipe(**_ADAMW, lr=2e-3, batch_size=128, epochs=3,
+                       notes="fast: AdamW one-cycle peaking at 2e-3, batch 128, 3 epochs (the seed's dropout "
+                             "0.2 stays; no validation split: the final epoch is the model)"),
+    "cnn_dropout": Recipe(**_ADAMW, lr=3e-3, batch_size=128, epochs=3, channels_last=True,
+                          notes="fast: AdamW one-cycle peaking at 3e-3, batch 128, 3 epochs, channels-last (no "
+                                "validation split: the final epoch is the model)"),
+}
+
+
+def recipe_for(spec, name: str) -> Recipe:
+    """The model's recipe called ``name``: ``seed`` (its documented one) or ``fast``. A model of our own
+    (no seed document) has one recipe, already ours, under both names."""
+    if name not in RECIPE_NAMES:
+        raise UsageError(f"unknown recipe {name!r}; valid: {', '.join(RECIPE_NAMES)}")
+    if name == "seed" or not spec.seed_file:
+        return spec.recipe
+    if spec.name not in FAST:
+        raise UsageError(f"--recipe fast: {spec.name} has no fast recipe; use --recipe seed")
+    return FAST[spec.name]

@@ -1,0 +1,111 @@
+"""Named recipes (seed, fast), their schedules, and training on a shared machine (no timing asserted)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mnist_edge.busy import BUSY_SHARE, OtherLoad, busy_line
+from mnist_edge.checkpoint import read_checkpoint
+from mnist_edge.errors import UsageError
+from mnist_edge.train import make_optimizer, make_recipe, make_scheduler, train
+from mnist_edge.training_recipes import FAST, RECIPE_NAMES, recipe_for
+from mnist_edge.zoo import MODELS, Recipe, get_spec
+
+
+def test_every_seed_model_has_a_fast_recipe_that_states_itself():
+    seeded = {name for name, spec in MODELS.items() if spec.seed_file}
+    assert set(FAST) == seeded
+    for name in seeded:
+        spec = get_spec(name)
+        fast = recipe_for(spec, "fast")
+        assert recipe_for(spec, "seed") is spec.recipe
+        assert fast.notes.startswith("fast:") and fast.select in ("final", "val_loss")
+        assert fast.epochs < spec.recipe.epochs or fast.batch_size > spec.recipe.batch_size, name
+        assert make_recipe(spec, "fast") == fast  # no override: the registered recipe itself
+
+
+def test_unknown_recipe_names_the_valid_ones():
+    with pytest.raises(UsageError, match="valid: seed, fast"):
+        recipe_for(get_spec("mlp"), "turbo")
+    assert RECIPE_NAMES == ("seed", "fast")
+
+
+def test_onecycle_steps_per_batch_and_peaks_at_the_recipe_rate():
+    r = Recipe(optimizer="sgd", lr=0.4, momentum=0.9, batch_size=10, epochs=2, schedule="onecycle", warmup=0.5)
+    opt = make_optimizer(r, [torch.nn.Parameter(torch.zeros(1))])
+    sched, per_batch = make_scheduler(r, opt, steps_per_epoch=5)
+    assert per_batch
+    rates = []
+    for _ in range(10):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(rates) == pytest.approx(0.4) and rates.index(max(rates)) == 4  # warmup: half of 10 steps
+    assert rates[0] < 0.4 / 10 and rates[-1] < rates[5]
+
+
+def test_step_schedule_is_per_epoch_and_a_bad_schedule_is_named():
+    spec = get_spec("bn_cnn")
+    opt = make_optimizer(spec.recipe, [torch.nn.Parameter(torch.zeros(1))])
+    sched, per_batch = make_scheduler(spec.recipe, opt, steps_per_epoch=100)
+    assert isinstance(sched, torch.optim.lr_scheduler.StepLR) and not per_batch
+    assert make_scheduler(get_spec("mlp").recipe, opt, 100) == (None, False)  # constant rate
+    bad = Recipe(optimizer="sgd", lr=0.1, batch_size=1, epochs=1, schedule="cosine")
+    with pytest.raises(UsageError, match="valid: step, onecycle"):
+        make_scheduler(bad, opt, 1)
+
+
+def test_fast_recipe_run_records_its_name_and_saves_plain_contiguous_weights(mnist_dir, tmp_path):
+    # bn_cnn's fast recipe trains channels-last with label smoothing and a per-batch schedule
+    lines = []
+    r = train("bn_cnn", data_dir=mnist_dir, recipe="fast", epochs=1, limit_train=512, seed=0,
+              out=tmp_path / "c.pt", plot=False, test_each_epoch=False, log=lines.append)
+    ckpt = read_checkpoint(tmp_path / "c.pt")
+    assert ckpt["metrics"]["recipe_name"] == "fast"
+    assert ckpt["recipe"]["schedule"] == "onecycle" and ckpt["recipe"]["channels_last"] is True
+    assert all(t.is_contiguous() for t in ckpt["state_dict"].values())
+    assert lines[0].startswith("bn_cnn: fast recipe, 1 epochs of batch 256")
+    assert 0 <= r.test_accuracy <= 100 and r.history[0]["lr"] < FAST["bn_cnn"].lr  # one-cycle: ended low
+
+
+def test_the_first_status_line_comes_before_torch_is_loaded(mnist_dir):
+    # What a user waits for before seeing anything: the line must not wait for torch's ~3 s import.
+    code = ("import sys\n"
+            "from mnist_edge.train import train\n"
+            "seen = []\n"
+            "def log(line):\n"
+            "    seen.append('torch' in sys.modules)\n"
+            "    raise SystemExit(0 if seen == [False] else 1)\n"
+            f"train('mlp', data_dir={str(mnist_dir)!r}, epochs=1, limit_train=64, log=log)\n"
+            "sys.exit(2)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_openmp_threads_sleep_when_idle_unless_the_user_chose_a_policy():
+    code = ("import os\n"
+            "from mnist_edge.torchrun import passive_openmp\n"
+            "print(passive_openmp(), os.environ.get('OMP_WAIT_POLICY'))\n"
+            "import torch\n"
+            "print(passive_openmp())\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.stdout.split() == ["True", "PASSIVE", "False"], p.stderr
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**env, "OMP_WAIT_POLICY": "ACTIVE"})
+    assert p.stdout.split() == ["False", "ACTIVE", "False"], p.stderr
+
+
+def test_busy_line_only_when_others_take_a_real_share_of_the_cores():
+    assert busy_line(None, 2, "training") is None
+    assert busy_line(BUSY_SHARE * 2, 2, "training") is None
+    line = busy_line(1.5, 2, "training")
+    assert line.startswith("machine busy: other processes kept 1.5 of 2 cores busy; training is slower")
+    load = OtherLoad()
+    assert load.cores() is None  # too soon to say anything
+    sum(i * i for i in range(3_000_000))  # our own work is not "other processes"
+    reading = load.cores()
+    assert reading is None or reading >= 0
