@@ -208,7 +208,9 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
     epoch_s = sum(h["seconds"] for h in ckpt["history"]) / len(ckpt["history"])
     lines = [
         f"# `{name}`", "",
-        f"{spec.description}. Seed document: `{spec.seed_file}`.", "",
+        f"{spec.description}. " + (f"Seed document: `{spec.seed_file}`." if spec.seed_file else
+                                   "Not from a seed: our own design. What was tried and what each change bought: "
+                                   "[docs/edge-model.md](../../docs/edge-model.md)."), "",
         "| | |", "|---|---|",
         f"| parameters | {count_params(net):,}" + (f" (seed: {spec.documented_params:,})" if spec.documented_params else "") + " |",
         f"| multiply-accumulates per image | {count_macs(net, spec.input_size):,} |",
@@ -220,11 +222,11 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
         f"{m['device']} ({m['device_name']}, {m['threads']} threads), seed {m['seed']} |",
         "",
     ]
-    if spec.reading:
+    if spec.reading and spec.seed_file:
         lines += ["**Our reading of the seed.** " + spec.reading, ""]
     lines += ["## Recipe", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in recipe.items() if k != "notes"]
-    lines += ["", spec.recipe.notes, "", "## Accuracy and parity per format", "",
+    lines += ["", recipe.get("notes") or spec.recipe.notes, "", "## Accuracy and parity per format", "",
               "Measured by `mnist-edge export` on the full test set at batch sizes 1, 7 and 64.", "",
               "| file | format | size | accuracy | agreement with reference | max abs Δ logits | reference |",
               "|---|---|---|---|---|---|---|"]
