@@ -102,7 +102,7 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     thresholds = G.check_thresholds(thresholds)
     from mnist_edge.data import require_splits
 
-    require_splits(data_dir, ("test", "train") if quantize and calibration_images is None else ("test",))
+    require_splits(data_dir, ("test", "train"))  # train: the temperature's fitting split (and int8 calibration)
     out = Path(out) if out is not None else default_out(model)
     ckpt_path = Path(checkpoint) if checkpoint is not None else default_checkpoint(model)
     if not ckpt_path.is_file():
@@ -131,6 +131,14 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     x_test, y_test = load_mnist("test", data_dir=data_dir)
     n_eval = eval_limit or len(x_test)
     x_eval, y_eval = np.ascontiguousarray(x_test[:n_eval, None]), np.asarray(y_test[:n_eval]).astype(np.int64)
+    from mnist_edge.export.calibrate import calibrate, metadata_record
+    from mnist_edge.models import build_edge_model
+
+    edge = build_edge_model(spec, net).eval()
+    say("fitting the softmax temperature on the training images the model did not see")
+    temperature = calibrate(edge, ckpt, x_eval, y_eval, data_dir)  # sets edge.temperature: the graphs carry it
+    say(f"temperature {temperature['temperature']:g} ({temperature['fitted_on']['split']}); ECE on the "
+        f"{n_eval:,} test images {temperature['test']['ece_before']:.4f} -> {temperature['test']['ece_after']:.4f}")
     if quantize:
         from mnist_edge.export.quantize import custom_source, training_calibration_images
 
@@ -158,10 +166,8 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
 
         from mnist_edge.export.onnx_export import set_metadata, load_model, save_onnx
         from mnist_edge.export.torchscript import export_torchscript
-        from mnist_edge.models import build_edge_model
 
-        edge = build_edge_model(spec, net).eval()
-        meta = records.onnx_metadata(spec, ckpt_sha, vers)
+        meta = records.onnx_metadata(spec, ckpt_sha, vers, metadata_record(temperature))
         say(f"writing {TORCHSCRIPT_NAME}")
         export_torchscript(edge, tmp / TORCHSCRIPT_NAME, metadata=meta)
         say(f"writing {ONNX_NAME} (opset {opset})")
@@ -201,6 +207,7 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
         manifest = records.build_manifest(spec, ckpt, ckpt_sha, tmp, checks, measured, vers, onnx_info, opset, recipe,
                              n_eval, batch_sizes, thresholds)
         manifest["files"][A.SELFTEST] = bundle
+        manifest["temperature"] = temperature
         if quantize:
             manifest.update(records.recommendation(int8_recipe, qopts))
         write_manifest(tmp, manifest)
