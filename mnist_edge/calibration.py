@@ -130,14 +130,15 @@ def check_min_confidence(value) -> float:
 
 
 def summary(logits, labels, temperature: float, thresholds=THRESHOLDS) -> dict:
-    """ECE and NLL before (T = 1) and after (T = ``temperature``), and the calibrated rejection table."""
+    """ECE and NLL before (T = 1) and after (T = ``temperature``), and the rejection table of each."""
     z, y = _check_pair(logits, labels, "logits")
     before, after = softmax(z), softmax(z, temperature)
     return {"images": len(z), "accuracy_pct": _pct((z.argmax(1) == y).sum(), len(z)),
             "ece_before": round(expected_calibration_error(before, y), 5),
             "ece_after": round(expected_calibration_error(after, y), 5),
             "nll_before": round(nll(z, y), 5), "nll_after": round(nll(z, y, temperature), 5),
-            "rejection": rejection_table(after, y, thresholds)}
+            "rejection": rejection_table(after, y, thresholds),
+            "rejection_before": rejection_table(before, y, thresholds)}
 
 
 def temperature_from_metadata(meta: dict, source: str) -> float:
@@ -151,7 +152,7 @@ def temperature_from_metadata(meta: dict, source: str) -> float:
     try:
         t = json.loads(raw)["temperature"]
     except (ValueError, KeyError, TypeError):
-        raise ContractError(f"{source}: metadata {META_KEYS['calibration']} is not a JSON object with a "
+        raise ContractError(f"{source}: metadata {META_KEYS['temperature']} is not a JSON object with a "
                             f"'temperature': {raw[:80]!r}") from None
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not T_MIN <= t <= T_MAX:
         raise ContractError(f"{source}: calibration temperature {t!r} must be a number from {T_MIN} to {T_MAX}")

@@ -72,7 +72,7 @@ def fit_split(ckpt: dict, data_dir=None) -> tuple[np.ndarray, np.ndarray, dict]:
 def calibrate(edge, ckpt: dict, x_test: np.ndarray, y_test: np.ndarray, data_dir=None) -> dict:
     """Fit T for ``edge`` (an EdgeModel), set ``edge.temperature`` to it and return the record: T, the
     split, and ECE/NLL before and after on the fitting split and on ``x_test`` (uint8 [N, 1, 28, 28]),
-    with the rejection table of the calibrated test probabilities."""
+    with the rejection tables of the test probabilities at T and at 1."""
     from mnist_edge.torchrun import torch_logits, torch_threads
 
     x_fit, y_fit, fitted_on = fit_split(ckpt, data_dir)
@@ -84,7 +84,8 @@ def calibrate(edge, ckpt: dict, x_test: np.ndarray, y_test: np.ndarray, data_dir
     fit, test = cal.summary(z_fit, y_fit, t), cal.summary(z_test, y_test, t)
     return {"temperature": t, "method": "temperature scaling: T minimises the NLL of softmax(logits / T) "
                                         "on the fitting split (golden-section search over log T)",
-            "fitted_on": dict(fitted_on, **_rounded(fit)), "test": dict(_rounded(test), rejection=test["rejection"])}
+            "fitted_on": dict(fitted_on, **_rounded(fit)), "test": dict(_rounded(test), rejection=test["rejection"],
+                                                             rejection_before=test["rejection_before"])}
 
 
 def _rounded(s: dict) -> dict:
