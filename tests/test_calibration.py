@@ -166,3 +166,33 @@ def test_min_confidence_answers_unsure_exactly_below_the_threshold(exported_pair
         clf.predict(x, min_confidence=1.5)
     with pytest.raises(UsageError, match="got 0"):
         clf.predict(x[:0], min_confidence=0)  # checked even for an empty batch
+
+
+def test_predict_cli_min_confidence_in_text_and_json(exported_pair, mnist_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from mnist_edge.cli import main
+    from mnist_edge.data import load_mnist
+    from mnist_edge.runtime import load
+    from mnist_edge.runtime.images import load_image
+
+    x, _ = load_mnist("test", mnist_dir)
+    paths = []
+    for i in range(8):
+        Image.fromarray(x[i]).save(tmp_path / f"d{i}.png")
+        paths.append(str(tmp_path / f"d{i}.png"))
+    model = str(exported_pair[1])
+    top = load(model, threads=1).predict(np.stack([load_image(p) for p in paths])).probabilities.max(1)
+    p_min = float(np.sort(top)[4])  # 4 below, 4 at or above
+    assert main(["predict", "--model", model, "--min-confidence", repr(p_min), "--json", *paths]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["min_confidence"] == p_min and doc["model"]["temperature"] == 2.5 and doc["unsure"] == 4
+    for r, prob in zip(doc["results"], top):
+        assert r["confident"] == (prob >= p_min) and (r["label"] is None) == (prob < p_min)
+        assert r["top_k"][0]["label"] is not None
+    assert main(["predict", "--model", model, "--min-confidence", repr(p_min), *paths]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(": unsure (best guess " in line for line in lines) == 4 and len(lines) == 8
+    assert main(["predict", "--model", model, "--min-confidence", "1", *paths]) != 0
+    err = capsys.readouterr().err
+    assert "between 0 and 1" in err and "got 1.0" in err and len(err.strip().splitlines()) == 1
