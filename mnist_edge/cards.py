@@ -223,8 +223,8 @@ SEEN_NOTE = ("The temperature was fitted on training images this model was train
              "recipe with a validation split (`val_size`) gives a T that transfers.")
 
 
-def _pct(v) -> str:
-    return "-" if v is None else f"{v:.1f}%"
+def _pct(v, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}%"
 
 
 def confidence_lines(manifest: dict) -> list[str]:
@@ -253,7 +253,7 @@ def confidence_lines(manifest: dict) -> list[str]:
               "correct rejected at T = 1 |", "|---|---|---|---|---|---|"]
     for r, b in zip(test["rejection"], test.get("rejection_before") or [{}] * len(test["rejection"])):
         lines.append(f"| {r['threshold']:g} | {_pct(r['errors_rejected_pct'])} of {r['errors']} | "
-                     f"{_pct(r['correct_rejected_pct'])} | {_pct(r['accepted_accuracy_pct'])} | "
+                     f"{_pct(r['correct_rejected_pct'])} | {_pct(r['accepted_accuracy_pct'], 2)} | "
                      f"{_pct(b.get('errors_rejected_pct'))} | {_pct(b.get('correct_rejected_pct'))} |")
     return lines
 

@@ -135,7 +135,7 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     from mnist_edge.models import build_edge_model
 
     edge = build_edge_model(spec, net).eval()
-    say("fitting the softmax temperature on the training images the model did not see")
+    say("fitting the softmax temperature (on training images, never test images)")
     temperature = calibrate(edge, ckpt, x_eval, y_eval, data_dir)  # sets edge.temperature: the graphs carry it
     say(f"temperature {temperature['temperature']:g} ({temperature['fitted_on']['split']}); ECE on the "
         f"{n_eval:,} test images {temperature['test']['ece_before']:.4f} -> {temperature['test']['ece_after']:.4f}")
