@@ -196,3 +196,13 @@ def test_predict_cli_min_confidence_in_text_and_json(exported_pair, mnist_dir, t
     assert main(["predict", "--model", model, "--min-confidence", "1", *paths]) != 0
     err = capsys.readouterr().err
     assert "between 0 and 1" in err and "got 1.0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_export_gate_fails_a_graph_whose_probabilities_lack_the_temperature():
+    from mnist_edge.export.gates import probabilities_check
+
+    z = np.random.default_rng(4).normal(0, 5, size=(50, 10)).astype(np.float32)
+    assert probabilities_check("m.onnx", 64, (z, cal.softmax(z, 2.0).astype(np.float32)), 2.0).passed
+    bad = probabilities_check("m.onnx", 64, (z, cal.softmax(z).astype(np.float32)), 2.0)
+    assert not bad.passed and "probabilities_max_abs_diff" in bad.describe()
+    assert not probabilities_check("m.onnx", 64, RuntimeError("cannot run"), 2.0).passed

@@ -279,9 +279,9 @@ def _attempt(fn, *args):
 
 
 def _run_gates(model, edge, folder: Path, x, y, batch_sizes, quantize: bool, thresholds: dict, say):
-    from mnist_edge.export.ort_eval import make_session, ort_logits
+    from mnist_edge.export.ort_eval import make_session, ort_logits, ort_outputs
     from mnist_edge.runtime.checks import session_io_problems as contract_problems
-    from mnist_edge.torchrun import load_torchscript, torch_logits, torch_threads
+    from mnist_edge.torchrun import load_torchscript, torch_logits, torch_outputs, torch_threads
 
     n = len(x)
     checks: list = []
@@ -311,6 +311,15 @@ def _run_gates(model, edge, folder: Path, x, y, batch_sizes, quantize: bool, thr
         outputs[INT8_NAME] = int8_out
 
     acc_bs = max(batch_sizes)
+    say(f"gates: probabilities = softmax(logits / {edge.temperature:g}) in every file")
+    x_p = x[:G.PROBABILITY_IMAGES]
+    with torch_threads(1):
+        ts_both = _attempt(torch_outputs, ts, x_p, acc_bs)
+    checks.append(G.probabilities_check(TORCHSCRIPT_NAME, acc_bs, ts_both, edge.temperature))
+    for name, session in ((ONNX_NAME, sess), *(((INT8_NAME, sess8),) if quantize else ())):
+        checks.append(G.probabilities_check(name, acc_bs, _attempt(ort_outputs, session, x_p, acc_bs),
+                                            edge.temperature))
+
     for name, outs in outputs.items():
         o = outs[acc_bs]
         measured[name] = {"accuracy": round(float((o.argmax(1) == y).mean() * 100), 4)
