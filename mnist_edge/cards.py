@@ -258,9 +258,10 @@ def confidence_lines(manifest: dict) -> list[str]:
     return lines
 
 
-def confidence_table(rows) -> list[str]:
+def confidence_table(rows, *, at_one: bool = False) -> list[str]:
     """One row per model: T, where it was fitted, test ECE before/after, and at each P the share of the
-    test set's errors caught / of its correct digits rejected (markdown lines; README and zoo index)."""
+    test set's errors caught / of its correct digits rejected (markdown lines; README and zoo index).
+    ``at_one``: the rejection shares of the uncalibrated probabilities (T = 1) instead, for comparison."""
     recs = [(name, man.get("temperature")) for name, man, *_ in rows]
     thresholds = next(([r["threshold"] for r in rec["test"]["rejection"]] for _, rec in recs if rec), [])
     lines = ["| model | T | fitted on | test ECE, T = 1 → T | "
@@ -271,7 +272,8 @@ def confidence_table(rows) -> list[str]:
             lines.append(f"| `{name}` | not fitted | | |" + " |" * len(thresholds))
             continue
         fit, test = rec["fitted_on"], rec["test"]
-        cells = [f"{_pct(r['errors_rejected_pct'])} / {_pct(r['correct_rejected_pct'])}" for r in test["rejection"]]
+        table = test.get("rejection_before") if at_one else test["rejection"]
+        cells = [f"{_pct(r['errors_rejected_pct'])} / {_pct(r['correct_rejected_pct'])}" for r in table or []]
         lines.append(f"| `{name}` | {rec['temperature']:g} | "
                      f"{'training images it saw' if fit['seen_in_training'] else 'held-out validation'} "
                      f"({fit['images']:,}) | {test['ece_before']:.4f} → {test['ece_after']:.4f} | " + " | ".join(cells) + " |")

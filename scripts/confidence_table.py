@@ -5,6 +5,7 @@ on, ECE before/after and the rejection table on the test set. For other conditio
 transform), run :func:`mnist_edge.calibration.rejection_table` on that condition's probabilities.
 
     python scripts/confidence_table.py            # markdown, one row per model
+    python scripts/confidence_table.py --at-one   # the same at T = 1 (before calibration)
     python scripts/confidence_table.py --json     # the records themselves
 """
 
@@ -23,13 +24,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--exported", type=Path, default=Path("exported"))
     ap.add_argument("--json", action="store_true", help="print {model: temperature record} as JSON")
+    ap.add_argument("--at-one", action="store_true",
+                    help="the rejection shares of the uncalibrated probabilities (T = 1), for comparison")
     args = ap.parse_args()
     rows = [(name, read_manifest(args.exported / name)) for name in MODELS
             if (args.exported / name / "manifest.json").is_file()]
     if args.json:
         print(json.dumps({name: man.get("temperature") for name, man in rows}, indent=2))
     else:
-        print("\n".join(confidence_table(rows)))
+        print("\n".join(confidence_table(rows, at_one=args.at_one)))
 
 
 if __name__ == "__main__":
