@@ -134,7 +134,7 @@ NETS = {cls.__name__: cls for cls in (CnnSmall, Mlp, ConvPoolFc, BnCnn, LeNet5, 
 class EdgeModel(nn.Module):
     """The exported contract: uint8 image [N, 1, 28, 28] -> (logits, probabilities), float32 [N, 10].
 
-    ``temperature`` T (fitted on a validation split by :mod:`mnist_edge.export.calibrate`) makes
+    ``temperature`` T (fitted at export by :mod:`mnist_edge.export.calibrate`, never on test images) makes
     probabilities = softmax(logits / T); the logits are the network's, unchanged. A plain float: tracing
     and the ONNX exporter bake it into the graph as a constant.
     """

@@ -77,6 +77,9 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     and experiments; ``eval_limit`` gates on the first N test images instead of all 10,000 (recorded).
     ``thresholds`` replaces :data:`gates.THRESHOLDS` (same keys; recorded in the manifest): for tests of
     the pipeline on briefly trained models, whose int8 agreement sits near the real gate by chance.
+    Before writing, a softmax temperature T is fitted on training images (the checkpoint's held-out split
+    where it has one; :mod:`mnist_edge.export.calibrate`) and put into every graph: probabilities =
+    softmax(logits / T); the manifest and the metadata record T, the split and ECE before and after.
     ``progress`` is called with a short message before each step. Raises a subclass of MnistEdgeError.
     """
     from mnist_edge.zoo import get_spec
