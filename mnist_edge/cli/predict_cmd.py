@@ -15,8 +15,7 @@ def register(sub) -> None:
                     "light-on-dark, noisy scans and photos). One line per image; a file that cannot be read or "
                     "holds no digit gets an error line of its own, the others are still classified, and the exit "
                     "status is 1 when any failed.",
-                    ["mnist-edge predict digit.png scans/", "mnist-edge predict --top-k 3 --json *.jpg",
-                     "mnist-edge predict --min-confidence 0.9 scans/",
+                    ["mnist-edge predict digit.png scans/", "mnist-edge predict --top-k 3 --min-confidence 0.9 --json *.jpg",
                      "mnist-edge predict --model exported/lenet5 --save-inputs seen/ photo.jpg"])
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files or folders of them (PNG, JPEG, BMP, ...; needs Pillow)")
