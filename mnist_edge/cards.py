@@ -241,13 +241,14 @@ def confidence_lines(manifest: dict) -> list[str]:
              f"{fit['images']:,} images.", ""]
     if fit["seen_in_training"]:
         lines += ["**Caution.** " + SEEN_NOTE, ""]
-    lines += ["| split | images | accuracy | ECE at T = 1 | ECE at T | NLL at T = 1 | NLL at T |", "|---|---|---|---|---|---|---|"]
+    lines += ["| split | images | accuracy | ECE at T = 1 | ECE at T | NLL at T = 1 | NLL at T |",
+              "|---|---|---|---|---|---|---|"]
     for label, r in (("fitting split" + (" (seen in training)" if fit["seen_in_training"] else ""), fit),
                      ("test set", test)):
         lines.append(f"| {label} | {r['images']:,} | {r['accuracy_pct']:.2f}% | {r['ece_before']:.4f} | "
                      f"{r['ece_after']:.4f} | {r['nll_before']:.4f} | {r['nll_after']:.4f} |")
-    lines += ["", "ECE: expected calibration error, top label, 15 equal-width bins. `mnist-edge predict --min-confidence "
-                  "P` (or `predict(..., min_confidence=P)`) answers \"unsure\" when the best probability is below P. "
+    lines += ["", "ECE: expected calibration error, top label, 15 equal-width bins. `mnist-edge predict "
+                  "--min-confidence P` (or `predict(..., min_confidence=P)`) answers \"unsure\" when the best probability is below P. "
                   f"On the {test['images']:,} test images (PyTorch, the fp32 graphs agree):", "",
               "| P | errors caught | correct digits rejected | accuracy on the answered | errors caught at T = 1 | "
               "correct rejected at T = 1 |", "|---|---|---|---|---|---|"]
@@ -276,7 +277,8 @@ def confidence_table(rows, *, at_one: bool = False) -> list[str]:
         cells = [f"{_pct(r['errors_rejected_pct'])} / {_pct(r['correct_rejected_pct'])}" for r in table or []]
         lines.append(f"| `{name}` | {rec['temperature']:g} | "
                      f"{'training images it saw' if fit['seen_in_training'] else 'held-out validation'} "
-                     f"({fit['images']:,}) | {test['ece_before']:.4f} → {test['ece_after']:.4f} | " + " | ".join(cells) + " |")
+                     f"({fit['images']:,}) | {test['ece_before']:.4f} → {test['ece_after']:.4f} | "
+                     + " | ".join(cells) + " |")
     return lines
 
 
