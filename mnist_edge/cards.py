@@ -243,6 +243,7 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
                       f"weights {q['weight_type']} {'per channel' if q['per_channel'] else 'per tensor'}, "
                       f"activations {q['activation_type']}."]
         lines += int8_recipe_lines(manifest)
+    lines += confidence_lines(manifest)
     lines += ["", "## Latency", ""]
     if bench:
         env = bench["environment"]
@@ -274,6 +275,72 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
         lines += [f"![{captions[p]}]({p})\n" for p in captions if p in pictures]
     lines += ["## Reproduce", "", "```bash", reproduce(name), "```", ""]
     return "\n".join(lines)
+
+
+SEEN_NOTE = ("The temperature was fitted on training images this model was trained on (its recipe used all "
+             "60,000 and the test set is never used for fitting): a network is more confident on digits it "
+             "has seen than on new ones, so this T under-corrects, and can even sharpen (T < 1) probabilities "
+             "that are already too confident on new digits; compare the test set's ECE before and after. A "
+             "recipe with a validation split (`val_size`) gives a T that transfers.")
+
+
+def _pct(v, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}%"
+
+
+def confidence_lines(manifest: dict) -> list[str]:
+    """The card's section on the temperature and what ``--min-confidence`` rejects (from the manifest)."""
+    rec = manifest.get("temperature")
+    if not rec:
+        return ["", "## Confidence you can act on", "",
+                "Exported before temperature scaling: `probabilities` = softmax(logits) (T = 1, not fitted)."]
+    fit, test = rec["fitted_on"], rec["test"]
+    lines = ["", "## Confidence you can act on", "",
+             f"`probabilities` = softmax(logits / T) with **T = {rec['temperature']:g}**, inside every graph "
+             f"(`model.pt`, `model.onnx`, `model.int8.onnx`; the logits are unchanged) and applied by the Python "
+             f"runtime. T minimises the negative log-likelihood on the fitting split: {fit['split']}, "
+             f"{fit['images']:,} images.", ""]
+    if fit["seen_in_training"]:
+        lines += ["**Caution.** " + SEEN_NOTE, ""]
+    lines += ["| split | images | accuracy | ECE at T = 1 | ECE at T | NLL at T = 1 | NLL at T |",
+              "|---|---|---|---|---|---|---|"]
+    for label, r in (("fitting split" + (" (seen in training)" if fit["seen_in_training"] else ""), fit),
+                     ("test set", test)):
+        lines.append(f"| {label} | {r['images']:,} | {r['accuracy_pct']:.2f}% | {r['ece_before']:.4f} | "
+                     f"{r['ece_after']:.4f} | {r['nll_before']:.4f} | {r['nll_after']:.4f} |")
+    lines += ["", "ECE: expected calibration error, top label, 15 equal-width bins. `mnist-edge predict "
+                  "--min-confidence P` (or `predict(..., min_confidence=P)`) answers \"unsure\" when the best probability is below P. "
+                  f"On the {test['images']:,} test images (PyTorch, the fp32 graphs agree):", "",
+              "| P | errors caught | correct digits rejected | accuracy on the answered | errors caught at T = 1 | "
+              "correct rejected at T = 1 |", "|---|---|---|---|---|---|"]
+    for r, b in zip(test["rejection"], test.get("rejection_before") or [{}] * len(test["rejection"])):
+        lines.append(f"| {r['threshold']:g} | {_pct(r['errors_rejected_pct'])} of {r['errors']} | "
+                     f"{_pct(r['correct_rejected_pct'])} | {_pct(r['accepted_accuracy_pct'], 2)} | "
+                     f"{_pct(b.get('errors_rejected_pct'))} | {_pct(b.get('correct_rejected_pct'))} |")
+    return lines
+
+
+def confidence_table(rows, *, at_one: bool = False) -> list[str]:
+    """One row per model: T, where it was fitted, test ECE before/after, and at each P the share of the
+    test set's errors caught / of its correct digits rejected (markdown lines; README and zoo index).
+    ``at_one``: the rejection shares of the uncalibrated probabilities (T = 1) instead, for comparison."""
+    recs = [(name, man.get("temperature")) for name, man, *_ in rows]
+    thresholds = next(([r["threshold"] for r in rec["test"]["rejection"]] for _, rec in recs if rec), [])
+    lines = ["| model | T | fitted on | test ECE, T = 1 → T | "
+             + " | ".join(f"P = {t:g}" for t in thresholds) + " |",
+             "|---|---|---|---|" + "---|" * len(thresholds)]
+    for name, rec in recs:
+        if not rec:
+            lines.append(f"| `{name}` | not fitted | | |" + " |" * len(thresholds))
+            continue
+        fit, test = rec["fitted_on"], rec["test"]
+        table = test.get("rejection_before") if at_one else test["rejection"]
+        cells = [f"{_pct(r['errors_rejected_pct'])} / {_pct(r['correct_rejected_pct'])}" for r in table or []]
+        lines.append(f"| `{name}` | {rec['temperature']:g} | "
+                     f"{'training images it saw' if fit['seen_in_training'] else 'held-out validation'} "
+                     f"({fit['images']:,}) | {test['ece_before']:.4f} → {test['ece_after']:.4f} | "
+                     + " | ".join(cells) + " |")
+    return lines
 
 
 def _ratio(r: dict | None) -> str:
@@ -327,6 +394,11 @@ def zoo_index(rows: list[tuple[str, dict, dict, dict | None]], plot: str | None 
                   "int8 file of every model; a marker's area is the file's size."]
     if robustness is not None:
         lines += [""] + robustness_index(robustness)[:-1]
+    lines += ["", "## Confidence you can act on", "",
+              "Each model's `probabilities` are softmax(logits / T), T fitted at export (see each card). Per "
+              "threshold P of `predict --min-confidence P`: share of the test set's errors answered \"unsure\" / "
+              "share of its correct digits answered \"unsure\" (PyTorch, 10,000 test images).", "",
+              *confidence_table(rows)]
     lines += ["", "## Reproduce a row", "", "```bash", reproduce("NAME"), "```", ""]
     return "\n".join(lines)
 

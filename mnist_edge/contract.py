@@ -28,5 +28,8 @@ META_KEYS = {
     "versions": META_PREFIX + "versions",  # JSON: mnist_edge, torch, onnx, onnxruntime
     "precision": META_PREFIX + "precision",  # "fp32" or "int8"
     "quantization": META_PREFIX + "quantization",  # JSON calibration recipe (int8 only)
+    # JSON: temperature T (probabilities = softmax(logits / T) in the graph), the split it was fitted on,
+    # ECE before/after. Absent in files exported before calibration: T = 1.
+    "temperature": META_PREFIX + "temperature",
 }
 REQUIRED_META = ("contract", "model", "labels", "input", "outputs", "normalization")

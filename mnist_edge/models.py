@@ -132,12 +132,18 @@ NETS = {cls.__name__: cls for cls in (CnnSmall, Mlp, ConvPoolFc, BnCnn, LeNet5, 
 
 
 class EdgeModel(nn.Module):
-    """The exported contract: uint8 image [N, 1, 28, 28] -> (logits, probabilities), float32 [N, 10]."""
+    """The exported contract: uint8 image [N, 1, 28, 28] -> (logits, probabilities), float32 [N, 10].
 
-    def __init__(self, net: nn.Module, mean: float, std: float, input_size: int = 28):
+    ``temperature`` T (fitted at export by :mod:`mnist_edge.export.calibrate`, never on test images) makes
+    probabilities = softmax(logits / T); the logits are the network's, unchanged. A plain float: tracing
+    and the ONNX exporter bake it into the graph as a constant.
+    """
+
+    def __init__(self, net: nn.Module, mean: float, std: float, input_size: int = 28, temperature: float = 1.0):
         super().__init__()
         self.net = net
         self.mean, self.std, self.pad = float(mean), float(std), (input_size - 28) // 2
+        self.temperature = float(temperature)
 
     def prepare(self, x01: torch.Tensor) -> torch.Tensor:
         """Float pixels in [0, 1], [N, 1, 28, 28] -> the network's normalized input [N, 1, S, S]."""
@@ -147,7 +153,8 @@ class EdgeModel(nn.Module):
 
     def forward(self, image: torch.Tensor):
         logits = self.net(self.prepare(image.to(torch.float32) / 255.0))
-        return logits, torch.softmax(logits, dim=1)
+        scaled = logits / self.temperature if self.temperature != 1.0 else logits  # T = 1: the graph as before
+        return logits, torch.softmax(scaled, dim=1)
 
 
 def build_net(name: str) -> nn.Module:
@@ -156,10 +163,10 @@ def build_net(name: str) -> nn.Module:
     return NETS[spec.net](**spec.kwargs)
 
 
-def build_edge_model(spec: ModelSpec, net: nn.Module | None = None) -> EdgeModel:
-    """Wrap ``net`` (or a fresh one) in the contract for ``spec``."""
+def build_edge_model(spec: ModelSpec, net: nn.Module | None = None, temperature: float = 1.0) -> EdgeModel:
+    """Wrap ``net`` (or a fresh one) in the contract for ``spec``, its probabilities at ``temperature``."""
     return EdgeModel(net if net is not None else NETS[spec.net](**spec.kwargs), spec.mean, spec.std,
-                     spec.input_size)
+                     spec.input_size, temperature)
 
 
 def count_params(net: nn.Module) -> int:

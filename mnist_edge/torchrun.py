@@ -67,6 +67,16 @@ def passive_openmp() -> bool:
     return True
 
 
+def torch_outputs(module, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, probabilities), float32 [N, 10] each, of an EdgeModel or its TorchScript."""
+    import torch
+
+    x = torch.from_numpy(np.array(images))  # a writable copy: torch warns on read-only arrays
+    with _no_jit_deprecation(), torch.inference_mode():
+        parts = [module(x[start:start + batch_size]) for start in range(0, len(images), batch_size)]
+    return tuple(torch.cat([p[i] for p in parts]).numpy() for i in range(2))
+
+
 @contextlib.contextmanager
 def torch_threads(n: int):
     """Temporarily run torch with ``n`` intra-op threads (restored afterwards).

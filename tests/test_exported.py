@@ -59,3 +59,38 @@ def test_committed_artifacts_match_manifest_and_checkpoint(name, test_set):
     assert accuracy_pct(fp32, labels) - accuracy_pct(int8, labels) <= THRESHOLDS["int8"]["accuracy_drop_pp"]
     assert (int8.argmax(1) == fp32.argmax(1)).mean() * 100 >= THRESHOLDS["int8"]["agreement_pct"]
     assert manifest["settings"]["thresholds"] == THRESHOLDS
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_committed_probabilities_are_calibrated_by_the_recorded_temperature(name, test_set):
+    """Every graph outputs softmax(logits / T) with the T its metadata and manifest record, the same as the
+    EdgeModel carrying T (the oracle); T was fitted on unseen images exactly when the recipe held some out."""
+    import json
+
+    from mnist_edge.calibration import softmax
+    from mnist_edge.contract import META_KEYS
+    from mnist_edge.export.ort_eval import make_session
+    from mnist_edge.runtime import load
+    from mnist_edge.torchrun import load_torchscript
+
+    folder = EXPORTED / name
+    manifest = read_manifest(folder)
+    rec = manifest["temperature"]
+    t = rec["temperature"]
+    assert rec["fitted_on"]["seen_in_training"] == (not get_spec(name).recipe.val_size)
+    images = test_set[0][:500]
+    net, _ = load_checkpoint(folder / "checkpoint.pt")
+    edge = build_edge_model(get_spec(name), net, temperature=t).eval()
+    with torch.no_grad():
+        ref = edge(torch.from_numpy(images))[1].numpy()
+    for fname in ("model.onnx", "model.int8.onnx"):
+        clf = load(folder / fname, threads=1)
+        assert clf.temperature == t and json.loads(clf.metadata[META_KEYS["temperature"]])["temperature"] == t
+        logits, probs = make_session(folder / fname).run(None, {"image": images})
+        assert np.allclose(probs, softmax(logits, t), atol=1e-6), fname
+        assert np.allclose(clf.predict(images).probabilities, probs, atol=1e-6), fname
+    assert np.abs(make_session(folder / "model.onnx").run(["probabilities"], {"image": images})[0] - ref).max() < 1e-5
+    ts, meta = load_torchscript(folder / "model.pt")
+    assert json.loads(meta[META_KEYS["temperature"]])["temperature"] == t
+    with torch.no_grad():
+        assert np.abs(ts(torch.from_numpy(images))[1].numpy() - ref).max() < 1e-6

@@ -297,8 +297,8 @@ async function classify(model, data, opts) {
     const out = await model.session.run({ image });
     const z = out.logits.data; // float32 [n, 10]
     for (let i = 0; i < n; i++) {
-      // Rank by the logits and take their softmax, as the Python runtime does (see fromLogits).
-      const { label: best, probabilities: p } = fromLogits(z.subarray(i * 10, i * 10 + 10));
+      // Rank by the logits and take softmax(logits / T), as the Python runtime does (see fromLogits).
+      const { label: best, probabilities: p } = fromLogits(z.subarray(i * 10, i * 10 + 10), model.contract.temperature);
       labels[start + i] = best;
       confidence[start + i] = Number(p[best].toFixed(6));
       if (probabilities) probabilities[start + i] = p.map((v) => Number(v.toPrecision(7)));

@@ -166,8 +166,8 @@ async function inferOnce() {
   drawPreview(digit);
   const precision = state.precision;
   const [out, ms] = await timedRun(precision, digit);
-  // Rank by the logits and take their softmax, as the Python runtime does (see fromLogits in digit.mjs).
-  const { label, probabilities } = fromLogits(out.logits.data);
+  // Rank by the logits and take softmax(logits / T), as the Python runtime does (see fromLogits in digit.mjs).
+  const { label, probabilities } = fromLogits(out.logits.data, state.models[precision].contract.temperature);
   state.result = { label, name: state.labels[label], probabilities, precision, ms };
   state.runs++;
   showResult(state.result);

@@ -4,8 +4,9 @@
 //   normalizeDigit(gray, width, height) -> Uint8Array(784) | null
 //       a drawn or photographed digit -> the 28x28 uint8 image the model expects (0 background, 255 ink),
 //       normalized the way MNIST normalized its own digits (see below).
-//   fromLogits(logits) -> { label, probabilities }
-//       the predicted class and the ten probabilities, from the model's "logits" output;
+//   fromLogits(logits, temperature = 1) -> { label, probabilities }
+//       the predicted class and the ten probabilities softmax(logits / temperature), from the model's
+//       "logits" output and readContract's temperature (the graph's "probabilities" output is the same);
 //   readOnnxInfo(bytes) -> { irVersion, producer, opsets, metadata }
 //       the model's ir_version, opsets and metadata_props (onnxruntime's JS API does not expose
 //       metadata_props, so we read them from the ModelProto bytes: a few lines of protobuf).
@@ -332,10 +333,10 @@ export function normalizeDigit(gray, width, height) {
  * @param {ArrayLike<number>} logits  ten numbers
  * @returns {{label: number, probabilities: number[]}}
  */
-export function fromLogits(logits) {
+export function fromLogits(logits, temperature = 1) {
   let label = 0;
   for (let c = 1; c < logits.length; c++) if (logits[c] > logits[label]) label = c;
-  const e = Array.from(logits, (v) => Math.exp(v - logits[label]));
+  const e = Array.from(logits, (v) => Math.exp((v - logits[label]) / temperature));
   const sum = e.reduce((a, b) => a + b, 0);
   return { label, probabilities: e.map((v) => v / sum) };
 }
@@ -450,5 +451,7 @@ export function readContract(metadata) {
     outputs: json("mnist_edge.outputs"),
     normalization: json("mnist_edge.normalization"),
     quantization: json("mnist_edge.quantization"),
+    // probabilities = softmax(logits / temperature); files exported before calibration have no key: 1
+    temperature: json("mnist_edge.temperature")?.temperature ?? 1,
   };
 }

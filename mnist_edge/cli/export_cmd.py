@@ -125,6 +125,10 @@ def format_result(result) -> str:
                 worst[c.metric] = c
         parts = ["contract ok" if c.metric == "contract" else c.brief() for c in worst.values()]
         lines.append(f"  {artifact:<16} worst of each: " + "; ".join(parts))
+    t = m.get("temperature")
+    if t:
+        lines.append(f"temperature {t['temperature']:g}: probabilities = softmax(logits / T), fitted on "
+                     f"{t['fitted_on']['split']}; test ECE {t['test']['ece_before']:.4f} -> {t['test']['ece_after']:.4f}")
     return "\n".join(lines + _int8_lines(m))
 
 

@@ -15,7 +15,7 @@ def register(sub) -> None:
                     "light-on-dark, noisy scans and photos). One line per image; a file that cannot be read or "
                     "holds no digit gets an error line of its own, the others are still classified, and the exit "
                     "status is 1 when any failed.",
-                    ["mnist-edge predict digit.png scans/", "mnist-edge predict --top-k 3 --json *.jpg",
+                    ["mnist-edge predict digit.png scans/", "mnist-edge predict --top-k 3 --min-confidence 0.9 --json *.jpg",
                      "mnist-edge predict --model exported/lenet5 --save-inputs seen/ photo.jpg"])
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files or folders of them (PNG, JPEG, BMP, ...; needs Pillow)")
@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--strict-device", action="store_true",
                    help="fail when onnxruntime would run any node on the CPU although --device is a GPU")
     p.add_argument("--top-k", type=int, default=1, metavar="K", help="also list the K most probable digits")
+    p.add_argument("--min-confidence", type=float, metavar="P",
+                   help="answer 'unsure' instead of a digit when its probability is below P, 0 < P < 1 "
+                        "(the README's 'Confidence you can act on' says what share of errors a P catches)")
     p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
     p.add_argument("--threads", type=int, metavar="N", help="onnxruntime threads (default: one per core)")
     p.add_argument("--save-inputs", metavar="DIR",
@@ -35,7 +38,8 @@ def run(args) -> int:
     from mnist_edge.runtime import classify_files
 
     out = classify_files(images=args.images, model=args.model, device=args.device, top_k=args.top_k,
-                        threads=args.threads, save_inputs=args.save_inputs, strict=args.strict_device)
+                        threads=args.threads, save_inputs=args.save_inputs, strict=args.strict_device,
+                        min_confidence=args.min_confidence)
     if args.json:
         import json
 
@@ -53,7 +57,11 @@ def run(args) -> int:
         if "error" in r:
             print(f"mnist-edge predict: error: {r['error']}", file=sys.stderr)
             continue
-        line = f"{r['image']}: {r['label']} ({r['probability']:.3f})"
+        if r["confident"]:
+            line = f"{r['image']}: {r['label']} ({r['probability']:.3f})"
+        else:  # below --min-confidence: no digit, the best guess in brackets
+            line = (f"{r['image']}: unsure (best guess {r['top_k'][0]['label']}, {r['probability']:.4f} < "
+                    f"{out['min_confidence']:g})")
         if args.top_k > 1:
             line += "  top-{}: {}".format(args.top_k, ", ".join(f"{t['label']} {t['probability']:.3f}"
                                                                 for t in r["top_k"]))

@@ -44,7 +44,8 @@ def check_thresholds(thresholds: dict | None) -> dict:
 class Check:
     artifact: str  # file name, e.g. "model.onnx"
     batch_size: int | None  # None: not a per-batch check (e.g. the contract)
-    metric: str  # "max_abs_diff", "label_mismatches", "accuracy_drop_pp", "agreement_pct", "contract"
+    metric: str  # "max_abs_diff", "label_mismatches", "accuracy_drop_pp", "agreement_pct", "contract",
+    # "probabilities_max_abs_diff"
     value: float | None  # None when the artifact could not be run
     op: str  # "<=" or ">="
     limit: float
@@ -83,7 +84,7 @@ class Check:
 def _fmt(metric: str, v) -> str:
     if v is None:
         return "n/a"
-    if metric == "max_abs_diff":
+    if metric.endswith("max_abs_diff"):
         return f"{v:.2e}"
     if metric == "label_mismatches":
         return f"{int(v)}"
@@ -140,6 +141,26 @@ def int8_checks(artifact: str, fp32: dict, int8: dict, labels: np.ndarray, *, ac
         checks += [Check(artifact, bs, "accuracy_drop_pp", drop, "<=", accuracy_drop_pp),
                    Check(artifact, bs, "agreement_pct", agree, ">=", agreement_pct)]
     return checks
+
+
+# |probabilities - softmax(logits / T)| of one file's own two outputs: float32 rounding is ~1e-7.
+PROBABILITIES_ATOL = 1e-5
+PROBABILITY_IMAGES = 1000  # the first images of the evaluation set: the check is per file, not per image
+
+
+def probabilities_check(artifact: str, batch_size: int, outputs, temperature: float) -> Check:
+    """The file's ``probabilities`` output against softmax(its own ``logits`` / T): T really is in the graph.
+
+    ``outputs``: (logits, probabilities) [N, 10] each, or the exception raised while running.
+    """
+    from mnist_edge.calibration import softmax
+
+    metric = "probabilities_max_abs_diff"
+    if isinstance(outputs, BaseException):
+        return Check(artifact, batch_size, metric, None, "<=", PROBABILITIES_ATOL, _error(outputs))
+    logits, probs = outputs
+    diff = float(np.abs(np.asarray(probs, np.float64) - softmax(logits, temperature)).max()) if len(logits) else 0.0
+    return Check(artifact, batch_size, metric, diff if np.isfinite(diff) else float("nan"), "<=", PROBABILITIES_ATOL)
 
 
 def contract_check(artifact: str, problems: list[str]) -> Check:

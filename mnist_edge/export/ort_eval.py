@@ -49,6 +49,13 @@ def ort_logits(session, images: np.ndarray, batch_size: int) -> np.ndarray:
     return out
 
 
+def ort_outputs(session, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, probabilities), float32 [N, 10] each, of uint8 ``images``, ``batch_size`` at a time."""
+    parts = [session.run(list(OUTPUT_NAMES), {INPUT_NAME: images[start:start + batch_size]})
+             for start in range(0, len(images), batch_size)]
+    return tuple(np.concatenate([p[i] for p in parts]).astype(np.float32) for i in range(2))
+
+
 def accuracy_pct(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean() * 100.0)
 

@@ -77,6 +77,9 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     and experiments; ``eval_limit`` gates on the first N test images instead of all 10,000 (recorded).
     ``thresholds`` replaces :data:`gates.THRESHOLDS` (same keys; recorded in the manifest): for tests of
     the pipeline on briefly trained models, whose int8 agreement sits near the real gate by chance.
+    Before writing, a softmax temperature T is fitted on training images (the checkpoint's held-out split
+    where it has one; :mod:`mnist_edge.export.calibrate`) and put into every graph: probabilities =
+    softmax(logits / T); the manifest and the metadata record T, the split and ECE before and after.
     ``progress`` is called with a short message before each step. Raises a subclass of MnistEdgeError.
     """
     from mnist_edge.zoo import get_spec
@@ -102,7 +105,7 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     thresholds = G.check_thresholds(thresholds)
     from mnist_edge.data import require_splits
 
-    require_splits(data_dir, ("test", "train") if quantize and calibration_images is None else ("test",))
+    require_splits(data_dir, ("test", "train"))  # train: the temperature's fitting split (and int8 calibration)
     out = Path(out) if out is not None else default_out(model)
     ckpt_path = Path(checkpoint) if checkpoint is not None else default_checkpoint(model)
     if not ckpt_path.is_file():
@@ -131,6 +134,14 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
     x_test, y_test = load_mnist("test", data_dir=data_dir)
     n_eval = eval_limit or len(x_test)
     x_eval, y_eval = np.ascontiguousarray(x_test[:n_eval, None]), np.asarray(y_test[:n_eval]).astype(np.int64)
+    from mnist_edge.export.calibrate import calibrate, metadata_record
+    from mnist_edge.models import build_edge_model
+
+    edge = build_edge_model(spec, net).eval()
+    say("fitting the softmax temperature (on training images, never test images)")
+    temperature = calibrate(edge, ckpt, x_eval, y_eval, data_dir)  # sets edge.temperature: the graphs carry it
+    say(f"temperature {temperature['temperature']:g} ({temperature['fitted_on']['split']}); ECE on the "
+        f"{n_eval:,} test images {temperature['test']['ece_before']:.4f} -> {temperature['test']['ece_after']:.4f}")
     if quantize:
         from mnist_edge.export.quantize import custom_source, training_calibration_images
 
@@ -158,10 +169,8 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
 
         from mnist_edge.export.onnx_export import set_metadata, load_model, save_onnx
         from mnist_edge.export.torchscript import export_torchscript
-        from mnist_edge.models import build_edge_model
 
-        edge = build_edge_model(spec, net).eval()
-        meta = records.onnx_metadata(spec, ckpt_sha, vers)
+        meta = records.onnx_metadata(spec, ckpt_sha, vers, metadata_record(temperature))
         say(f"writing {TORCHSCRIPT_NAME}")
         export_torchscript(edge, tmp / TORCHSCRIPT_NAME, metadata=meta)
         say(f"writing {ONNX_NAME} (opset {opset})")
@@ -201,6 +210,7 @@ def export_model(model: str, *, checkpoint=None, out=None, quantize: bool = Fals
         manifest = records.build_manifest(spec, ckpt, ckpt_sha, tmp, checks, measured, vers, onnx_info, opset, recipe,
                              n_eval, batch_sizes, thresholds)
         manifest["files"][A.SELFTEST] = bundle
+        manifest["temperature"] = temperature
         if quantize:
             manifest.update(records.recommendation(int8_recipe, qopts))
         write_manifest(tmp, manifest)
@@ -272,9 +282,9 @@ def _attempt(fn, *args):
 
 
 def _run_gates(model, edge, folder: Path, x, y, batch_sizes, quantize: bool, thresholds: dict, say):
-    from mnist_edge.export.ort_eval import make_session, ort_logits
+    from mnist_edge.export.ort_eval import make_session, ort_logits, ort_outputs
     from mnist_edge.runtime.checks import session_io_problems as contract_problems
-    from mnist_edge.torchrun import load_torchscript, torch_logits, torch_threads
+    from mnist_edge.torchrun import load_torchscript, torch_logits, torch_outputs, torch_threads
 
     n = len(x)
     checks: list = []
@@ -304,6 +314,15 @@ def _run_gates(model, edge, folder: Path, x, y, batch_sizes, quantize: bool, thr
         outputs[INT8_NAME] = int8_out
 
     acc_bs = max(batch_sizes)
+    say(f"gates: probabilities = softmax(logits / {edge.temperature:g}) in every file")
+    x_p = x[:G.PROBABILITY_IMAGES]
+    with torch_threads(1):
+        ts_both = _attempt(torch_outputs, ts, x_p, acc_bs)
+    checks.append(G.probabilities_check(TORCHSCRIPT_NAME, acc_bs, ts_both, edge.temperature))
+    for name, session in ((ONNX_NAME, sess), *(((INT8_NAME, sess8),) if quantize else ())):
+        checks.append(G.probabilities_check(name, acc_bs, _attempt(ort_outputs, session, x_p, acc_bs),
+                                            edge.temperature))
+
     for name, outs in outputs.items():
         o = outs[acc_bs]
         measured[name] = {"accuracy": round(float((o.argmax(1) == y).mean() * 100), 4)

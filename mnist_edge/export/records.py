@@ -55,7 +55,7 @@ def recommendation(int8_recipe, qopts: QuantizeOptions) -> dict:
     return {"recommended": record["recommended"], "int8_recipe": record}
 
 
-def onnx_metadata(spec, ckpt_sha: str, vers: dict) -> dict[str, str]:
+def onnx_metadata(spec, ckpt_sha: str, vers: dict, temperature: dict | None = None) -> dict[str, str]:
     pad = (spec.input_size - 28) // 2
     values = {
         "contract": CONTRACT_VERSION,
@@ -72,6 +72,8 @@ def onnx_metadata(spec, ckpt_sha: str, vers: dict) -> dict[str, str]:
         "versions": metadata_json(vers),
         "precision": "fp32",
     }
+    if temperature is not None:  # mnist_edge.export.calibrate.metadata_record
+        values["temperature"] = metadata_json(temperature)
     return {META_KEYS[k]: v for k, v in values.items()}
 
 

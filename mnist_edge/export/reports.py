@@ -43,7 +43,7 @@ def export_document(result=None, *, model: str | None = None, out=None, error: s
             "seconds": round(result.seconds, 3), "ok": True, "error": None,
             "files": {name: {k: e.get(k) for k in FILE_KEYS} for name, e in m["files"].items()},
             "pytorch": m.get("pytorch"), "settings": m.get("settings"), "evaluation": m.get("evaluation"),
-            "checks": checks}
+            "temperature": m.get("temperature"), "checks": checks}
 
 
 def verify_document(report=None, *, folder=None, error: str | None = None) -> dict:

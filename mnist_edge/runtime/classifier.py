@@ -20,6 +20,7 @@ import numpy as np
 
 from mnist_edge import contract as C
 from mnist_edge.artifacts import ONNX_FILES, resolve
+from mnist_edge.calibration import check_min_confidence, softmax, temperature_from_metadata
 from mnist_edge.errors import ArtifactError, ContractError, UsageError, first_line
 from mnist_edge.runtime import checks
 from mnist_edge.runtime.inputs import as_batch
@@ -28,21 +29,32 @@ from mnist_edge.runtime.session import CUDA, create_session
 from mnist_edge.runtime.hashcheck import pick_file, read_verified
 
 CHUNK = 4096  # images per session.run: bounds memory for very large batches
+UNSURE = -1  # Prediction.labels where the top probability is below min_confidence
 
 
 @dataclass(frozen=True)
 class Prediction:
     """Results for a batch of N images (N may be 0).
 
-    labels: int64 [N], the most probable class (the digit; ``Classifier.labels`` names them).
-    probabilities: float32 [N, 10], softmax of the logits. logits: float32 [N, 10], the model's output.
-    topk: int64 [N, k], classes by decreasing probability; ``topk_probabilities``: float32 [N, k].
+    labels: int64 [N], the most probable class (the digit; ``Classifier.labels`` names them), or
+      ``UNSURE`` (-1) where ``min_confidence`` was given and that class's probability is below it.
+    probabilities: float32 [N, 10], softmax(logits / T) with the model's temperature T (1 for files
+      exported before calibration). logits: float32 [N, 10], the model's output.
+    topk: int64 [N, k], classes by decreasing probability, unsure or not (``topk[:, 0]`` is the best
+      guess); ``topk_probabilities``: float32 [N, k].
+    confident: bool [N], False exactly where ``labels`` is UNSURE (all True without min_confidence).
     """
 
     labels: np.ndarray
     probabilities: np.ndarray
     logits: np.ndarray
     topk: np.ndarray
+    confident: np.ndarray = None  # type: ignore[assignment]  # None: all confident (set in __post_init__)
+    min_confidence: float | None = None
+
+    def __post_init__(self):
+        if self.confident is None:
+            object.__setattr__(self, "confident", np.ones(len(self.labels), dtype=bool))
 
     @property
     def topk_probabilities(self) -> np.ndarray:
@@ -52,12 +64,15 @@ class Prediction:
         return len(self.labels)
 
     def to_list(self, names=C.LABELS) -> list[dict]:
-        """One dict per image: label, probability and the top-k list, JSON-ready."""
+        """One dict per image, JSON-ready: ``label`` (None when unsure), ``probability`` (of the most
+        probable class, unsure or not), ``confident`` and the ``top_k`` list (best guess first)."""
         out = []
         for i in range(len(self)):
             top = [{"label": names[c], "probability": float(self.probabilities[i, c])} for c in self.topk[i]]
-            out.append({"label": names[int(self.labels[i])],
-                        "probability": float(self.probabilities[i, self.labels[i]]), "top_k": top})
+            best = int(self.topk[i, 0])
+            out.append({"label": names[best] if self.confident[i] else None,
+                        "probability": float(self.probabilities[i, best]), "confident": bool(self.confident[i]),
+                        "top_k": top})
         return out
 
 
@@ -78,6 +93,7 @@ class Classifier:
     notes: tuple = ()  # e.g. why auto chose the CPU; advice for int8 on CUDA
     ir_version: int = 0
     opset: int | None = None
+    temperature: float = 1.0  # probabilities = softmax(logits / T); from metadata mnist_edge.temperature
     _session: object = field(default=None, repr=False, compare=False)
 
     @property
@@ -89,18 +105,22 @@ class Classifier:
         """The onnxruntime InferenceSession (for benchmarks: ``run`` on it skips predict's input checks)."""
         return self._session
 
-    def predict(self, images, *, top_k: int = 1) -> Prediction:
+    def predict(self, images, *, top_k: int = 1, min_confidence: float | None = None) -> Prediction:
         """Classify ``images``: uint8 (28,28), (N,28,28) or (N,1,28,28) with 0 = background, 255 = ink;
         float arrays in [0, 1] (converted with round(x * 255)); other integer types with values 0-255;
         lists through np.asarray. Anything else, NaN/Inf or values out of range: InputError (never a label).
         Empty batch: empty result. See :mod:`mnist_edge.runtime.inputs` for the full rules.
+        ``min_confidence`` P in (0, 1): an image whose most probable class has probability below P gets
+        label ``UNSURE`` (-1) and ``confident`` False (a bad P is a UsageError).
         """
         k = _check_top_k(top_k)
+        p_min = None if min_confidence is None else check_min_confidence(min_confidence)
         batch = as_batch(images)
         n = len(batch)
         if n == 0:
             empty = np.zeros((0, C.NUM_CLASSES), np.float32)
-            return Prediction(np.zeros(0, np.int64), empty, empty.copy(), np.zeros((0, k), np.int64))
+            return Prediction(np.zeros(0, np.int64), empty, empty.copy(), np.zeros((0, k), np.int64),
+                              np.zeros(0, bool), p_min)
         logits = np.concatenate([_run(self._session, batch[start:start + CHUNK], self.path)
                                  for start in range(0, n, CHUNK)]).astype(np.float32, copy=False)
         if logits.shape != (n, C.NUM_CLASSES):
@@ -108,22 +128,24 @@ class Classifier:
                                 f"expected ({n}, {C.NUM_CLASSES})")
         if not np.isfinite(logits).all():
             raise ArtifactError(f"{self.path} produced non-finite logits for finite input; the model is broken")
-        # Rank by logits and take softmax here, in float64, rather than use the graph's "probabilities":
-        # one rule for every file, whatever its precision (the exporter keeps Softmax in float, so for our
-        # files the two agree to float rounding; a foreign int8 file may quantize it). Stable sort: a tie
-        # goes to the lower class, as argmax does.
-        z = logits.astype(np.float64)
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        probs = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        # Rank by logits and take softmax(logits / T) here, in float64, rather than use the graph's
+        # "probabilities": one rule for every file, whatever its precision (the exporter keeps Div and
+        # Softmax in float, so for our files the two agree to float rounding; a foreign int8 file may
+        # quantize them). Stable sort: a tie goes to the lower class, as argmax does.
+        probs = softmax(logits, self.temperature).astype(np.float32)
         topk = np.argsort(-logits, axis=1, kind="stable")[:, :k].astype(np.int64)
-        return Prediction(labels=topk[:, 0].copy(), probabilities=probs, logits=logits, topk=topk)
+        labels = topk[:, 0].copy()
+        confident = np.ones(n, bool) if p_min is None else probs[np.arange(n), labels] >= p_min
+        labels[~confident] = UNSURE
+        return Prediction(labels=labels, probabilities=probs, logits=logits, topk=topk, confident=confident,
+                          min_confidence=p_min)
 
-    def predict_files(self, paths, *, top_k: int = 1, **image_limits) -> Prediction:
+    def predict_files(self, paths, *, top_k: int = 1, min_confidence: float | None = None,
+                      **image_limits) -> Prediction:
         """Read each image file (MNIST-style normalization, see :mod:`mnist_edge.runtime.images`), predict."""
         from mnist_edge.runtime.images import load_images
 
-        return self.predict(load_images(list(paths), **image_limits), top_k=top_k)
+        return self.predict(load_images(list(paths), **image_limits), top_k=top_k, min_confidence=min_confidence)
 
     def describe(self) -> str:
         check = "hash verified against its manifest" if self.verified else "no manifest hash checked"
@@ -203,6 +225,7 @@ def load(path=None, *, device: str = "cpu", threads: int | None = None, precisio
     info = inspect_bytes(data, source)
     meta = dict(info.metadata)
     parsed = checks.check_metadata(meta, source)
+    temperature = temperature_from_metadata(meta, source)  # 1.0 for files exported before calibration
     if manifest is not None and meta[C.META_KEYS["model"]] != manifest["model"]:
         raise ContractError(f"{source} holds model {meta[C.META_KEYS['model']]!r}, its manifest says "
                             f"{manifest['model']!r}")
@@ -218,4 +241,4 @@ def load(path=None, *, device: str = "cpu", threads: int | None = None, precisio
     return Classifier(path=file, sha256=sha256, verified=manifest is not None, model=meta[C.META_KEYS["model"]],
                       precision=precision_meta, labels=tuple(parsed["labels"]), metadata=meta, device=used,
                       providers=tuple(session.get_providers()), notes=tuple(notes), ir_version=info.ir_version,
-                      opset=info.onnx_opset, _session=session)
+                      opset=info.onnx_opset, temperature=temperature, _session=session)

@@ -4,12 +4,16 @@ Each file is read and normalized on its own: a blank, corrupt or unreadable file
 naming it and every other file is still classified. Schema ``mnist-edge-predict/1`` (a JSON object):
 
 - ``schema``: "mnist-edge-predict/1"; fields may be added to version 1, never removed or renamed.
-- ``model``: ``path``, ``name``, ``precision``, ``sha256``, ``verified``, ``device``, ``provider``, ``notes``.
+- ``model``: ``path``, ``name``, ``precision``, ``sha256``, ``verified``, ``device``, ``provider``, ``notes``,
+  ``temperature`` (probabilities are softmax(logits / temperature); 1 for files exported before calibration).
+- ``min_confidence``: the threshold asked for, or null.
 - ``results``: one object per image file, in the order given (a folder expands to its image files in
-  name order): ``image`` (the path), then either ``label``, ``probability``, ``top_k`` [{label,
-  probability}] and ``input`` (where the 28x28 image the model saw was written, or null), or ``error``
-  (one line, naming the file) with ``label`` null.
-- ``failed``: how many files got an ``error``.
+  name order): ``image`` (the path), then either ``label``, ``probability``, ``confident``, ``top_k``
+  [{label, probability}] and ``input`` (where the 28x28 image the model saw was written, or null), or
+  ``error`` (one line, naming the file) with ``label`` null. ``confident`` is false, and ``label`` null,
+  when the most probable digit's ``probability`` is below ``min_confidence`` ("unsure"; ``top_k[0]`` is
+  still the best guess).
+- ``failed``: how many files got an ``error``; ``unsure``: how many were answered "unsure".
 """
 
 from __future__ import annotations
@@ -79,19 +83,23 @@ def save_input(image: np.ndarray, path: Path) -> Path:
 
 def classify_files(images, *, model: str | os.PathLike | None = None, device: str = "cpu", top_k: int = 1,
                   threads: int | None = None, save_inputs: str | os.PathLike | None = None,
-                  strict: bool = False) -> dict:
+                  strict: bool = False, min_confidence: float | None = None) -> dict:
     """Classify the image files (or folders of them) ``images`` with ``model`` (default: the committed
     bn_cnn int8 model); see the module docstring for the result. A file that cannot be read or holds no
     digit gets an ``error`` entry; the others are classified. ``save_inputs``: a folder that receives the
     28x28 image the model saw for each file, as ``<file stem>.png``. ``model.placement`` counts the nodes
     per provider (mnist_edge.runtime.placement); ``strict`` fails when any would run on the CPU although
-    ``device`` is a GPU.
+    ``device`` is a GPU. ``min_confidence`` P in (0, 1): an image whose best probability is below P is
+    answered "unsure" (``label`` null, ``confident`` false).
     """
+    from mnist_edge.calibration import check_min_confidence
     from mnist_edge.extras import require
     from mnist_edge.runtime.placement import check_strict, measure_placement
     from mnist_edge.runtime.hashcheck import read_verified
 
     require("images", "reading image files")  # no Pillow: one error now, not one per file after loading
+    if min_confidence is not None:
+        min_confidence = check_min_confidence(min_confidence)  # before any loading
     expanded = expand_paths(images)  # an empty path fails the call here, before any loading
     clf = load(model, device=device, threads=threads, strict=strict)  # a bad model or device fails the call
     data, digest, _ = read_verified(clf.path, None)
@@ -114,7 +122,7 @@ def classify_files(images, *, model: str | os.PathLike | None = None, device: st
         entries.append({"image": path, "label": None} if error is None else
                        {"image": path, "label": None, "error": error})
     if arrays:
-        pred = clf.predict(np.stack(arrays), top_k=top_k)
+        pred = clf.predict(np.stack(arrays), top_k=top_k, min_confidence=min_confidence)
         used: set[str] = set()
         for i, arr, r in zip(good, arrays, pred.to_list(clf.labels)):
             entries[i].update(r)
@@ -124,7 +132,9 @@ def classify_files(images, *, model: str | os.PathLike | None = None, device: st
         "schema": SCHEMA,
         "model": {"path": str(clf.path), "name": clf.model, "precision": clf.precision, "sha256": clf.sha256,
                   "verified": clf.verified, "device": clf.device, "provider": clf.provider,
-                  "placement": placement, "notes": list(clf.notes)},
+                  "placement": placement, "notes": list(clf.notes), "temperature": clf.temperature},
+        "min_confidence": min_confidence,
         "results": entries,
         "failed": sum("error" in e for e in entries),
+        "unsure": sum(e.get("confident") is False for e in entries),
     }

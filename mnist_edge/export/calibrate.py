@@ -1,0 +1,102 @@
+"""Temperature scaling at export: which training images the checkpoint never saw, T fitted on them, the record.
+
+The validation split is reproduced from the checkpoint's own record (recipe ``val_size``, ``seed``,
+``limit_train``) exactly as :func:`mnist_edge.train.train` drew it. A model trained on all 60,000 training
+images leaves no unseen non-test image: T is then fitted on training images it saw, and the record says
+so (``seen_in_training: true``); a network is more confident on digits it was trained on, so that T
+under-corrects. The test set is never used for fitting; its ECE is measured after, for the record.
+
+T is rounded to 3 decimals before it goes into the graph (and ECE values to 4): the graph then holds a
+number that does not move with another CPU's last-bit differences in the logits, so the fp32 files stay
+byte-reproducible (tests/test_reproducible.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from mnist_edge import calibration as cal
+
+MAX_FIT_IMAGES = 12_000  # a larger pool (seen training images) is cut to this many, class-balanced
+FIT_BATCH = 1000
+
+
+def seen_indices(ckpt: dict, n_train: int) -> np.ndarray | None:
+    """Sorted indices of the training images the checkpoint was trained on, as train() drew them; None
+    when the checkpoint does not record its seed (then every training image counts as seen)."""
+    from mnist_edge.data import train_val_split
+
+    recipe, metrics = ckpt.get("recipe") or {}, ckpt.get("metrics") or {}
+    seed, val_size, limit = metrics.get("seed"), recipe.get("val_size") or 0, metrics.get("limit_train")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return None
+    if val_size:
+        train_idx = train_val_split(n_train, int(val_size), seed)[0]
+    else:
+        import torch
+
+        train_idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed)).numpy()
+    if limit:
+        train_idx = train_idx[:int(limit)]
+    return np.sort(train_idx)
+
+
+def fit_split(ckpt: dict, data_dir=None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(images uint8 [N, 1, 28, 28], labels int64 [N], record) to fit T on: the training images the model
+    did not see, else (none left) up to MAX_FIT_IMAGES class-balanced training images it saw."""
+    from mnist_edge.data import class_balanced_indices, load_mnist
+
+    x, y = load_mnist("train", data_dir=data_dir)
+    seen = seen_indices(ckpt, len(x))
+    seed = (ckpt.get("metrics") or {}).get("seed")
+    unseen = np.setdiff1d(np.arange(len(x)), seen) if seen is not None else np.zeros(0, np.int64)
+    val_size = (ckpt.get("recipe") or {}).get("val_size") or 0
+    if len(unseen):
+        pool = unseen
+        split = (f"validation: the {val_size:,} training images held out of training (recipe val_size, seed {seed})"
+                 if val_size and len(unseen) == val_size else
+                 f"training images not used in training ({len(unseen):,} of {len(x):,}; seed {seed})")
+    else:
+        pool = np.arange(len(x))
+        split = ("training images seen in training (the recipe trained on all 60,000; no unseen non-test "
+                 "image is left, so T under-corrects)")
+    if len(pool) > MAX_FIT_IMAGES:
+        pool = pool[class_balanced_indices(y[pool], MAX_FIT_IMAGES, seed if isinstance(seed, int) else 0)]
+    record = {"split": split, "seen_in_training": not len(unseen), "images": int(len(pool)),
+              "indices_sha256": hashlib.sha256(np.asarray(pool, np.int64).tobytes()).hexdigest()}
+    return np.ascontiguousarray(x[pool][:, None]), y[pool].astype(np.int64), record
+
+
+def calibrate(edge, ckpt: dict, x_test: np.ndarray, y_test: np.ndarray, data_dir=None) -> dict:
+    """Fit T for ``edge`` (an EdgeModel), set ``edge.temperature`` to it and return the record: T, the
+    split, and ECE/NLL before and after on the fitting split and on ``x_test`` (uint8 [N, 1, 28, 28]),
+    with the rejection tables of the test probabilities at T and at 1."""
+    from mnist_edge.torchrun import torch_logits, torch_threads
+
+    x_fit, y_fit, fitted_on = fit_split(ckpt, data_dir)
+    with torch_threads(1):
+        z_fit = torch_logits(edge, x_fit, FIT_BATCH)
+        z_test = torch_logits(edge, x_test, FIT_BATCH)
+    t = round(cal.fit_temperature(z_fit, y_fit), 3)
+    edge.temperature = t
+    fit, test = cal.summary(z_fit, y_fit, t), cal.summary(z_test, y_test, t)
+    return {"temperature": t, "method": "temperature scaling: T minimises the NLL of softmax(logits / T) "
+                                        "on the fitting split (golden-section search over log T)",
+            "fitted_on": dict(fitted_on, **_rounded(fit)), "test": dict(_rounded(test), rejection=test["rejection"],
+                                                             rejection_before=test["rejection_before"])}
+
+
+def _rounded(s: dict) -> dict:
+    return {"images": s["images"], "accuracy_pct": s["accuracy_pct"],
+            **{k: round(s[k], 4) for k in ("ece_before", "ece_after", "nll_before", "nll_after")}}
+
+
+def metadata_record(record: dict) -> dict:
+    """What the ONNX metadata keeps of the record: T, the split, ECE before/after (no rejection table)."""
+    keep = ("split", "seen_in_training", "images", "ece_before", "ece_after")
+    return {"temperature": record["temperature"],
+            "fitted_on": {k: record["fitted_on"][k] for k in keep},
+            "test": {k: record["test"][k] for k in ("images", "ece_before", "ece_after")},
+            "probabilities": "softmax(logits / temperature), in the graph"}
