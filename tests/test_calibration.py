@@ -85,6 +85,27 @@ def test_fit_split_is_the_held_out_validation_split_or_says_it_was_seen(mnist_di
     assert x.shape == (12_000, 1, 28, 28) and x.dtype == np.uint8 and y.dtype == np.int64
 
 
+def test_a_temperature_fitted_on_seen_digits_is_recorded_but_not_applied(mnist_dir):
+    from mnist_edge.data import load_mnist
+    from mnist_edge.export.calibrate import calibrate
+    from mnist_edge.models import build_edge_model
+    from mnist_edge.zoo import get_spec
+
+    import torch
+
+    torch.manual_seed(0)
+    edge = build_edge_model(get_spec("mlp")).eval()
+    with torch.no_grad():
+        edge.net.body[-1].weight.mul_(20.0)  # an over-confident net: the NLL-optimal T is far from 1
+    x, y = load_mnist("test", data_dir=mnist_dir)
+    x, y = np.ascontiguousarray(x[:500, None]), y[:500].astype(np.int64)
+    seen = calibrate(edge, {"recipe": {"val_size": 0}, "metrics": {"seed": 0}}, x, y, mnist_dir)
+    assert seen["fitted_on"]["seen_in_training"] and seen["temperature"] == 1.0 == edge.temperature
+    assert abs(seen["fitted_temperature"] - 1.0) > 0.1 and seen["applied"] is False
+    held = calibrate(edge, {"recipe": {"val_size": 2_000}, "metrics": {"seed": 0}}, x, y, mnist_dir)
+    assert held["temperature"] == held["fitted_temperature"] == edge.temperature and held["applied"] is True
+
+
 @pytest.fixture(scope="module")
 def exported_pair(tmp_path_factory):
     """An untrained mlp exported with T = 2.5 (metadata as the exporter writes it), and the same file
