@@ -344,6 +344,24 @@ def confidence_table(rows, *, at_one: bool = False) -> list[str]:
     return lines
 
 
+def robustness_rejection_table(rows) -> list[str]:
+    """One row per model (its fp32 file): at each P, over the robustness suite's transformed conditions
+    pooled, the share of errors caught / of correct digits rejected (markdown lines; README)."""
+    lines, thresholds = [], None
+    for name, report in rows:
+        entry = next((e for e in (report or {}).get("files", []) if e["precision"] == "fp32"), None)
+        table = (entry or {}).get("rejection_transformed")
+        if not table:
+            continue
+        if thresholds is None:
+            thresholds = [r["threshold"] for r in table]
+            lines = ["| model | errors in the suite | " + " | ".join(f"P = {t:g}" for t in thresholds) + " |",
+                     "|---|---|" + "---|" * len(thresholds)]
+        cells = [f"{_pct(r['errors_rejected_pct'])} / {_pct(r['correct_rejected_pct'])}" for r in table]
+        lines.append(f"| `{name}` | {table[0]['errors']:,} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _ratio(r: dict | None) -> str:
     return f"{r['ratio']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]" if r else "-"
 

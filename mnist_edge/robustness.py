@@ -278,16 +278,30 @@ def evaluate(model=None, *, precision: str | None = None, names=None, data_dir=N
     variants, labels = suite(data_dir, names)
     files = []
     for clf in classifiers:
-        correct = {n: int((clf.predict(x).labels == labels).sum()) for n, x in variants.items()}
+        preds = {n: clf.predict(x) for n, x in variants.items()}
+        correct = {n: int((p.labels == labels).sum()) for n, p in preds.items()}
         files.append({"precision": clf.precision, "file": clf.path.name, "sha256": clf.sha256,
                       "verified": clf.verified, "correct": correct,
-                      "accuracy": {n: round(100 * c / len(labels), 2) for n, c in correct.items()}})
+                      "accuracy": {n: round(100 * c / len(labels), 2) for n, c in correct.items()},
+                      "rejection_transformed": _pooled_rejection(preds, labels)})
     return {"schema": SCHEMA, "command": command, "model": classifiers[0].model, "images": int(len(labels)),
             "data": "MNIST test split (t10k), hash-verified", "settings": settings(),
             "conditions": [{"name": n, "description": CONDITIONS[n].description} for n in names],
             "threads": threads, "versions": {"mnist_edge": __version__, "numpy": np.__version__,
                                              "onnxruntime": onnxruntime.__version__},
             "files": files}
+
+
+def _pooled_rejection(preds: dict, labels: np.ndarray) -> list[dict] | None:
+    """What ``--min-confidence P`` rejects over every transformed condition pooled (all but clean):
+    :func:`mnist_edge.calibration.rejection_table` of their probabilities; None when only clean ran."""
+    from mnist_edge.calibration import rejection_table
+
+    moved = [n for n in preds if n != "clean"]
+    if not moved:
+        return None
+    probs = np.concatenate([preds[n].probabilities for n in moved])
+    return rejection_table(probs, np.tile(labels, len(moved)))
 
 
 def worst(entry: dict) -> tuple[str, float] | None:

@@ -7,6 +7,7 @@ transform), run :func:`mnist_edge.calibration.rejection_table` on that condition
     python scripts/confidence_table.py            # markdown, one row per model
     python scripts/confidence_table.py --at-one   # the same at T = 1 (before calibration)
     python scripts/confidence_table.py --json     # the records themselves
+    python scripts/confidence_table.py --robustness  # over the robustness suite (exported/*/robustness.json)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mnist_edge.cards import confidence_table
+from mnist_edge.cards import confidence_table, robustness_rejection_table
 from mnist_edge.manifest import read_manifest
 from mnist_edge.zoo import MODELS
 
@@ -26,7 +27,16 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print {model: temperature record} as JSON")
     ap.add_argument("--at-one", action="store_true",
                     help="the rejection shares of the uncalibrated probabilities (T = 1), for comparison")
+    ap.add_argument("--robustness", action="store_true",
+                    help="the rejection shares over the robustness suite's transformed conditions, pooled")
     args = ap.parse_args()
+    if args.robustness:
+        from mnist_edge.robustness import read_report
+
+        rows = [(name, read_report(args.exported / name / "robustness.json")) for name in MODELS
+                if (args.exported / name / "robustness.json").is_file()]
+        print("\n".join(robustness_rejection_table(rows)))
+        return
     rows = [(name, read_manifest(args.exported / name)) for name in MODELS
             if (args.exported / name / "manifest.json").is_file()]
     if args.json:
