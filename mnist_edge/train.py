@@ -193,6 +193,9 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
         if test_each_epoch:
             row["test_loss"], row["test_acc"] = _evaluate(net, prepare, x_te, y_te)
         history.append(row)
+        if bar is None and log:  # no bar (--no-progress, a log file): one line per epoch instead
+            log(f"{model} epoch {epoch}/{recipe.epochs}: train loss {row['train_loss']:.4f}, {row['seconds']:.1f} s"
+                + (f", test {row['test_acc']:.2f}%" if "test_acc" in row else ""))
         if bar is not None:
             bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{row['train_acc']:.2f}",
                             **({"test": f"{row['test_acc']:.2f}"} if "test_acc" in row else {}))

@@ -20,10 +20,10 @@ _ADAMW = dict(optimizer="adamw", schedule="onecycle", warmup=0.2, weight_decay=1
 FAST: dict[str, Recipe] = {
     "cnn_small": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=3, channels_last=True,
                         notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 3 epochs, channels-last"),
-    "cnn_small_1conv": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=3,
-                              notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 3 epochs"),
-    "mlp": Recipe(**_ADAMW, lr=3e-3, batch_size=128, epochs=3,
-                  notes="fast: AdamW one-cycle peaking at 3e-3, batch 128, 3 epochs"),
+    "cnn_small_1conv": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=5,
+                              notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 5 epochs"),
+    "mlp": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=2,
+                  notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 2 epochs"),
     "cnn": Recipe(**_ADAMW, lr=3e-3, batch_size=128, epochs=2, channels_last=True,
                   notes="fast: AdamW one-cycle peaking at 3e-3, batch 128, 2 epochs, channels-last"),
     "bn_cnn": Recipe(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
@@ -31,15 +31,15 @@ FAST: dict[str, Recipe] = {
                      augment="seed002", channels_last=True,
                      notes="fast: SGD Nesterov one-cycle peaking at 0.2, batch 256, 6 epochs, label smoothing "
                            "0.1, the seed's augmentation, channels-last"),
-    "lenet5": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=2,
-                     notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 2 epochs"),
-    "lenet5_mod": Recipe(**_ADAMW, lr=3e-3, batch_size=128, epochs=2, channels_last=True,
-                         notes="fast: AdamW one-cycle peaking at 3e-3, batch 128, 2 epochs, channels-last"),
-    "mlp_wide": Recipe(**_ADAMW, lr=2e-3, batch_size=128, epochs=3,
-                       notes="fast: AdamW one-cycle peaking at 2e-3, batch 128, 3 epochs (the seed's dropout "
+    "lenet5": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=1,
+                     notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 1 epoch"),
+    "lenet5_mod": Recipe(**_ADAMW, lr=3e-3, batch_size=64, epochs=1, channels_last=True,
+                         notes="fast: AdamW one-cycle peaking at 3e-3, batch 64, 1 epoch, channels-last"),
+    "mlp_wide": Recipe(**_ADAMW, lr=2e-3, batch_size=128, epochs=5,
+                       notes="fast: AdamW one-cycle peaking at 2e-3, batch 128, 5 epochs (the seed's dropout "
                              "0.2 stays; no validation split: the final epoch is the model)"),
-    "cnn_dropout": Recipe(**_ADAMW, lr=3e-3, batch_size=128, epochs=3, channels_last=True,
-                          notes="fast: AdamW one-cycle peaking at 3e-3, batch 128, 3 epochs, channels-last (no "
+    "cnn_dropout": Recipe(**_ADAMW, lr=3e-3, batch_size=128, epochs=5, channels_last=True,
+                          notes="fast: AdamW one-cycle peaking at 3e-3, batch 128, 5 epochs, channels-last (no "
                                 "validation split: the final epoch is the model)"),
 }
 
