@@ -253,6 +253,10 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
             b1, b64 = _latency(bench, fmt, 1), _latency(bench, fmt, 64)
             mark = " (stale)" if fmt in stale else ""
             lines.append(f"| {label}{mark} | {_ms(b1)} | {_ms(b1, 'p99_ms')} | {_ms(b64)} | {_ms(b64, 'p99_ms')} |")
+        if (bench.get("int8_vs_fp32") or {}).get("rows"):
+            lines += ["", "Each p50 above times one file in its own process, one file after the other; the int8/fp32 "
+                          "ratios below time both files interleaved in one process, as `mnist-edge quantize --search` "
+                          "does, so a change of load on the machine falls on both."]
         lines += ["", bench["advice"]["line"]]
         if stale:
             lines += ["", "**Stale:** " + "; ".join(f"{fmt}: {why}" for fmt, why in stale.items())
@@ -284,7 +288,8 @@ def int8_recipe_lines(manifest: dict) -> list[str]:
     if not rec:
         return []
     q = manifest["files"][A.INT8]["quantization"]
-    changes = [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "percentile")
+    changes = [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "relu_before_pool",
+                                       "nhwc_flatten", "percentile")
                if q.get(k) not in (None, [], False) and (k != "percentile" or q["calibration_method"] == "percentile")]
     lines = ["", f"**int8 recipe** ({rec['source']}): " + (", ".join(changes) or "onnxruntime's defaults")
              + f". Recommended file: `{rec['recommended']}`."]
