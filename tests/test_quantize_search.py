@@ -110,7 +110,9 @@ def _pool_relu_flatten_graph():
              helper.make_node("Reshape", ["r", "shape"], ["f"], name="flat"),
              helper.make_node("Gemm", ["f", "fc", "fcb"], ["y"], name="fc1", transB=1)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])], inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])], inits,
+                              value_info=[helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in
+                                          (("c", ["n", 3, 6, 6]), ("p", ["n", 3, 3, 3]), ("r", ["n", 3, 3, 3]))])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
@@ -144,6 +146,24 @@ def test_layout_rewrites_are_exact_keep_node_names_and_name_the_valid_pools(tmp_
     assert QuantizeOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
     with pytest.raises(UsageError, match="must be a list of MaxPool selectors"):
         QuantizeOptions(relu_before_pool=("Conv[0]",)).validate()
+
+
+def test_the_cards_profile_table_has_one_row_per_op_and_names_what_the_optimizer_left():
+    from mnist_edge.export.diagnose import profile_markdown
+
+    def prof(ops, total):
+        return {"ms_per_call": total, "ops": [{"op": o, "ms": ms, "share": ms / total} for o, ms in ops], "runs": 20}
+
+    report = {"profile": {"64": {"fp32": prof([("Conv", 1.8)], 2.0), "int8": prof([("QLinearConv", 0.9)], 1.1)},
+                          "1": {"fp32": prof([("Conv", 0.03)], 0.05), "int8": prof([("QLinearConv", 0.02),
+                                                                                    ("Transpose", 0.003)], 0.04)}},
+              "left_after_optimization": {"Transpose": 1, "QuantizeLinear": 1}}
+    lines = profile_markdown(report)
+    assert lines[0] == "| op | fp32 b1 | int8 b1 | fp32 b64 | int8 b64 |"
+    assert "| Conv | 0.030 | - | 1.800 | - |" in lines and "| Transpose | - | 0.003 | - | - |" in lines
+    assert "| **per call** | **0.050** | **0.040** | **2.000** | **1.100** |" in lines
+    assert "1 QuantizeLinear, 1 Transpose" in lines[-1]
+    assert profile_markdown({"tensors": []}) == []
 
 
 # --- the ratio and its interval (numbers, not clocks) ----------------------------------------------------------

@@ -79,6 +79,11 @@ def relu_before_pool(model, selectors) -> None:
         source, middle, result = pool.input[0], pool.output[0], relu.output[0]
         relu.input[0], relu.output[0] = source, middle
         pool.input[0], pool.output[0] = middle, result
+        # ``middle`` was the pooled tensor and is now the relu's full-size one: drop its recorded shape (the
+        # exporter's value_info), which onnx.checker's full check would otherwise find contradicted
+        stale = [v for v in model.graph.value_info if v.name == middle]
+        for v in stale:
+            model.graph.value_info.remove(v)
         # the relu now runs first; swapping the two protos keeps the graph topologically sorted
         a, b = nodes[i].SerializeToString(), nodes[j].SerializeToString()
         nodes[i].ParseFromString(b)
