@@ -11,6 +11,7 @@ running the ONNX files on the 10,000 test images with the torch-free runtime.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,18 @@ def load_folder(folder: Path) -> tuple[dict, dict, dict | None]:
     return read_manifest(folder), read_checkpoint(folder / A.CHECKPOINT), bench
 
 
+def load_int8_report(folder: Path) -> dict | None:
+    """The folder's int8 diagnosis (``mnist-edge quantize --report``), None when it has none."""
+    path = folder / "int8_report.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"cannot make the card of '{folder}': int8_report.json is not readable JSON ({e})") from None
+    return data if isinstance(data, dict) else None
+
+
 def load_robustness(folder: Path) -> dict | None:
     """The folder's robustness report (validated), None when it has none."""
     from mnist_edge.robustness import REPORT_NAME, read_report
@@ -195,7 +208,8 @@ def _render(folder, fn, *args) -> str:
 
 
 def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, stale: dict | None = None,
-               pictures: tuple = (), robustness: dict | None = None, robustness_stale: dict | None = None) -> str:
+               pictures: tuple = (), robustness: dict | None = None, robustness_stale: dict | None = None,
+               int8_report: dict | None = None) -> str:
     """The card's markdown. ``stale``: {format: why} from :func:`stale_formats`; ``pictures``: the names
     of the picture files present in the folder; ``robustness``: its robustness report, with
     ``robustness_stale`` from :func:`mnist_edge.robustness.stale_files`."""
@@ -243,6 +257,12 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
                       f"weights {q['weight_type']} {'per channel' if q['per_channel'] else 'per tensor'}, "
                       f"activations {q['activation_type']}."]
         lines += int8_recipe_lines(manifest)
+        if (int8_report or {}).get("profile"):
+            from mnist_edge.export.diagnose import profile_markdown
+
+            lines += ["", "Where the time goes, for the chosen recipe (`mnist-edge quantize --report`: onnxruntime's "
+                          "profiler, ms per call by op type, 1 thread; fp32 is the float graph the quantizer saw, "
+                          "after the recipe's rewrites):", ""] + profile_markdown(int8_report)
     lines += confidence_lines(manifest)
     lines += ["", "## Latency", ""]
     if bench:
@@ -256,6 +276,10 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
             b1, b64 = _latency(bench, fmt, 1), _latency(bench, fmt, 64)
             mark = " (stale)" if fmt in stale else ""
             lines.append(f"| {label}{mark} | {_ms(b1)} | {_ms(b1, 'p99_ms')} | {_ms(b64)} | {_ms(b64, 'p99_ms')} |")
+        if (bench.get("int8_vs_fp32") or {}).get("rows"):
+            lines += ["", "Each p50 above times one file in its own process, one file after the other; the int8/fp32 "
+                          "ratios below time both files interleaved in one process, as `mnist-edge quantize --search` "
+                          "does, so a change of load on the machine falls on both."]
         lines += ["", bench["advice"]["line"]]
         if stale:
             lines += ["", "**Stale:** " + "; ".join(f"{fmt}: {why}" for fmt, why in stale.items())
@@ -372,7 +396,8 @@ def int8_recipe_lines(manifest: dict) -> list[str]:
     if not rec:
         return []
     q = manifest["files"][A.INT8]["quantization"]
-    changes = [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "percentile")
+    changes = [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "relu_before_pool",
+                                       "nhwc_flatten", "percentile")
                if q.get(k) not in (None, [], False) and (k != "percentile" or q["calibration_method"] == "percentile")]
     lines = ["", f"**int8 recipe** ({rec['source']}): " + (", ".join(changes) or "onnxruntime's defaults")
              + f". Recommended file: `{rec['recommended']}`."]
@@ -465,7 +490,8 @@ def write_cards(exported: str | Path = "exported", models: list[str] | None = No
         card = _render(folder, lambda: model_card(get_spec(name).name, manifest, ckpt, bench,
                                                   stale=stale_formats(folder, bench), pictures=have,
                                                   robustness=robust,
-                                                  robustness_stale=stale_files(folder, robust)))
+                                                  robustness_stale=stale_files(folder, robust),
+                                                  int8_report=load_int8_report(folder)))
         write_text_atomic(folder / "README.md", card)
         written.append(folder / "README.md")
     rows = [(n, *load_folder(exported / n)) for n in present]

@@ -381,6 +381,60 @@ def test_one_process_per_format_isolates_memory_and_failures(tiny, tmp_path, cap
     assert runner._signal_reason(-signal.SIGSEGV) == "worker died with SIGSEGV"
 
 
+def _session_settings(session) -> dict:
+    so = session.get_session_options()
+    return {"optimization": so.graph_optimization_level, "execution": so.execution_mode,
+            "intra_op_threads": so.intra_op_num_threads, "inter_op_threads": so.inter_op_num_threads,
+            "spinning": so.get_session_config_entry("session.intra_op.allow_spinning"),
+            "providers": session.get_providers()}
+
+
+def test_bench_and_the_int8_search_time_sessions_with_the_same_settings(tiny):
+    """The search (export.ort_eval.make_session, one thread) and `bench --threads 1` time the same kind of
+    session: the runtime's options, which are what a user's process gets."""
+    from mnist_edge.export.ort_eval import make_session
+    from mnist_edge.runtime.session import session_options
+
+    for fmt in ("onnx", "int8"):
+        file = tiny / FORMATS[fmt].file
+        searched, benched = make_session(file), FORMATS[fmt].load(file, "cpu", 1).session
+        assert _session_settings(searched) == _session_settings(benched)
+        assert _session_settings(benched)["intra_op_threads"] == 1
+    runtime = session_options(1)  # and both are the runtime's own options, spinning off
+    assert _session_settings(benched)["spinning"] == runtime.get_session_config_entry(
+        "session.intra_op.allow_spinning") == "0"
+    assert _session_settings(benched)["optimization"] == runtime.graph_optimization_level
+
+
+def test_bench_times_int8_against_fp32_interleaved_as_the_search_does(tiny, monkeypatch):
+    """The advice's ratio comes from the search's own paired timing (ratio.time_pair in one process), not
+    from the quotient of two p50s measured one after the other; faked samples, so no clock is asserted."""
+    from mnist_edge.export import ratio as R
+
+    asked = []
+
+    def fake_pair(a, b, *, repeats, calls, warmup=3):
+        asked.append((repeats, calls))
+        a(), b()  # both callables run: int8 first, then fp32
+        return [[50] * calls] * repeats, [[100] * calls] * repeats
+
+    monkeypatch.setattr(R, "time_pair", fake_pair)
+    r = runner.run_bench(tiny, formats=["onnx", "int8"], batch_sizes=[1, 64], threads=[1], runs=200, warmup=0,
+                         isolate=False, progress=False)
+    rows = r["int8_vs_fp32"]["rows"]
+    assert [(x["batch"], x["threads"], x["ratio"], x["verdict"]) for x in rows] == [
+        (1, 1, 0.5, "faster"), (64, 1, 0.5, "faster")]
+    assert asked == [(runner.PAIR_REPEATS, runner.PAIR_CALLS)] * 2 and "alternating" in r["int8_vs_fp32"]["method"]
+    assert r["advice"]["int8_pays"] is True and "0.50x [0.50, 0.50] at batch 1" in r["advice"]["line"]
+    monkeypatch.setattr(R, "time_pair", lambda a, b, **kw: ([[150] * 10] * 4, [[100] * 10] * 4))
+    slower = runner.run_bench(tiny, formats=["onnx", "int8"], batch_sizes=[1], threads=[1], runs=40, warmup=0,
+                              isolate=False, progress=False)
+    assert slower["int8_vs_fp32"]["rows"][0]["verdict"] == "slower" and slower["advice"]["ship"] == "model.onnx"
+    only = runner.run_bench(tiny, formats=["onnx"], batch_sizes=[1], threads=[1], runs=2, warmup=0, isolate=False,
+                            progress=False)
+    assert only["int8_vs_fp32"] is None
+
+
 def test_missing_file_is_listed_not_available(tiny, tmp_path):
     partial = tmp_path / "partial"
     partial.mkdir()

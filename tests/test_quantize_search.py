@@ -26,6 +26,7 @@ from mnist_edge.export import ratio as R
 from mnist_edge.export import recipes
 from mnist_edge.export.diagnose import optimized_ops, tensor_errors
 from mnist_edge.export.quantize import QuantizeOptions, custom_source, quantize_int8
+from mnist_edge.export import search
 from mnist_edge.export.search import search_int8
 
 EVAL = 500
@@ -89,6 +90,80 @@ def test_a_recipe_is_read_from_the_registry_or_a_file_and_checked(tmp_path, monk
         recipes.load_recipe("bn_cnn", bad)
     with pytest.raises(UsageError, match="does not exist"):
         recipes.load_recipe("bn_cnn", tmp_path / "missing.json")
+
+
+# --- exact layout rewrites (a hand-built graph; no data, no clock) ------------------------------------------------
+
+def _pool_relu_flatten_graph():
+    """Conv -> MaxPool -> Relu -> Reshape [-1, 27] -> Gemm: cnn_small's tail in miniature."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(3, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array([-1, 27], np.int64), "shape"),
+             numpy_helper.from_array(rng.normal(size=(5, 27)).astype(np.float32), "fc"),
+             numpy_helper.from_array(rng.normal(size=5).astype(np.float32), "fcb")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv"),
+             helper.make_node("MaxPool", ["c"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Relu", ["p"], ["r"], name="relu"),
+             helper.make_node("Reshape", ["r", "shape"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc", "fcb"], ["y"], name="fc1", transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])], inits,
+                              value_info=[helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in
+                                          (("c", ["n", 3, 6, 6]), ("p", ["n", 3, 3, 3]), ("r", ["n", 3, 3, 3]))])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_layout_rewrites_are_exact_keep_node_names_and_name_the_valid_pools(tmp_path):
+    from mnist_edge.export.rewrites import apply_rewrites, flatten_sites, swappable_pools
+    from mnist_edge.export.search import layout_variants
+
+    model = _pool_relu_flatten_graph()
+    assert swappable_pools(model) == ["MaxPool[0]"] and flatten_sites(model) == 1
+    x = np.random.default_rng(1).normal(size=(4, 1, 8, 8)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    rewritten = onnx.ModelProto.FromString(model.SerializeToString())
+    apply_rewrites(rewritten, relu_pools=("MaxPool[0]",), flatten=True)
+    onnx.checker.check_model(rewritten, full_check=True)
+    assert [(n.op_type, n.name) for n in rewritten.graph.node] == [
+        ("Conv", "conv"), ("Relu", "relu"), ("MaxPool", "pool"), ("Transpose", "flat_nhwc"), ("Reshape", "flat"),
+        ("Gemm", "fc1")]
+    after = ort.InferenceSession(rewritten.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+    with pytest.raises(UsageError, match=r"relu_before_pool MaxPool\[3\] is not a MaxPool.*valid: MaxPool\[0\]"):
+        apply_rewrites(onnx.ModelProto.FromString(model.SerializeToString()), relu_pools=("MaxPool[3]",))
+    # the search moves a Relu only where the pool's input comes from a quantized node
+    path = tmp_path / "g.onnx"
+    onnx.save(model, str(path))
+    names = {n: (o.relu_before_pool, o.nhwc_flatten) for n, o in layout_variants(QuantizeOptions(), path)}
+    assert names == {"relu-before-pool": (("MaxPool[0]",), False), "nhwc-flatten": ((), True),
+                     "relu-before-pool+nhwc-flatten": (("MaxPool[0]",), True)}
+    kept = layout_variants(QuantizeOptions(keep_float=("Conv[0]",)), path)
+    assert [(n, o.relu_before_pool) for n, o in kept] == [("nhwc-flatten", ())]
+    opts = QuantizeOptions(relu_before_pool=("MaxPool[1]",), nhwc_flatten=True)
+    assert QuantizeOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
+    with pytest.raises(UsageError, match="must be a list of MaxPool selectors"):
+        QuantizeOptions(relu_before_pool=("Conv[0]",)).validate()
+
+
+def test_the_cards_profile_table_has_one_row_per_op_and_names_what_the_optimizer_left():
+    from mnist_edge.export.diagnose import profile_markdown
+
+    def prof(ops, total):
+        return {"ms_per_call": total, "ops": [{"op": o, "ms": ms, "share": ms / total} for o, ms in ops], "runs": 20}
+
+    report = {"profile": {"64": {"fp32": prof([("Conv", 1.8)], 2.0), "int8": prof([("QLinearConv", 0.9)], 1.1)},
+                          "1": {"fp32": prof([("Conv", 0.03)], 0.05), "int8": prof([("QLinearConv", 0.02),
+                                                                                    ("Transpose", 0.003)], 0.04)}},
+              "left_after_optimization": {"Transpose": 1, "QuantizeLinear": 1}}
+    lines = profile_markdown(report)
+    assert lines[0] == "| op | fp32 b1 | int8 b1 | fp32 b64 | int8 b64 |"
+    assert "| Conv | 0.030 | - | 1.800 | - |" in lines and "| Transpose | - | 0.003 | - | - |" in lines
+    assert "| **per call** | **0.050** | **0.040** | **2.000** | **1.100** |" in lines
+    assert "1 QuantizeLinear, 1 Transpose" in lines[-1]
+    assert profile_markdown({"tensors": []}) == []
 
 
 # --- the ratio and its interval (numbers, not clocks) ----------------------------------------------------------
@@ -244,9 +319,13 @@ def test_search_runs_without_torch_and_writes_recipe_plot_and_trials(artifact_di
     for t in doc["trials"]:
         if t["passed"]:
             for r in t["ratios"].values():
-                assert r["low"] <= r["ratio"] <= r["high"] and r["repeats"] == 2
+                assert r["low"] <= r["ratio"] <= r["high"]
+                assert r["repeats"] == (2 * search.CONFIRM_FACTOR if t["stage"] == "confirm" else 2)
     chosen = doc["chosen"]
     assert chosen["passed"] and doc["options"] == chosen["options"]
+    # the published ratios are the confirm stage's: the chosen recipe timed again with more repeats
+    assert chosen["stage"] == "confirm" and doc["trials"][-1] == chosen and doc["search"]["timing"]["confirm_repeats"] == 6
+    assert sum(t["options"] == chosen["options"] for t in doc["trials"]) == 2
     assert parsed.recommended == ("model.int8.onnx" if doc["verdict"] == "pays" else "model.onnx")
     assert doc["verdict"] in recipes.VERDICTS and doc["model"] in doc["summary"]
     assert f"{len(doc['trials'])} trials" in proc.stdout and doc["recommended"] in proc.stdout

@@ -6,13 +6,17 @@ The rule, in order:
    Under emulation (``environment.cpu.emulated``: qemu-user running ARM code on an x86 host) neither the
    timings nor the emulated CPU's flags say anything about a device: no verdict, the line says so.
 2. Both accuracies measured and int8 more than ``MAX_ACCURACY_DROP`` points below fp32: ship ``model.onnx``.
-3. Both ONNX formats measured: int8 pays when its p50 is at least ``PAYS_AT`` times faster than fp32's at
+3. int8 and fp32 timed interleaved in one process (the report's ``int8_vs_fp32``, as the int8 search times
+   them): the search's rule, at the fewest threads measured. int8 pays when the 95% interval of int8/fp32
+   lies below 1 at every batch size, does not pay when it lies above 1 at any, else "undetermined". With
+   both files under the same load the interval is the noise, so no extra margin is added.
+4. Reports without that measurement (older ones): int8 pays when its p50 is at least ``PAYS_AT`` times faster than fp32's at
    the smallest batch and thread count measured (the edge case: one image at a time). A gain under 10% is
    within the noise of a shared machine and does not justify a second kind of numerics: ship fp32. When
    the report has each p50's confidence interval and the interval of the ratio (fp32 low / int8 high to
    fp32 high / int8 low) includes 1, the verdict is "undetermined": the runs cannot tell which is faster
    (``int8_pays`` None, ``ship`` None); measure with more runs on a quieter machine.
-4. Otherwise (not measured), the CPU flags predict it: VNNI on x86, dot product (asimddp) or i8mm on ARM.
+5. Otherwise (not measured), the CPU flags predict it: VNNI on x86, dot product (asimddp) or i8mm on ARM.
 The measurement wins over the flags; where they disagree the line says so.
 """
 
@@ -47,6 +51,36 @@ def int8_speedups(report) -> dict:
     return {k: fp32[k] / int8[k] for k in sorted(fp32) if k in int8 and int8[k] > 0}
 
 
+def paired_rows(report) -> list[dict]:
+    """The interleaved int8/fp32 rows at the fewest threads measured, by batch ([] when absent)."""
+    rows = ((report.get("int8_vs_fp32") or {}).get("rows")) or []
+    if not rows:
+        return []
+    threads = min(r["threads"] for r in rows)
+    return sorted((r for r in rows if r["threads"] == threads), key=lambda r: r["batch"])
+
+
+def _paired_advice(rows: list[dict], capable, why: str) -> dict:
+    first = rows[0]
+    how = ", ".join(f"{r['ratio']:.2f}x [{r['low']:.2f}, {r['high']:.2f}] at batch {r['batch']}" for r in rows)
+    how = (f"int8/fp32 p50 {how} ({first['threads']} thread{'s' if first['threads'] > 1 else ''}, timed "
+           f"interleaved in one process; 95% intervals)")
+    measured = {"batch": first["batch"], "threads": first["threads"], "value": 1 / first["ratio"],
+                "interval": [1 / first["high"], 1 / first["low"]]}
+    verdicts = [r["verdict"] for r in rows]
+    if all(v == "faster" for v in verdicts):
+        line = f"int8 pays here: {how}; {why}. Ship model.int8.onnx."
+        if capable is False:
+            line = line[:-1] + " (faster even without int8 instructions)."
+        return {"int8_pays": True, "ship": INT8, "basis": "measured", "int8_speedup": measured, "line": line}
+    if "slower" in verdicts:
+        line = f"int8 does not pay here: {how}; {why}. Ship model.onnx."
+        return {"int8_pays": False, "ship": FP32, "basis": "measured", "int8_speedup": measured, "line": line}
+    return {"int8_pays": None, "ship": None, "basis": "measured", "int8_speedup": measured,
+            "line": f"Undetermined: {how}; an interval includes 1, so these runs cannot tell which is faster. "
+                    "Measure again with more --runs on a quieter machine."}
+
+
 def advise(report) -> dict:
     """{"line", "int8_pays" (True/False/None), "ship" (file name or None), "int8_speedup", "basis"}."""
     cpu = report["environment"]["cpu"]
@@ -70,6 +104,9 @@ def advise(report) -> dict:
         return {**out, "int8_pays": False, "ship": FP32, "basis": "accuracy",
                 "line": f"int8 loses {acc['onnx'] - acc['int8']:.2f} accuracy points (limit "
                         f"{MAX_ACCURACY_DROP}): ship model.onnx."}
+    paired = paired_rows(report)
+    if paired:
+        return _paired_advice(paired, capable, why)
     if speedups:
         (batch, threads), s = min(speedups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
         interval = speedup_interval(report, (batch, threads))

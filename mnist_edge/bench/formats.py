@@ -41,6 +41,7 @@ class Loaded:
     api_call: Callable[[np.ndarray], object] | None = None  # the public predict path, where there is one
     notes: tuple = ()
     placement: Callable[[], dict] | None = None  # nodes per onnxruntime provider (runtime.placement); not timed
+    session: object = None  # the onnxruntime InferenceSession timed (ONNX formats), for its settings
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def load_onnx(file: Path, device: str, threads: int) -> Loaded:
         return measure_placement(data, source=str(file), device=clf.device, threads=threads)
 
     return Loaded(call=call, logits=logits, provider=clf.provider, device=clf.device, api_call=clf.predict,
-                  notes=tuple(clf.notes), placement=placement)
+                  notes=tuple(clf.notes), placement=placement, session=session)
 
 
 FORMATS: dict[str, FormatSpec] = {

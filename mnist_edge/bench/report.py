@@ -34,9 +34,15 @@ Schema ``mnist-edge-bench/1`` (a JSON object; times in milliseconds, sizes in by
   (their sum), ``provider``, ``device``; ONNX formats add ``predict_p50_ms`` (Classifier.predict, the
   public path with its input checks) and ``placement`` (nodes per onnxruntime provider, from its
   profiling record: {"nodes": {provider: count}, "ops", "total", "device", "provider"}; null for torch).
+- ``int8_vs_fp32`` (added in 1.x; null when onnx or int8 did not run): {``method``, ``rows``: one per
+  (threads, batch): ``batch``, ``threads``, ``ratio`` (int8 p50 / fp32 p50), ``low``, ``high`` (95% bootstrap
+  interval), ``verdict`` ("faster" | "slower" | "undetermined", for int8), ``repeats``, ``calls``, ``p50_ms``,
+  ``reference_p50_ms``} or {``method``, ``error``}. Both files timed interleaved in one process, as the int8
+  search times them; the per-format ``results`` rows come from separate processes run one after the other.
 - ``warnings``: list of strings (busy machine, throttling, too few runs for p99, ...).
 - ``advice``: {line, int8_pays (null: undetermined or unknown), ship, int8_speedup {batch, threads, value,
-  interval ([low, high] or null)} or null, basis}.
+  interval ([low, high] or null)} or null, basis ("measured" from ``int8_vs_fp32`` or, in older reports,
+  from the two p50s; "accuracy", "device", "emulation", "cpu flags")}.
 
 ``compare_reports`` writes ``mnist-edge-bench/1/compare``: ``a`` and ``b`` (machine, versions, date),
 ``models`` {a, b: {name, folder, files {format: {file, sha256}}}}, ``warnings`` (the runs timed other

@@ -30,6 +30,8 @@ DEFAULT_THREADS = (1, "all")
 DEFAULT_RUNS, DEFAULT_WARMUP = 200, 20
 MAX_BATCH = 4096  # the runtime's chunk size: above it ONNX and torch would not run the same thing
 MIN_RUNS_FOR_P99 = 100
+# int8 against fp32, interleaved in one process: the int8 search's confirm stage (8 x 3 repeats of 10 calls)
+PAIR_REPEATS, PAIR_CALLS = 24, 10
 SIGILL_HINT = ("the CPU met an instruction it lacks: on a Raspberry Pi 4 this is the onnxruntime 1.21.0 "
                "aarch64 wheel (pip install 'onnxruntime!=1.21.0'; 1.20.x is reported to work), or a torch wheel "
                "built for a newer ARM core; see docs/raspberry-pi.md")
@@ -90,6 +92,9 @@ class Progress:
             self.done += 1
             text = (f"bench [{self.done}/{self.total}] {event['format']:<11} batch {event['batch']:<4} "
                     f"threads {event['threads']}")
+        elif event.get("event") == "pair":
+            text = (f"bench [{self.done}/{self.total}] int8 vs fp32 interleaved, batch {event['batch']:<4} "
+                    f"threads {event['threads']}")
         elif event.get("event") == "accuracy":
             text = f"bench [{self.done}/{self.total}] {event['format']:<11} accuracy on the test set"
         else:
@@ -143,7 +148,7 @@ def _run_worker(config: dict, progress) -> dict:
         proc.wait()
         raise
     if result and result["event"] == "result":
-        return {"entry": result["entry"], "rows": result["rows"]}
+        return {k: v for k, v in result.items() if k != "event"}
     if result:
         return {"error": f"{result['type']}: {result['message']}"}
     if rc < 0:
@@ -153,11 +158,11 @@ def _run_worker(config: dict, progress) -> dict:
 
 
 def _run_in_process(config: dict, progress) -> dict:
-    from mnist_edge.bench.worker import run_format
+    from mnist_edge.bench.worker import run_format, run_pair
     from mnist_edge.errors import MnistEdgeError
 
     try:
-        return run_format(config, progress)
+        return (run_pair if config.get("pair") else run_format)(config, progress)
     except (MnistEdgeError, ImportError, OSError, RuntimeError) as e:
         return {"error": f"{type(e).__name__}: {e}"}
 
@@ -205,6 +210,32 @@ def _warnings(env: dict, env_end: dict, entries: list, rows: list, isolate: bool
     return out
 
 
+def pair_repeats(runs: int | None) -> int:
+    """Repeats of the interleaved int8/fp32 timing: ``PAIR_REPEATS`` at the default --runs or a time budget,
+    fewer (at least 2) when fewer runs were asked for."""
+    if runs is None or runs >= DEFAULT_RUNS:
+        return PAIR_REPEATS
+    return max(2, min(PAIR_REPEATS, runs // PAIR_CALLS))
+
+
+def _run_pair(folder: Path, batch_sizes, thread_counts, device, runs, isolate, show) -> dict:
+    """The int8/fp32 ratios timed interleaved in one (worker) process, as the int8 search times them.
+
+    The per-format rows time each file in its own process, one after the other: on a shared machine the load
+    changes between them (batch-1 p50s of one file moved 2x between two runs a minute apart here), so their
+    quotient is not a ratio anyone can repeat. Returns {"method", "rows"} or {"method", "error"}."""
+    repeats = pair_repeats(runs)
+    config = {"pair": True, "folder": str(folder.resolve()), "batch_sizes": batch_sizes, "threads": thread_counts,
+              "device": device, "repeats": repeats, "calls": PAIR_CALLS}
+    out = _run_worker(config, show) if isolate else _run_in_process(config, show)
+    method = (f"int8 and fp32 loaded in one process by the runtime's loader (its session options), timed in "
+              f"alternating blocks of {PAIR_CALLS} calls, {repeats} repeats; ratio of p50s with a 95% bootstrap "
+              "interval (mnist_edge.export.ratio, as `mnist-edge quantize --search`)")
+    if "error" in out:
+        return {"method": method, "error": out["error"]}
+    return {"method": method, "rows": out["int8_vs_fp32"]}
+
+
 def run_bench(model=None, *, formats=DEFAULT_FORMATS, batch_sizes=DEFAULT_BATCH_SIZES,
               threads=DEFAULT_THREADS, runs: int | None = None, seconds: float | None = None,
               warmup: int = DEFAULT_WARMUP, accuracy: bool = False, data_dir=None, device: str = "cpu",
@@ -244,6 +275,7 @@ def run_bench(model=None, *, formats=DEFAULT_FORMATS, batch_sizes=DEFAULT_BATCH_
             todo.append(name)
     show = Progress(len(todo) * len(batch_sizes) * len(thread_counts), enabled=progress)
     rows: list[dict] = []
+    pair = None  # int8/fp32 interleaved, when both ONNX formats ran
     try:
         for name in todo:
             config = {"format": name, "folder": str(folder.resolve()), "batch_sizes": batch_sizes,
@@ -261,6 +293,8 @@ def run_bench(model=None, *, formats=DEFAULT_FORMATS, batch_sizes=DEFAULT_BATCH_
             lib = entry.get("library") or {}
             if lib.get("name") in ("onnxruntime", "torch"):
                 env["versions"][lib["name"]] = lib["version"]  # what really loaded, over package metadata
+        if all((entries.get(f) or {}).get("status") == "ok" for f in ("onnx", "int8")):
+            pair = _run_pair(folder, batch_sizes, thread_counts, device, runs, isolate, show)
     finally:
         show.close()
     env_end = {"load_average": load_average(), "throttled": read_throttled()}
@@ -274,6 +308,7 @@ def run_bench(model=None, *, formats=DEFAULT_FORMATS, batch_sizes=DEFAULT_BATCH_
         "environment_end": env_end,
         "formats": [entries[n] for n in names],
         "results": rows,
+        "int8_vs_fp32": pair,
         "warnings": _warnings(env, env_end, [entries[n] for n in names], rows, isolate),
     }
     report["advice"] = _advice.advise(report)

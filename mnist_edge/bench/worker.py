@@ -2,6 +2,7 @@
 
 ``run_format`` measures every (batch size, threads) case of one format, each with a freshly loaded model
 (so every case has its own cold start), then the optional test-set accuracy with the clock stopped.
+``run_pair`` times int8 against fp32 interleaved in one process (the int8/fp32 ratio the advice uses).
 The runner calls it in a fresh ``python -m mnist_edge.bench.worker`` process per format by default, so
 that peak RSS is that format's alone, a crash (SIGILL from a wrong onnxruntime wheel) loses one format
 and not the run, and torch's thread settings never leak into onnxruntime's. The protocol: a JSON config
@@ -116,6 +117,27 @@ def run_format(config: dict, emit=lambda event: None) -> dict:
     return {"entry": entry, "rows": rows}
 
 
+def run_pair(config: dict, emit=lambda event: None) -> dict:
+    """int8/fp32 p50 ratios with the int8 search's own method: both ONNX files loaded here, by the same loader
+    (the runtime's session options), and timed in alternating blocks (:func:`mnist_edge.export.ratio.time_pair`)
+    so a change of load on a shared machine falls on both; ``config``: folder, batch_sizes, threads, device,
+    repeats, calls. Returns {"int8_vs_fp32": [row per (threads, batch)]}."""
+    from mnist_edge.bench.formats import FORMATS
+    from mnist_edge.export import ratio as R
+
+    folder = Path(config["folder"])
+    rows = []
+    for threads in config["threads"]:
+        fp32, int8 = (FORMATS[f].load(folder / FORMATS[f].file, config["device"], threads) for f in ("onnx", "int8"))
+        for batch in config["batch_sizes"]:
+            emit({"event": "pair", "batch": batch, "threads": threads})
+            x = synthetic_batch(batch)
+            a, b = R.time_pair(lambda: int8.call(x), lambda: fp32.call(x), repeats=config["repeats"],
+                               calls=config["calls"])
+            rows.append({"batch": batch, "threads": threads, **R.ratio_interval(a, b)})
+    return {"int8_vs_fp32": rows}
+
+
 def _library_version(spec) -> dict:
     if spec.needs_torch:
         import torch
@@ -135,7 +157,7 @@ def _emit(event: dict) -> None:
 def main() -> int:
     config = json.loads(sys.stdin.read())
     try:
-        result = run_format(config, _emit)
+        result = (run_pair if config.get("pair") else run_format)(config, _emit)
     except BaseException as e:  # reported to the parent as this format's failure, never a hang
         _emit({"event": "error", "type": type(e).__name__, "message": str(e)[:2000],
                "traceback": traceback.format_exc()[-4000:]})

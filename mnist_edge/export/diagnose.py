@@ -250,3 +250,31 @@ def gate_failure_hint(model: str, fp32_path, int8_path, options, images: np.ndar
         worst = f"(diagnosis failed: {type(e).__name__}: {e})"
     return (f"; worst int8 tensors: {worst}; search a recipe that passes with: mnist-edge quantize --model {model} "
             f"--search")
+
+
+def profile_markdown(report: dict) -> list[str]:
+    """Markdown lines for a model card from a ``--report`` diagnosis: per-op time of fp32 and int8 (ms per
+    call, onnxruntime's profiler) at each batch size profiled, and the Q/DQ/Transpose nodes left after
+    optimization. [] when the report has no profile."""
+    profile = report.get("profile") or {}
+    if not profile:
+        return []
+    batches = sorted(profile, key=int)
+    ops = list(dict.fromkeys(op["op"] for b in batches for fmt in ("fp32", "int8")
+                             for op in profile[b][fmt]["ops"]))
+
+    def ms(b, fmt, op):
+        row = next((o for o in profile[b][fmt]["ops"] if o["op"] == op), None)
+        return f"{row['ms']:.3f}" if row else "-"
+
+    head = " | ".join(f"fp32 b{b} | int8 b{b}" for b in batches)
+    lines = ["| op | " + head + " |", "|---|" + "---|" * (2 * len(batches))]
+    lines += [f"| {op} | " + " | ".join(f"{ms(b, 'fp32', op)} | {ms(b, 'int8', op)}" for b in batches) + " |"
+              for op in ops]
+    lines.append("| **per call** | " + " | ".join(f"**{profile[b]['fp32']['ms_per_call']:.3f}** | "
+                                               f"**{profile[b]['int8']['ms_per_call']:.3f}**" for b in batches) + " |")
+    left = report.get("left_after_optimization") or {}
+    kept = ", ".join(f"{n} {op}" for op, n in sorted(left.items())) or "none"
+    return lines + ["", f"Left after onnxruntime's optimizer in the int8 graph: {kept}. Profiled times include "
+                        "the profiler's own cost of a few microseconds per node, so at batch 1 they overstate "
+                        "every node alike; the ratios above are timed without it."]

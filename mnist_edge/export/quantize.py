@@ -53,10 +53,13 @@ class QuantizeOptions:
     keep_float: tuple = ()  # node selectors such as "Conv[0]" left in float (besides Softmax)
     op_types: tuple = ()  # quantize only these op types ("Conv", "Gemm"); empty: all onnxruntime supports
     seed: int = 0  # picks the calibration images
+    # exact float-graph rewrites first (mnist_edge.export.rewrites): "MaxPool[1]" -> Relu moved before it
+    relu_before_pool: tuple = ()
+    nhwc_flatten: bool = False  # flatten in NHWC order (fc weights permuted) so no Transpose precedes the QGemm
 
     def __post_init__(self):
         # JSON gives lists; the dataclass is frozen and hashable, so hold tuples
-        for name in ("keep_float", "op_types"):
+        for name in ("keep_float", "op_types", "relu_before_pool"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -77,13 +80,17 @@ class QuantizeOptions:
         p = self.percentile
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 90.0 <= p <= 100.0:
             raise UsageError(f"--percentile {p!r} must be a number from 90 to 100 (onnxruntime's default 99.999)")
-        for flag in ("per_channel", "reduce_range", "preprocess"):
+        for flag in ("per_channel", "reduce_range", "preprocess", "nhwc_flatten"):
             if not isinstance(getattr(self, flag), bool):
                 raise UsageError(f"{flag} {getattr(self, flag)!r} must be true or false")
         if not isinstance(self.keep_float, tuple) or not all(isinstance(s, str) and _SELECTOR.match(s)
                                                              for s in self.keep_float):
             raise UsageError(f"keep_float {list(self.keep_float)!r} must be a list of node selectors such as "
                              "'Conv[0]' (op type, then its index among that op type's nodes)")
+        if not isinstance(self.relu_before_pool, tuple) or not all(
+                isinstance(s, str) and _SELECTOR.match(s) and s.startswith("MaxPool[") for s in self.relu_before_pool):
+            raise UsageError(f"relu_before_pool {list(self.relu_before_pool)!r} must be a list of MaxPool selectors "
+                             "such as 'MaxPool[1]'")
         if not isinstance(self.op_types, tuple) or not all(isinstance(s, str) and s.isidentifier()
                                                            for s in self.op_types):
             raise UsageError(f"op_types {list(self.op_types)!r} must be a list of ONNX op types such as 'Conv'")
@@ -92,6 +99,7 @@ class QuantizeOptions:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["keep_float"], d["op_types"] = list(self.keep_float), list(self.op_types)
+        d["relu_before_pool"] = list(self.relu_before_pool)
         return d
 
     @classmethod
@@ -228,13 +236,24 @@ def quantizer_log():
 
 
 def float_graph(fp32_path, options: QuantizeOptions, workdir) -> Path:
-    """The float graph the quantizer will see: ``fp32_path`` itself, or its quant_pre_process output."""
+    """The float graph the quantizer will see: ``fp32_path`` itself, or (in ``workdir``) it after the
+    recipe's exact rewrites (:mod:`mnist_edge.export.rewrites`) and then quant_pre_process."""
+    src = Path(fp32_path)
+    if options.relu_before_pool or options.nhwc_flatten:
+        import onnx
+
+        from mnist_edge.export.rewrites import apply_rewrites
+
+        model = onnx.load(os.fspath(src))
+        apply_rewrites(model, relu_pools=options.relu_before_pool, flatten=options.nhwc_flatten)
+        src = Path(workdir) / "rewritten.onnx"
+        onnx.save(model, os.fspath(src))
     if not options.preprocess:
-        return Path(fp32_path)
+        return src
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = Path(workdir) / "preprocessed.onnx"
-    quant_pre_process(os.fspath(fp32_path), os.fspath(out), skip_symbolic_shape=False)
+    quant_pre_process(os.fspath(src), os.fspath(out), skip_symbolic_shape=False)
     return out
 
 

@@ -1,0 +1,165 @@
+"""Exact float-graph rewrites before quantization that let more of the graph stay in int8 after onnxruntime's optimizer.
+
+Measured on cnn_small (AMD EPYC, onnxruntime 1.31.1, batch 1, one thread): with the first conv in float, the
+optimized int8 graph still ran ``QLinearConv -> Transpose -> DQ -> MaxPool (float) -> Q -> Reshape -> QGemm``:
+the model computes ``Relu(MaxPool(Conv))``, the quantizer folds the Relu into the Q after the MaxPool with a
+range of its own, so the MaxPool sits between two different scales and onnxruntime cannot drop its DQ/Q pair.
+At batch 1 every node costs a fixed ~1-3 us, so those round trips ate most of what int8 saved.
+
+- ``relu_before_pool`` (MaxPool selectors such as ``"MaxPool[1]"``): rewrite ``MaxPool -> Relu`` into
+  ``Relu -> MaxPool``. Exact: relu is monotone, so the max of the relus is the relu of the max (pads of a
+  MaxPool never win a max). The Relu then folds into the conv's output Q, the MaxPool keeps its input's scale,
+  and onnxruntime runs it as an int8 ``NhwcMaxPool`` next to the ``QLinearConv``. Worth it only where the
+  MaxPool's input comes from a quantized node: onnxruntime's uint8 MaxPool in NCHW layout (what a pool after a
+  float conv becomes) was slower than the float one it replaces, which is why this is a list, not a switch.
+- ``nhwc_flatten``: a flatten (``Reshape``/``Flatten`` of an [N, C, H, W] tensor) feeding a ``Gemm``/``MatMul``
+  with constant weights becomes ``Transpose(0, 2, 3, 1) -> flatten`` with the weight's input columns permuted
+  to match. Exact up to float summation order. onnxruntime runs QLinearConv in NHWC and transposes back to
+  NCHW before the flatten; with this rewrite the two transposes cancel and the int8 tensor goes straight from
+  the last pool into the QGemm.
+
+The rewrites keep every node name, so a recipe's ``keep_float`` selectors mean the same nodes before and after.
+Needs ``onnx`` (and numpy); never torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_edge.errors import UsageError
+
+FLATTEN_OPS = ("Reshape", "Flatten")
+DENSE_OPS = ("Gemm", "MatMul")
+
+
+def _selectors(nodes) -> dict[str, int]:
+    """``{"MaxPool[0]": index in nodes, ...}`` (the same numbering as quantize.node_selectors)."""
+    seen: dict[str, int] = {}
+    out = {}
+    for i, node in enumerate(nodes):
+        k = seen.get(node.op_type, 0)
+        seen[node.op_type] = k + 1
+        out[f"{node.op_type}[{k}]"] = i
+    return out
+
+
+def _consumers(nodes, name: str) -> list[int]:
+    return [i for i, n in enumerate(nodes) if name in n.input]
+
+
+def swappable_pools(model) -> list[str]:
+    """Selectors of every MaxPool whose only consumer is a Relu (what ``relu_before_pool`` can rewrite)."""
+    nodes = list(model.graph.node)
+    outputs = {o.name for o in model.graph.output}
+    out = []
+    for sel, i in _selectors(nodes).items():
+        node = nodes[i]
+        if node.op_type != "MaxPool" or len(node.output) != 1 or node.output[0] in outputs:
+            continue
+        users = _consumers(nodes, node.output[0])
+        if len(users) == 1 and nodes[users[0]].op_type == "Relu":
+            out.append(sel)
+    return out
+
+
+def relu_before_pool(model, selectors) -> None:
+    """Rewrite ``MaxPool -> Relu`` into ``Relu -> MaxPool`` for the MaxPools named by ``selectors`` (in place)."""
+    valid = swappable_pools(model)
+    bad = [s for s in selectors if s not in valid]
+    if bad:
+        raise UsageError(f"relu_before_pool {', '.join(bad)} is not a MaxPool followed only by a Relu in this graph; "
+                         f"valid: {', '.join(valid) or 'none'}")
+    nodes = list(model.graph.node)
+    index = _selectors(nodes)
+    for sel in selectors:
+        i = index[sel]
+        pool = nodes[i]
+        j = _consumers(nodes, pool.output[0])[0]
+        relu = nodes[j]
+        source, middle, result = pool.input[0], pool.output[0], relu.output[0]
+        relu.input[0], relu.output[0] = source, middle
+        pool.input[0], pool.output[0] = middle, result
+        # ``middle`` was the pooled tensor and is now the relu's full-size one: drop its recorded shape (the
+        # exporter's value_info), which onnx.checker's full check would otherwise find contradicted
+        stale = [v for v in model.graph.value_info if v.name == middle]
+        for v in stale:
+            model.graph.value_info.remove(v)
+        # the relu now runs first; swapping the two protos keeps the graph topologically sorted
+        a, b = nodes[i].SerializeToString(), nodes[j].SerializeToString()
+        nodes[i].ParseFromString(b)
+        nodes[j].ParseFromString(a)
+
+
+def _constant(model, name: str):
+    for t in model.graph.initializer:
+        if t.name == name:
+            return t
+    return None
+
+
+def _flatten_sites(model) -> list[tuple[int, int, list[int]]]:
+    """(flatten node index, dense node index, [C, H, W]) for every NCHW flatten feeding a constant-weight dense op."""
+    from onnx import shape_inference
+
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {}
+    for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    nodes = list(model.graph.node)
+    sites = []
+    for i, node in enumerate(nodes):
+        if node.op_type not in FLATTEN_OPS:
+            continue
+        src, dst = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if not src or len(src) != 4 or None in src[1:] or not dst or len(dst) != 2 or dst[1] != int(np.prod(src[1:])):
+            continue
+        if src[1] == 1 or src[2] * src[3] == 1:  # one channel or one pixel: NHWC order is NCHW order already
+            continue
+        if node.op_type == "Flatten" and any(a.name == "axis" and a.i != 1 for a in node.attribute):
+            continue
+        users = _consumers(nodes, node.output[0])
+        if len(users) != 1 or nodes[users[0]].op_type not in DENSE_OPS:
+            continue
+        dense = nodes[users[0]]
+        if len(dense.input) < 2 or dense.input[0] != node.output[0] or _constant(model, dense.input[1]) is None:
+            continue
+        if dense.op_type == "Gemm" and any(a.name == "transA" and a.i for a in dense.attribute):
+            continue
+        sites.append((i, users[0], src[1:]))
+    return sites
+
+
+def nhwc_flatten(model) -> int:
+    """Flatten in NHWC order before each constant-weight Gemm/MatMul (weights permuted to match); in place.
+    Returns how many flattens were rewritten."""
+    from onnx import helper, numpy_helper
+
+    sites = _flatten_sites(model)
+    graph = model.graph
+    for i, d, (c, h, w) in reversed(sites):  # from the end, so earlier indices stay valid after each insert
+        flat, dense = graph.node[i], graph.node[d]
+        trans_b = dense.op_type == "Gemm" and any(a.name == "transB" and a.i for a in dense.attribute)
+        tensor = _constant(model, dense.input[1])
+        weight = numpy_helper.to_array(tensor)
+        rows = weight if trans_b else weight.T  # [out, C*H*W], each row ordered (c, h, w)
+        rows = rows.reshape(len(rows), c, h, w).transpose(0, 2, 3, 1).reshape(len(rows), c * h * w)
+        tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(rows if trans_b else rows.T), tensor.name))
+        nhwc = flat.input[0] + "_nhwc"
+        graph.node.insert(i, helper.make_node("Transpose", [flat.input[0]], [nhwc], name=flat.name + "_nhwc",
+                                              perm=[0, 2, 3, 1]))
+        flat.input[0] = nhwc
+    return len(sites)
+
+
+def flatten_sites(model) -> int:
+    """How many flattens ``nhwc_flatten`` would rewrite in ``model``."""
+    return len(_flatten_sites(model))
+
+
+def apply_rewrites(model, *, relu_pools=(), flatten: bool = False) -> None:
+    """Apply the rewrites a recipe names to ``model`` (an onnx ModelProto, in place)."""
+    if relu_pools:
+        relu_before_pool(model, relu_pools)
+    if flatten:
+        nhwc_flatten(model)
