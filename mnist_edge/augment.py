@@ -3,6 +3,10 @@
 ``seed002`` reproduces seed 002's torchvision pipeline on a whole batch at once:
 ``RandomApply([CenterCrop(22)], p=0.1)`` then ``Resize(28)`` (a 28/22 zoom on 10% of images) and
 ``RandomRotation(±15°, fill=0)``, fused into one affine warp per image with bilinear sampling.
+
+``edge`` is ours, for the edge model: digits as they come from a camera or a canvas rather than MNIST's
+centred ones. One affine warp (rotation ±15°, scale 0.85-1.15, shift ±2 px), then on some images a stroke
+thinned or thickened by one pixel (grey erosion/dilation, 3x3 cross) and Gaussian noise.
 """
 
 from __future__ import annotations
@@ -28,4 +32,38 @@ def seed002(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-AUGMENTATIONS = {"seed002": seed002}
+def _warp(x: torch.Tensor, angle, scale, shift) -> torch.Tensor:
+    """Per image: rotate by ``angle`` (radians), scale the content by ``scale`` about the centre, then move it
+    by ``shift`` [N, 2] (pixels, x and y); bilinear, zero outside."""
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    t = shift * (2.0 / x.shape[-1])  # pixels -> affine_grid's [-1, 1] units
+    # affine_grid maps output coordinates to input ones: input = A (output - t), A the inverse warp
+    bx, by = -(cos * t[:, 0] - sin * t[:, 1]), -(sin * t[:, 0] + cos * t[:, 1])
+    theta = torch.stack([torch.stack([cos, -sin, bx], 1), torch.stack([sin, cos, by], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def cross_morph(x: torch.Tensor, dilate: bool) -> torch.Tensor:
+    """Grey dilation (max) or erosion (min) with a 3x3 cross; pixels outside the image count as 0."""
+    p = F.pad(x, (1, 1, 1, 1))
+    parts = torch.stack([x, p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]])
+    return parts.amax(0) if dilate else parts.amin(0)
+
+
+def edge(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """x: float pixels in [0, 1], [N, 1, 28, 28] -> same shape, warped, re-stroked and noisy (see module)."""
+    n, dev = x.shape[0], x.device
+    u = torch.rand(n, 7, generator=generator, device=generator.device).to(dev)
+    angle = (u[:, 0] * 30.0 - 15.0) * (math.pi / 180.0)
+    scale = 0.85 + 0.3 * u[:, 1]
+    shift = u[:, 2:4] * 4.0 - 2.0
+    x = _warp(x, angle, scale, shift)
+    pick = u[:, 4].view(n, 1, 1, 1)  # 15% thinned, 15% thickened
+    x = torch.where(pick < 0.15, cross_morph(x, dilate=False), torch.where(pick > 0.85, cross_morph(x, dilate=True), x))
+    sigma = torch.where(u[:, 5] < 0.3, u[:, 6] * (40.0 / 255.0), 0.0).view(n, 1, 1, 1)
+    noise = torch.randn(x.shape, generator=generator, device=generator.device).to(dev)
+    return (x + sigma * noise).clamp_(0.0, 1.0)
+
+
+AUGMENTATIONS = {"seed002": seed002, "edge": edge}

@@ -236,8 +236,8 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
         f"{m['device']} ({m['device_name']}, {m['threads']} threads), seed {m['seed']} |",
         "",
     ]
-    if spec.reading and spec.seed_file:
-        lines += ["**Our reading of the seed.** " + spec.reading, ""]
+    if spec.reading:
+        lines += [("**Our reading of the seed.** " if spec.seed_file else "**Design.** ") + spec.reading, ""]
     lines += ["## Recipe", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in recipe.items() if k != "notes"]
     lines += ["", recipe.get("notes") or spec.recipe.notes, "", "## Accuracy and parity per format", "",
@@ -415,7 +415,8 @@ def zoo_index(rows: list[tuple[str, dict, dict, dict | None]], plot: str | None 
               robustness: list[tuple[str, dict | None, dict]] | None = None) -> str:
     """The index's markdown; ``robustness``: rows for :func:`robustness_index` (None: no such section)."""
     lines = ["# Exported models", "",
-             "Every model of the zoo, trained by its seed's recipe, exported and gated by `mnist-edge export "
+             "Every model of the zoo, trained by its seed's recipe (`edge_cnn`, ours, by its own: "
+             "[docs/edge-model.md](../docs/edge-model.md)), exported and gated by `mnist-edge export "
              "--quantize`, verified by the test suite (`tests/test_exported.py`). Accuracy on the full "
              "10,000-image test set; latency p50 in ms at batch 1, 1 thread (`mnist-edge bench`, see each card "
              "for the machine). Training time is the wall clock recorded in each checkpoint; several models were "

@@ -128,7 +128,25 @@ class LeNet5Mod(nn.Module):
         return self.fc2(torch.tanh(self.fc1(x.flatten(1))))
 
 
-NETS = {cls.__name__: cls for cls in (CnnSmall, Mlp, ConvPoolFc, BnCnn, LeNet5, LeNet5Mod)}
+class EdgeNet(nn.Module):
+    """Our own edge model (no seed): padded 3x3 conv-BN-ReLU blocks keep every border pixel, two max-pools,
+    then global average pooling, so a digit moved by a few pixels gives nearly the same features."""
+
+    def __init__(self, channels=(8, 16, 24, 24, 40)):
+        super().__init__()
+        c1, c2, c3, c4, c5 = channels
+        self.features = nn.Sequential(
+            _cbr(1, c1, 3, pad=1), _cbr(c1, c2, 3, pad=1), nn.MaxPool2d(2),  # 28 -> 14
+            _cbr(c2, c3, 3, pad=1), _cbr(c3, c4, 3, pad=1), nn.MaxPool2d(2),  # 14 -> 7
+            _cbr(c4, c5, 3, pad=1),  # 7
+        )
+        self.head = nn.Linear(c5, 10)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+
+NETS = {cls.__name__: cls for cls in (CnnSmall, Mlp, ConvPoolFc, BnCnn, LeNet5, LeNet5Mod, EdgeNet)}
 
 
 class EdgeModel(nn.Module):

@@ -131,7 +131,7 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
     require_splits(data_dir)  # before any other work: say how to get the data
     others, cores = OtherLoad(), usable_cores()
     if log:
-        log(f"{spec.name}: {recipe_name} recipe, {recipe.epochs} epochs of batch {recipe.batch_size} on {device}; "
+        log(f"{spec.name}: {recipe_name if spec.seed_file else 'its own'} recipe, {recipe.epochs} epochs of batch {recipe.batch_size} on {device}; "
             "loading torch and MNIST ...")
     passive_openmp()  # before torch loads OpenMP: idle threads sleep instead of spinning (see torchrun)
     require("train", "training", ("torch",))
@@ -187,11 +187,11 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
         if sched and not per_batch:
             sched.step()
         if x_va is not None:
-            row["val_loss"], row["val_acc"] = _evaluate(net, prepare, x_va, y_va)
+            row["val_loss"], row["val_acc"] = _evaluate(loop.model(), prepare, x_va, y_va)
             if best is None or row["val_loss"] < best[1]:
-                best = (epoch, row["val_loss"], copy.deepcopy(net.state_dict()))
+                best = (epoch, row["val_loss"], copy.deepcopy(loop.model().state_dict()))
         if test_each_epoch:
-            row["test_loss"], row["test_acc"] = _evaluate(net, prepare, x_te, y_te)
+            row["test_loss"], row["test_acc"] = _evaluate(loop.model(), prepare, x_te, y_te)
         history.append(row)
         if bar is None and log:  # no bar (--no-progress, a log file): one line per epoch instead
             log(f"{model} epoch {epoch}/{recipe.epochs}: train loss {row['train_loss']:.4f}, {row['seconds']:.1f} s"
@@ -201,7 +201,7 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
                             **({"test": f"{row['test_acc']:.2f}"} if "test_acc" in row else {}))
             bar.close()
 
-    selected = "final"
+    selected, net = "final", loop.model()
     if recipe.select == "val_loss" and best is not None:
         net.load_state_dict(best[2])
         selected = f"val_loss@{best[0]}"
@@ -245,6 +245,25 @@ class _EpochLoop:
             net, prepare, opt, batch_sched, gen, x, y)
         self.bs, self.smoothing, self.channels_last = recipe.batch_size, recipe.label_smoothing, recipe.channels_last
         self.augment = AUGMENTATIONS[recipe.augment] if recipe.augment else None
+        self.ema, self.ema_decay, self.ema_steps = (copy.deepcopy(net) if recipe.ema else None), recipe.ema, 0
+
+    def model(self):
+        """The model as trained so far: the weights' moving average when the recipe keeps one."""
+        return self.ema if self.ema is not None else self.net
+
+    def _update_ema(self):
+        """ema <- d ema + (1 - d) weights, batch-norm statistics included; d ramps up to the recipe's decay
+        ((1 + t) / (10 + t) at step t), so a short run is not dominated by the initial weights."""
+        import torch
+
+        self.ema_steps += 1
+        d = min(self.ema_decay, (1 + self.ema_steps) / (10 + self.ema_steps))
+        with torch.no_grad():
+            for e, w in zip(self.ema.state_dict().values(), self.net.state_dict().values()):
+                if e.dtype.is_floating_point:
+                    e.lerp_(w, 1.0 - d)
+                else:
+                    e.copy_(w)
 
     def run_epoch(self, bar) -> tuple[float, float]:
         """(summed loss, correct count) over the epoch."""
@@ -270,6 +289,8 @@ class _EpochLoop:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
+            if self.ema is not None:
+                self._update_ema()
             if self.batch_sched is not None:
                 self.batch_sched.step()
             loss_sum += loss.detach() * len(idx)

@@ -31,6 +31,7 @@ class Recipe:
     nesterov: bool = False
     label_smoothing: float = 0.0
     channels_last: bool = False  # NHWC activations (oneDNN's faster layout for these convolutions)
+    ema: float = 0.0  # > 0: the model is the exponential moving average of the weights (this decay per step)
     augment: str | None = None  # name in mnist_edge.augment.AUGMENTATIONS
     val_size: int = 0  # images held out of the 60k training set for validation
     select: str = "final"  # "final" epoch, or "val_loss": checkpoint with the lowest validation loss
@@ -162,6 +163,25 @@ MODELS: dict[str, ModelSpec] = {
             description="conv 1-16 k3 p1, pool, conv 16-32 k3 p1, pool, FC 1568-128-64-10, dropout 0.2",
             net="ConvPoolFc", kwargs={"channels": (16, 32), "dropout": 0.2}, documented_accuracy=99.0,
             documented_params=214_538, mean=0.0, std=1.0, recipe=_SEED4,
+        ),
+        ModelSpec(
+            name="edge_cnn", seed_file="",
+            params=19_138, macs=3_076_816,
+            description="ours (no seed): padded conv-BN-ReLU 8,16 | pool | 24,24 | pool | 40, global average "
+                        "pool, FC 40-10; trained on warped, re-stroked and noisy digits",
+            net="EdgeNet", kwargs={"channels": (8, 16, 24, 24, 40)},
+            recipe=Recipe(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                          schedule="onecycle", warmup=0.2, batch_size=128, epochs=30, label_smoothing=0.05,
+                          augment="edge", channels_last=True, val_size=5_000, ema=0.999,
+                          notes="ours: SGD Nesterov one-cycle peaking at 0.1, batch 128, 30 epochs, label "
+                                "smoothing 0.05, the 'edge' augmentation, the model is the moving average of "
+                                "the weights (decay 0.999) after the final epoch; 5,000 training images held "
+                                "out (never trained on) for the temperature"),
+            reading="Padded convolutions keep a moved digit whole and global average pooling makes the head "
+                    "indifferent to where a feature fires, so shifts cost little; training on warped (rotation "
+                    "±15°, scale 0.85-1.15, shift ±2 px), thinned, thickened and noisy digits covers the rest. "
+                    "Under 20,000 parameters and fewer multiply-accumulates than bn_cnn, so it fits where bn_cnn "
+                    "fits; 5,000 held-out training images give it a temperature that transfers.",
         ),
     ]
 }

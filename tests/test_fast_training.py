@@ -25,6 +25,8 @@ def test_every_seed_model_has_a_fast_recipe_that_states_itself():
         assert fast.notes.startswith("fast:") and fast.select in ("final", "val_loss")
         assert fast.epochs < spec.recipe.epochs or fast.batch_size > spec.recipe.batch_size, name
         assert make_recipe(spec, "fast") == fast  # no override: the registered recipe itself
+    ours = get_spec("edge_cnn")  # no seed: its own recipe is the only one, under both names
+    assert recipe_for(ours, "fast") is recipe_for(ours, "seed") is ours.recipe
 
 
 def test_unknown_recipe_names_the_valid_ones():
@@ -69,6 +71,23 @@ def test_fast_recipe_run_records_its_name_and_saves_plain_contiguous_weights(mni
     assert all(t.is_contiguous() for t in ckpt["state_dict"].values())
     assert lines[0].startswith("bn_cnn: fast recipe, 1 epochs of batch 256")
     assert 0 <= r.test_accuracy <= 100 and r.history[0]["lr"] < FAST["bn_cnn"].lr  # one-cycle: ended low
+
+
+def test_weight_average_ramps_up_and_is_the_model_the_recipe_returns():
+    from mnist_edge.train import _EpochLoop
+
+    r = Recipe(optimizer="sgd", lr=0.5, batch_size=8, epochs=1, ema=0.9)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 2))
+    x, y = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8), torch.tensor([0, 1] * 4)
+    loop = _EpochLoop(net, lambda v: v, make_optimizer(r, net.parameters()), None, r,
+                      torch.Generator().manual_seed(0), x, y)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    assert loop.model() is not net
+    loop.run_epoch(None)  # one step; its decay is (1 + 1) / (10 + 1), ramping up to the recipe's 0.9
+    d = 2 / 11
+    for k, w in net.state_dict().items():
+        assert not torch.equal(w, start[k])
+        torch.testing.assert_close(loop.model().state_dict()[k], d * start[k] + (1 - d) * w)
 
 
 def test_the_first_status_line_comes_before_torch_is_loaded(mnist_dir):

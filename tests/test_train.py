@@ -97,6 +97,24 @@ def test_seed002_augmentation_is_batched_deterministic_and_in_range():
     assert (a.sum((1, 2, 3)) / x.sum((1, 2, 3))).min() > 0.8
 
 
+def test_edge_augmentation_warps_exactly_and_restrokes_like_the_robustness_suite():
+    from mnist_edge.augment import _warp, cross_morph, edge
+    from mnist_edge.robustness import dilate, erode
+
+    dot = torch.zeros(1, 1, 28, 28)
+    dot[0, 0, 10, 5] = 1.0
+    moved = _warp(dot, torch.zeros(1), torch.ones(1), torch.tensor([[2.0, -3.0]]))  # 2 px right, 3 px up
+    assert (moved[0, 0] > 0.99).nonzero().tolist() == [[7, 7]]
+    digits = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    for ours, suite, dil in ((cross_morph, dilate, True), (cross_morph, erode, False)):
+        got = (ours(digits.float(), dilate=dil)).to(torch.uint8).numpy()
+        assert (got == suite(digits.numpy())).all()  # the same 3x3 cross as the suite's thin/thick
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 4:24, 12:16] = 1.0
+    a, b = edge(x, torch.Generator().manual_seed(0)), edge(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1 and not torch.equal(a, x)
+
+
 def test_recipe_overrides_and_bad_values():
     spec = get_spec("bn_cnn")
     r = make_recipe(spec, epochs=3, batch_size=None, lr=0.5)
