@@ -361,10 +361,13 @@ def confidence_table(rows, *, at_one: bool = False) -> list[str]:
         fit, test = rec["fitted_on"], rec["test"]
         table = test.get("rejection_before") if at_one else test["rejection"]
         cells = [f"{_pct(r['errors_rejected_pct'])} / {_pct(r['correct_rejected_pct'])}" for r in table or []]
-        lines.append(f"| `{name}` | {rec['temperature']:g} | "
-                     f"{'training images it saw' if fit['seen_in_training'] else 'held-out validation'} "
-                     f"({fit['images']:,}) | {test['ece_before']:.4f} → {test['ece_after']:.4f} | "
-                     + " | ".join(cells) + " |")
+        if fit["seen_in_training"]:
+            seen = rec.get("fitted_temperature")
+            where = "no held-out images: T = 1" + (f" (seen images gave {seen:g})" if seen is not None else "")
+        else:
+            where = f"held-out validation ({fit['images']:,})"
+        lines.append(f"| `{name}` | {rec['temperature']:g} | {where} | "
+                     f"{test['ece_before']:.4f} → {test['ece_after']:.4f} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -104,18 +104,18 @@ def test_the_first_status_line_comes_before_torch_is_loaded(mnist_dir):
     assert p.returncode == 0, p.stderr
 
 
-def test_openmp_threads_sleep_when_idle_unless_the_user_chose_a_policy():
+def test_openmp_threads_spin_only_briefly_unless_the_user_chose():
     code = ("import os\n"
-            "from mnist_edge.torchrun import passive_openmp\n"
-            "print(passive_openmp(), os.environ.get('OMP_WAIT_POLICY'))\n"
+            "from mnist_edge.torchrun import bounded_openmp_spin\n"
+            "print(bounded_openmp_spin(), os.environ.get('GOMP_SPINCOUNT'))\n"
             "import torch\n"
-            "print(passive_openmp())\n")
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            "print(bounded_openmp_spin())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert p.stdout.split() == ["True", "PASSIVE", "False"], p.stderr
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**env, "OMP_WAIT_POLICY": "ACTIVE"})
-    assert p.stdout.split() == ["False", "ACTIVE", "False"], p.stderr
+    assert p.stdout.split() == ["True", "20000", "False"], p.stderr
+    for user in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "5"}):
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, **user})
+        assert p.stdout.split()[0] == "False" and p.stdout.split()[1] == user.get("GOMP_SPINCOUNT", "None"), p.stderr
 
 
 def test_busy_line_only_when_others_take_a_real_share_of_the_cores():

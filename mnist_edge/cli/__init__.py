@@ -121,11 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mnist_edge.files import forget_replaced
 
-    from mnist_edge.torchrun import passive_openmp
+    from mnist_edge.torchrun import bounded_openmp_spin
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    passive_openmp()  # before any command imports torch: no spinning OpenMP threads on a shared machine
+    bounded_openmp_spin()  # before any command imports torch: OpenMP threads that spin only briefly
     forget_replaced()
     try:
         result = args.func(args)
