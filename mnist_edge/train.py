@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import datetime
 import math
 import time
@@ -129,6 +130,8 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise UsageError(f"--seed must be an integer from 0 to 2**63-1, got {seed!r}")
     require_splits(data_dir)  # before any other work: say how to get the data
+    if importlib.util.find_spec("torch") is None:  # cheap: the one-line error comes before any status line
+        require("train", "training", ("torch",))
     others, cores = OtherLoad(), usable_cores()
     if log:
         log(f"{spec.name}: {recipe_name if spec.seed_file else 'its own'} recipe, {recipe.epochs} epochs of batch {recipe.batch_size} on {device}; "

@@ -89,8 +89,9 @@ def assert_export_folder(folder: Path, name: str, checkpoint: Path, images: int,
         assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
         meta = {p.key: p.value for p in model.metadata_props}
         expected_keys = set(META_KEYS.values()) - ({META_KEYS["quantization"]} if precision == "fp32" else set())
-        # onnxruntime's quantizer adds its own marker ("onnx.infer": "onnxruntime.quant"); we keep it
-        assert set(meta) - {"onnx.infer"} == expected_keys
+        # onnxruntime's quantizer adds its own markers ("onnx.infer": "onnxruntime.quant", and
+        # "onnx.quant.pre_process" when the recipe runs quant_pre_process); we keep them
+        assert set(meta) - {"onnx.infer", "onnx.quant.pre_process"} == expected_keys
         assert meta[META_KEYS["model"]] == name and meta[META_KEYS["precision"]] == precision
         assert meta[META_KEYS["checkpoint_sha256"]] == ckpt_sha
         assert json.loads(meta[META_KEYS["labels"]]) == [str(i) for i in range(10)]

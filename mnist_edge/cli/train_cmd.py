@@ -18,7 +18,6 @@ def register(sub) -> None:
                     "fraction of the time (see docs/fast-training.md). CPU runs are deterministic for a seed.",
                     ["mnist-edge train --model cnn_small",
                      "mnist-edge train --model bn_cnn --recipe fast",
-                     "mnist-edge train --model lenet5 --epochs 1 --out runs/try.pt",
                      "mnist-edge train --model bn_cnn --device cuda"])
     p.add_argument("--model", required=True, help="registry name (see `mnist-edge list`)")
     p.add_argument("--recipe", default="seed", choices=RECIPE_NAMES,
