@@ -73,6 +73,18 @@ def make_recipe(spec, recipe: str = "seed", **overrides):
     return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def split_indices(n: int, val_size: int, seed: int, limit: int | None = None):
+    """(training indices in training order, validation indices or None) of the ``n`` training images, as
+    train() draws them: the recipe's validation split, else a seeded permutation; ``limit`` keeps the first."""
+    import torch
+
+    from mnist_edge.data import train_val_split
+
+    train_idx, val_idx = (train_val_split(n, val_size, seed) if val_size
+                          else (torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy(), None))
+    return (train_idx[:limit] if limit else train_idx), val_idx
+
+
 def make_scheduler(recipe, opt, steps_per_epoch: int):
     """(scheduler, True when it steps per batch) for the recipe's schedule; (None, False) for a constant rate."""
     import torch
@@ -141,7 +153,7 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
     import torch
 
     from mnist_edge.checkpoint import save_checkpoint
-    from mnist_edge.data import data_sha256, load_mnist, train_val_split
+    from mnist_edge.data import data_sha256, load_mnist
     from mnist_edge.models import build_edge_model
 
     dev = resolve_device(device)
@@ -152,10 +164,7 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
 
     x_all, y_all = load_mnist("train", data_dir=data_dir)
     x_test, y_test = load_mnist("test", data_dir=data_dir)
-    train_idx, val_idx = (train_val_split(len(x_all), recipe.val_size, seed) if recipe.val_size
-                          else (torch.randperm(len(x_all), generator=torch.Generator().manual_seed(seed)).numpy(), None))
-    if limit_train:
-        train_idx = train_idx[:limit_train]
+    train_idx, val_idx = split_indices(len(x_all), recipe.val_size, seed, limit_train)
 
     def to_dev(a):  # uint8 stays uint8 in memory: 47 MB for all 60k images
         return torch.from_numpy(a.copy()).to(dev)

@@ -29,20 +29,13 @@ FIT_BATCH = 1000
 def seen_indices(ckpt: dict, n_train: int) -> np.ndarray | None:
     """Sorted indices of the training images the checkpoint was trained on, as train() drew them; None
     when the checkpoint does not record its seed (then every training image counts as seen)."""
-    from mnist_edge.data import train_val_split
+    from mnist_edge.train import split_indices
 
     recipe, metrics = ckpt.get("recipe") or {}, ckpt.get("metrics") or {}
     seed, val_size, limit = metrics.get("seed"), recipe.get("val_size") or 0, metrics.get("limit_train")
     if isinstance(seed, bool) or not isinstance(seed, int):
         return None
-    if val_size:
-        train_idx = train_val_split(n_train, int(val_size), seed)[0]
-    else:
-        import torch
-
-        train_idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed)).numpy()
-    if limit:
-        train_idx = train_idx[:int(limit)]
+    train_idx, _ = split_indices(n_train, int(val_size), seed, int(limit) if limit else None)
     return np.sort(train_idx)
 
 
