@@ -142,6 +142,11 @@ def test_layout_rewrites_are_exact_keep_node_names_and_name_the_valid_pools(tmp_
                      "relu-before-pool+nhwc-flatten": (("MaxPool[0]",), True)}
     kept = layout_variants(QuantizeOptions(keep_float=("Conv[0]",)), path)
     assert [(n, o.relu_before_pool) for n, o in kept] == [("nhwc-flatten", ())]
+    # a recipe quantizing only Conv/Gemm gets the rewritten pool back into int8, with what lies on its path
+    narrow = dict(layout_variants(QuantizeOptions(op_types=("Conv", "Gemm", "MatMul")), path))
+    assert narrow["relu-before-pool"].relu_before_pool == ("MaxPool[0]",)
+    assert narrow["relu-before-pool"].op_types == ("Conv", "Gemm", "MatMul", "MaxPool", "Relu", "Reshape", "Flatten")
+    assert narrow["nhwc-flatten"].op_types == ("Conv", "Gemm", "MatMul")  # no pool rewritten: nothing widened
     opts = QuantizeOptions(relu_before_pool=("MaxPool[1]",), nhwc_flatten=True)
     assert QuantizeOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
     with pytest.raises(UsageError, match="must be a list of MaxPool selectors"):
@@ -266,28 +271,28 @@ def test_bad_calibration_fails_then_the_fallback_keeps_the_worst_layers_float_un
 def test_an_int8_gate_failure_in_export_names_the_three_worst_tensors(artifact_dir, short_trained, mnist_dir,
                                                                       tmp_path):
     with pytest.raises(GateError) as e:
-        pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=tmp_path / "o",
+        pipeline.export_model("mlp", checkpoint=short_trained("mlp").checkpoint, out=tmp_path / "o",
                               quantize=True, data_dir=mnist_dir, eval_limit=300, quantize_options=CHEAP,
                               calibration_images=np.zeros((100, 28, 28), np.uint8))
     msg = str(e.value)
     assert "worst int8 tensors: " in msg and msg.count(" dB, accumulated") == 3
-    assert "mnist-edge quantize --model bn_cnn --search" in msg and not (tmp_path / "o").exists()
+    assert "mnist-edge quantize --model mlp --search" in msg and not (tmp_path / "o").exists()
 
 
 # --- export follows the recipe ----------------------------------------------------------------------------------
 
 def test_export_uses_the_recipe_and_records_the_recommended_file(short_trained, mnist_dir, tmp_path):
-    doc = {"schema": recipes.SCHEMA, "model": "bn_cnn", "verdict": "does not pay", "recommended": "model.onnx",
+    doc = {"schema": recipes.SCHEMA, "model": "mlp", "verdict": "does not pay", "recommended": "model.onnx",
            "summary": "int8 does not pay on this machine for this model",
-           "options": CHEAP.with_(keep_float=("Conv[0]",)).to_dict()}
+           "options": CHEAP.with_(keep_float=("Gemm[0]",)).to_dict()}
     recipe = recipes.write_json(doc, tmp_path / "recipe.json")
-    result = pipeline.export_model("bn_cnn", checkpoint=short_trained("bn_cnn").checkpoint, out=tmp_path / "o",
+    result = pipeline.export_model("mlp", checkpoint=short_trained("mlp").checkpoint, out=tmp_path / "o",
                                    quantize=True, data_dir=mnist_dir, eval_limit=300, recipe=recipe)
     m = result.manifest
     assert m["recommended"] == "model.onnx" and m["int8_recipe"]["verdict"] == "does not pay"
     assert m["int8_recipe"]["source"] == str(recipe)
     q = m["files"]["model.int8.onnx"]["quantization"]
-    assert q["keep_float"] == ["Conv[0]"] and q["calibration_samples"] == 100
+    assert q["keep_float"] == ["Gemm[0]"] and q["calibration_samples"] == 100
     assert any("pre-processing" in msg for msg in q["onnxruntime_messages"])
     from mnist_edge.cli.export_cmd import format_result
 
