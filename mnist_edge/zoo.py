@@ -171,9 +171,9 @@ MODELS: dict[str, ModelSpec] = {
                         "pool, FC 40-10; trained on warped, re-stroked and noisy digits",
             net="EdgeNet", kwargs={"channels": (8, 16, 24, 24, 40)},
             recipe=Recipe(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                          schedule="onecycle", warmup=0.2, batch_size=128, epochs=30, label_smoothing=0.05,
+                          schedule="onecycle", warmup=0.2, batch_size=128, epochs=60, label_smoothing=0.05,
                           augment="edge", channels_last=True, val_size=5_000, ema=0.999,
-                          notes="ours: SGD Nesterov one-cycle peaking at 0.1, batch 128, 30 epochs, label "
+                          notes="ours: SGD Nesterov one-cycle peaking at 0.1, batch 128, 60 epochs, label "
                                 "smoothing 0.05, the 'edge' augmentation, the model is the moving average of "
                                 "the weights (decay 0.999) after the final epoch; 5,000 training images held "
                                 "out (never trained on) for the temperature"),
