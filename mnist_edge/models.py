@@ -67,8 +67,8 @@ class ConvPoolFc(nn.Module):
         return self.fc3(x)
 
 
-def _cbr(cin: int, cout: int, k: int, pad: int = 0, dropout: float = 0.0) -> nn.Sequential:
-    layers = [nn.Conv2d(cin, cout, k, padding=pad, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+def _cbr(cin: int, cout: int, k: int, pad: int = 0, dropout: float = 0.0, stride: int = 1) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
     return nn.Sequential(*layers, *([nn.Dropout(dropout)] if dropout else []))
 
 
@@ -129,14 +129,21 @@ class LeNet5Mod(nn.Module):
 
 
 class EdgeNet(nn.Module):
-    """Our own edge model (no seed): padded 3x3 conv-BN-ReLU blocks keep every border pixel, two max-pools,
+    """Our own edge model (no seed): padded 3x3 conv-BN-ReLU blocks keep every border pixel, a stride-2 conv (or
+    a max-pool) then a max-pool,
     then global average pooling, so a digit moved by a few pixels gives nearly the same features."""
 
-    def __init__(self, channels=(8, 16, 24, 24, 40)):
+    def __init__(self, channels=(8, 16, 24, 24, 40), first_down: str = "pool"):
         super().__init__()
         c1, c2, c3, c4, c5 = channels
+        if first_down == "pool":  # conv at 28x28, then max-pool
+            stage1 = [_cbr(1, c1, 3, pad=1), _cbr(c1, c2, 3, pad=1), nn.MaxPool2d(2)]
+        elif first_down == "stride":  # the second conv computes only every other pixel: a quarter of its work
+            stage1 = [_cbr(1, c1, 3, pad=1), _cbr(c1, c2, 3, pad=1, stride=2)]
+        else:
+            raise ValueError(f"first_down {first_down!r}: 'pool' or 'stride'")
         self.features = nn.Sequential(
-            _cbr(1, c1, 3, pad=1), _cbr(c1, c2, 3, pad=1), nn.MaxPool2d(2),  # 28 -> 14
+            *stage1,  # 28 -> 14
             _cbr(c2, c3, 3, pad=1), _cbr(c3, c4, 3, pad=1), nn.MaxPool2d(2),  # 14 -> 7
             _cbr(c4, c5, 3, pad=1),  # 7
         )
