@@ -129,9 +129,9 @@ class LeNet5Mod(nn.Module):
 
 
 class EdgeNet(nn.Module):
-    """Our own edge model (no seed): padded 3x3 conv-BN-ReLU blocks keep every border pixel, a stride-2 conv (or
-    a max-pool) then a max-pool,
-    then global average pooling, so a digit moved by a few pixels gives nearly the same features."""
+    """Our own edge model (no seed): padded 3x3 conv-BN-ReLU blocks keep every border pixel; a stride-2 conv
+    (``first_down="stride"``, or conv + max-pool) then a max-pool bring 28x28 to 7x7, and global average
+    pooling makes a digit moved by a few pixels give nearly the same features."""
 
     def __init__(self, channels=(8, 16, 24, 24, 40), first_down: str = "pool"):
         super().__init__()
