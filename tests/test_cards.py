@@ -109,3 +109,18 @@ def test_training_curves_have_whole_epoch_ticks_and_read_for_one_epoch(tmp_path,
     assert one_ax.get_xlim() == (0.0, 2.0)  # the single epoch in the middle, not at an edge
     assert any("95.50%" in t.get_text() for t in one_ax.texts)  # its values written next to the points
     assert not figures[1].axes[1].texts  # many epochs: the curve speaks for itself
+
+
+def test_recipe_notes_name_settings_that_differ_from_the_registry():
+    from dataclasses import asdict
+
+    from mnist_edge.zoo import get_spec
+
+    spec = get_spec("edge_cnn")
+    trained = {**asdict(spec.recipe), "notes": "notes written when it was trained"}
+    assert cards._recipe_notes(trained, spec) == spec.recipe.notes  # the registered recipe: its notes
+    trained["epochs"] = spec.recipe.epochs // 2
+    text = cards._recipe_notes(trained, spec)
+    assert text.startswith("notes written when it was trained")
+    assert f"epochs {spec.recipe.epochs // 2} (registry: {spec.recipe.epochs})" in text
+

@@ -97,3 +97,13 @@ def test_list_shows_every_count_without_torch():
     table = subprocess.run([sys.executable, "-c", textwrap.dedent(script).replace('"list", "--json"', '"list"')],
                            capture_output=True, text=True, timeout=120).stdout
     assert "(torch)" not in table and "19,856" in table and "3,652,352" in table
+
+
+def test_edge_net_downsampling_is_a_named_choice():
+    from mnist_edge.models import EdgeNet
+
+    pool, stride = EdgeNet(first_down="pool"), EdgeNet(first_down="stride")
+    assert count_params(pool) == count_params(stride) == 19_138
+    assert count_macs(stride) < count_macs(pool) * 0.8
+    with pytest.raises(ValueError, match="'pool' or 'stride'"):
+        EdgeNet(first_down="avg")
