@@ -12,7 +12,7 @@ running the ONNX files on the 10,000 test images with the torch-free runtime.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -208,18 +208,18 @@ def _render(folder, fn, *args) -> str:
                             f"a field the card needs or holds a wrong type ({type(e).__name__}: {e})") from None
 
 
-
 def _recipe_notes(recipe: dict, spec) -> str:
     """The checkpoint's recipe notes, or the registry's when the checkpoint was trained by the registered
     recipe (its notes were written before an option such as --epochs was overridden, then registered); any
     setting that differs from the registry's is named."""
-    registered = asdict(spec.recipe) if is_dataclass(spec.recipe) else {}
+    registered = asdict(spec.recipe)
     differs = [f"{k} {recipe[k]} (registry: {registered[k]})" for k in recipe
                if k != "notes" and k in registered and recipe[k] != registered[k]]
     if not differs:
         return spec.recipe.notes or recipe.get("notes") or ""
     return (recipe.get("notes") or spec.recipe.notes) + " Trained with settings that differ from the registered " \
         "recipe: " + ", ".join(differs) + "."
+
 
 def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, stale: dict | None = None,
                pictures: tuple = (), robustness: dict | None = None, robustness_stale: dict | None = None,
