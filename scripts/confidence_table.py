@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mnist_edge.cards import confidence_table, robustness_rejection_table
+from mnist_edge.card_reliability import confidence_table, robustness_rejection_table
 from mnist_edge.manifest import read_manifest
 from mnist_edge.zoo import MODELS
 

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-# As the CLI does (mnist_edge.torchrun.bounded_openmp_spin): torch's idle OpenMP threads spin only briefly,
-# so a CI machine shared with other jobs does not stall the suite. Set before any test module imports torch.
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "20000")
+from mnist_edge.torchrun import bounded_openmp_spin  # does not import torch
+
+# As the CLI does: torch's idle OpenMP threads spin only briefly, so a CI machine shared with other jobs does
+# not stall the suite. Before any test module imports torch.
+bounded_openmp_spin()
 
 SHORT_TRAIN_IMAGES = 10_000
 # After one epoch on 10k images these three sit at 90-93% test accuracy and their int8 agreement on the

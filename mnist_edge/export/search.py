@@ -44,12 +44,11 @@ import numpy as np
 from mnist_edge.errors import ExportError, UsageError
 from mnist_edge.export import gates as G
 from mnist_edge.export import ratio as R
-from mnist_edge.export.quantize import QuantizeOptions, float_graph, node_selectors, quantize_int8
+from mnist_edge.export.candidates import calibration_variants, layout_variants, merge, speed_variants
+from mnist_edge.export.quantize import QuantizeOptions, float_graph, quantize_int8
 from mnist_edge.export.recipes import FP32_FILE, INT8_FILE, SCHEMA
 
 TIMING_BATCHES = (1, 64)
-COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
-POOL_PATH_OPS = ("MaxPool", "Relu", "Reshape", "Flatten")  # what lies between a conv and the next layer
 FALLBACK_MAX_STEPS = 6
 CONFIRM_FACTOR = 3
 HEAD_TO_HEAD = 3  # stage 2's leader and the next two by score are compared head to head
@@ -239,81 +238,6 @@ def _line(t: Trial) -> str:
     return f"passed: agreement {t.agreement:.2f}%, drop {t.accuracy_drop_pp:+.2f} pp; int8/fp32 {ratios} ({t.seconds:.1f} s)"
 
 
-def speed_variants(base: QuantizeOptions, fp32_path) -> list[tuple[str, QuantizeOptions]]:
-    """Stage 2: one change at a time (first/last compute layer found in the graph itself)."""
-    import onnx
-
-    compute = [s for s in node_selectors(onnx.load(str(fp32_path))) if s.split("[")[0] in COMPUTE_OPS]
-    out = [("preprocess", base.with_(preprocess=True)),
-           ("u8s8", base.with_(activation_type="uint8")),
-           ("qoperator-u8s8", base.with_(quant_format="qoperator", activation_type="uint8")),
-           ("per-tensor", base.with_(per_channel=False)),
-           ("reduce-range", base.with_(reduce_range=True)),
-           ("conv-gemm-only", base.with_(op_types=COMPUTE_OPS))]
-    if compute:
-        first = tuple(dict.fromkeys(base.keep_float + (compute[0],)))
-        out.append(("first-float", base.with_(keep_float=first)))
-        if len(compute) > 1:
-            out.append(("first-last-float", base.with_(keep_float=tuple(dict.fromkeys(first + (compute[-1],))))))
-    return [(n, o) for n, o in out if o != base]
-
-
-def calibration_variants(base: QuantizeOptions) -> list[tuple[str, QuantizeOptions]]:
-    out = [("entropy", base.with_(calibration_method="entropy")),
-           ("percentile-99.99", base.with_(calibration_method="percentile", percentile=99.99)),
-           ("percentile-99.999", base.with_(calibration_method="percentile", percentile=99.999)),
-           ("distribution", base.with_(calibration_method="distribution"))]
-    return [(n, o) for n, o in out if o != base]
-
-
-def layout_variants(base: QuantizeOptions, fp32_path) -> list[tuple[str, QuantizeOptions]]:
-    """Stage 4: the exact rewrites that apply to ``base``'s graph (none for a graph without MaxPool -> Relu or
-    an NCHW flatten). A MaxPool is rewritten only when the node feeding it is quantized: after a float node
-    onnxruntime runs the pool as a uint8 NCHW MaxPool, which measured slower than the float one.
-
-    When ``base`` quantizes only some op types and MaxPool is not among them (e.g. "conv-gemm-only"), the
-    rewrite brings the pools it applies to back into int8 (with the Relu and the flatten between them and the
-    next layer) and keeps every other MaxPool in float. On cnn_small (AMD EPYC, batch 1) that took int8 from
-    0.81-0.87x of fp32 to 0.77x in the same runs: QLinearConv -> int8 pool -> QGemm, no float round trip."""
-    import onnx
-
-    from mnist_edge.export.rewrites import flatten_sites, swappable_pools
-
-    model = onnx.load(str(fp32_path))
-    node_of = dict(zip(node_selectors(model), model.graph.node))  # "MaxPool[1]" -> its NodeProto
-    producer = {o: sel for sel, n in node_of.items() for o in n.output}  # tensor -> selector of the node making it
-    widen = bool(base.op_types) and "MaxPool" not in base.op_types
-    op_types = tuple(dict.fromkeys(base.op_types + POOL_PATH_OPS)) if widen else base.op_types
-    pools = []
-    for sel in swappable_pools(model):
-        src = producer.get(node_of[sel].input[0], "")
-        op = src.split("[")[0]
-        quantized = not op_types or (op in op_types and "MaxPool" in op_types)
-        if src and src not in base.keep_float and op in COMPUTE_OPS and quantized:
-            pools.append(sel)
-    relu = base.with_(relu_before_pool=tuple(dict.fromkeys(base.relu_before_pool + tuple(pools))))
-    if widen and pools:
-        float_pools = tuple(sel for sel in node_of if sel.startswith("MaxPool[") and sel not in pools)
-        relu = relu.with_(op_types=op_types, keep_float=tuple(dict.fromkeys(base.keep_float + float_pools)))
-    out = [("relu-before-pool", relu), ("nhwc-flatten", base.with_(nhwc_flatten=True) if flatten_sites(model) else base)]
-    out.append(("relu-before-pool+nhwc-flatten", relu.with_(nhwc_flatten=out[1][1].nhwc_flatten)))
-    seen, unique = {base}, []
-    for n, o in out:
-        if o not in seen:
-            seen.add(o)
-            unique.append((n, o))
-    return unique
-
-
-def _merge(a: QuantizeOptions, b: QuantizeOptions) -> QuantizeOptions:
-    """``a`` with ``b``'s differences from the defaults applied (keep_float lists are joined)."""
-    changes = b.differences()
-    for key in ("keep_float", "relu_before_pool"):
-        if key in changes:
-            changes[key] = tuple(dict.fromkeys(getattr(a, key) + getattr(b, key)))
-    return a.with_(**changes)
-
-
 def run_search(s: Searcher, base: QuantizeOptions, *, full: bool = True) -> Trial | None:
     """The stages above on ``s``; returns the chosen trial (None when nothing passed)."""
     first = s.trial("base", "base", base)
@@ -332,7 +256,7 @@ def run_search(s: Searcher, base: QuantizeOptions, *, full: bool = True) -> Tria
             best = t
     helpful = [t for t in variants if t.passed and t.score < first.score and t is not best]
     for t in sorted(helpful, key=lambda t: t.score)[:3]:
-        merged = _merge(best.options, t.options)
+        merged = merge(best.options, t.options)
         if merged == best.options or any(x.options == merged for x in s.trials):
             continue
         c = s.trial(f"{best.name}+{t.name}", "combine", merged)

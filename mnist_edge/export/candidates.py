@@ -1,0 +1,86 @@
+"""The int8 search's candidate recipes: what each stage of :mod:`mnist_edge.export.search` tries next from
+the recipe it has so far (one change at a time for speed, the exact layout rewrites that apply to the graph,
+the calibration methods) and how two recipes' changes combine. Needs onnx; never torch or onnxruntime.
+"""
+
+from __future__ import annotations
+
+from mnist_edge.export.quantize import QuantizeOptions, node_selectors
+
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+POOL_PATH_OPS = ("MaxPool", "Relu", "Reshape", "Flatten")  # what lies between a conv and the next layer
+
+
+def speed_variants(base: QuantizeOptions, fp32_path) -> list[tuple[str, QuantizeOptions]]:
+    """Stage 2: one change at a time (first/last compute layer found in the graph itself)."""
+    import onnx
+
+    compute = [s for s in node_selectors(onnx.load(str(fp32_path))) if s.split("[")[0] in COMPUTE_OPS]
+    out = [("preprocess", base.with_(preprocess=True)),
+           ("u8s8", base.with_(activation_type="uint8")),
+           ("qoperator-u8s8", base.with_(quant_format="qoperator", activation_type="uint8")),
+           ("per-tensor", base.with_(per_channel=False)),
+           ("reduce-range", base.with_(reduce_range=True)),
+           ("conv-gemm-only", base.with_(op_types=COMPUTE_OPS))]
+    if compute:
+        first = tuple(dict.fromkeys(base.keep_float + (compute[0],)))
+        out.append(("first-float", base.with_(keep_float=first)))
+        if len(compute) > 1:
+            out.append(("first-last-float", base.with_(keep_float=tuple(dict.fromkeys(first + (compute[-1],))))))
+    return [(n, o) for n, o in out if o != base]
+
+
+def calibration_variants(base: QuantizeOptions) -> list[tuple[str, QuantizeOptions]]:
+    out = [("entropy", base.with_(calibration_method="entropy")),
+           ("percentile-99.99", base.with_(calibration_method="percentile", percentile=99.99)),
+           ("percentile-99.999", base.with_(calibration_method="percentile", percentile=99.999)),
+           ("distribution", base.with_(calibration_method="distribution"))]
+    return [(n, o) for n, o in out if o != base]
+
+
+def layout_variants(base: QuantizeOptions, fp32_path) -> list[tuple[str, QuantizeOptions]]:
+    """Stage 4: the exact rewrites that apply to ``base``'s graph (none for a graph without MaxPool -> Relu or
+    an NCHW flatten). A MaxPool is rewritten only when the node feeding it is quantized: after a float node
+    onnxruntime runs the pool as a uint8 NCHW MaxPool, which measured slower than the float one.
+
+    When ``base`` quantizes only some op types and MaxPool is not among them (e.g. "conv-gemm-only"), the
+    rewrite brings the pools it applies to back into int8 (with the Relu and the flatten between them and the
+    next layer) and keeps every other MaxPool in float. On cnn_small (AMD EPYC, batch 1) that took int8 from
+    0.81-0.87x of fp32 to 0.77x in the same runs: QLinearConv -> int8 pool -> QGemm, no float round trip."""
+    import onnx
+
+    from mnist_edge.export.rewrites import flatten_sites, swappable_pools
+
+    model = onnx.load(str(fp32_path))
+    node_of = dict(zip(node_selectors(model), model.graph.node))  # "MaxPool[1]" -> its NodeProto
+    producer = {o: sel for sel, n in node_of.items() for o in n.output}  # tensor -> selector of the node making it
+    widen = bool(base.op_types) and "MaxPool" not in base.op_types
+    op_types = tuple(dict.fromkeys(base.op_types + POOL_PATH_OPS)) if widen else base.op_types
+    pools = []
+    for sel in swappable_pools(model):
+        src = producer.get(node_of[sel].input[0], "")
+        op = src.split("[")[0]
+        quantized = not op_types or (op in op_types and "MaxPool" in op_types)
+        if src and src not in base.keep_float and op in COMPUTE_OPS and quantized:
+            pools.append(sel)
+    relu = base.with_(relu_before_pool=tuple(dict.fromkeys(base.relu_before_pool + tuple(pools))))
+    if widen and pools:
+        float_pools = tuple(sel for sel in node_of if sel.startswith("MaxPool[") and sel not in pools)
+        relu = relu.with_(op_types=op_types, keep_float=tuple(dict.fromkeys(base.keep_float + float_pools)))
+    out = [("relu-before-pool", relu), ("nhwc-flatten", base.with_(nhwc_flatten=True) if flatten_sites(model) else base)]
+    out.append(("relu-before-pool+nhwc-flatten", relu.with_(nhwc_flatten=out[1][1].nhwc_flatten)))
+    seen, unique = {base}, []
+    for n, o in out:
+        if o not in seen:
+            seen.add(o)
+            unique.append((n, o))
+    return unique
+
+
+def merge(a: QuantizeOptions, b: QuantizeOptions) -> QuantizeOptions:
+    """``a`` with ``b``'s differences from the defaults applied (keep_float lists are joined)."""
+    changes = b.differences()
+    for key in ("keep_float", "relu_before_pool"):
+        if key in changes:
+            changes[key] = tuple(dict.fromkeys(getattr(a, key) + getattr(b, key)))
+    return a.with_(**changes)
