@@ -73,14 +73,15 @@ def make_recipe(spec, recipe: str = "seed", **overrides):
     return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def split_indices(n: int, val_size: int, seed: int, limit: int | None = None):
+def split_indices(n: int, val_size: int, seed: int, limit: int | None = None, split_seed: int | None = None):
     """(training indices in training order, validation indices or None) of the ``n`` training images, as
-    train() draws them: the recipe's validation split, else a seeded permutation; ``limit`` keeps the first."""
+    train() draws them: the recipe's validation split (drawn by ``split_seed``, else by ``seed``), else a
+    seeded permutation; ``limit`` keeps the first."""
     import torch
 
     from mnist_edge.data import train_val_split
 
-    train_idx, val_idx = (train_val_split(n, val_size, seed) if val_size
+    train_idx, val_idx = (train_val_split(n, val_size, seed if split_seed is None else split_seed) if val_size
                           else (torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy(), None))
     return (train_idx[:limit] if limit else train_idx), val_idx
 
@@ -164,7 +165,7 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
 
     x_all, y_all = load_mnist("train", data_dir=data_dir)
     x_test, y_test = load_mnist("test", data_dir=data_dir)
-    train_idx, val_idx = split_indices(len(x_all), recipe.val_size, seed, limit_train)
+    train_idx, val_idx = split_indices(len(x_all), recipe.val_size, seed, limit_train, recipe.split_seed)
 
     def to_dev(a):  # uint8 stays uint8 in memory: 47 MB for all 60k images
         return torch.from_numpy(a.copy()).to(dev)
@@ -189,7 +190,8 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
     for epoch in range(1, recipe.epochs + 1):
         te = time.perf_counter()
         bar = _progress(steps, f"{model} epoch {epoch}/{recipe.epochs}", progress)
-        loss_sum, correct = loop.run_epoch(bar)
+        share = recipe.augment_tail_share if epoch > recipe.epochs - recipe.augment_tail else 1.0
+        loss_sum, correct = loop.run_epoch(bar, augment_share=share)
         train_seconds = time.perf_counter() - te
         if not math.isfinite(loss_sum):  # diverged: weights are NaN/Inf from here on; write nothing
             raise TrainingError(f"training {model} diverged in epoch {epoch}: the loss is {loss_sum} "
@@ -277,8 +279,9 @@ class _EpochLoop:
                 else:
                     e.copy_(w)
 
-    def run_epoch(self, bar) -> tuple[float, float]:
-        """(summed loss, correct count) over the epoch."""
+    def run_epoch(self, bar, augment_share: float = 1.0) -> tuple[float, float]:
+        """(summed loss, correct count) over the epoch; ``augment_share`` of the images (a fresh random pick
+        per batch) are augmented, the rest train as they are."""
         import torch
         import torch.nn.functional as F
 
@@ -290,8 +293,11 @@ class _EpochLoop:
         for s in range(steps):
             idx = perm[s * bs:(s + 1) * bs]
             x = self.x[idx].float() / 255.0
-            if self.augment:
+            if self.augment and augment_share >= 1.0:
                 x = self.augment(x, self.gen)
+            elif self.augment and augment_share > 0.0:
+                pick = torch.rand(len(x), generator=self.gen, device=self.gen.device).to(dev) < augment_share
+                x = torch.where(pick.view(-1, 1, 1, 1), self.augment(x, self.gen), x)
             y = self.y[idx]
             x = self.prepare(x)
             if self.channels_last:

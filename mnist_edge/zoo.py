@@ -33,7 +33,10 @@ class Recipe:
     channels_last: bool = False  # NHWC activations (oneDNN's faster layout for these convolutions)
     ema: float = 0.0  # > 0: the model is the exponential moving average of the weights (this decay per step)
     augment: str | None = None  # name in mnist_edge.augment.AUGMENTATIONS
+    augment_tail: int = 0  # the final epochs augment only a share of the images ...
+    augment_tail_share: float = 0.0  # ... this share (0: train on the digits as they are)
     val_size: int = 0  # images held out of the 60k training set for validation
+    split_seed: int | None = None  # seed of that split; None: the training seed (then every seed holds out others)
     select: str = "final"  # "final" epoch, or "val_loss": checkpoint with the lowest validation loss
     notes: str = ""
 

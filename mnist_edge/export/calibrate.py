@@ -35,7 +35,8 @@ def seen_indices(ckpt: dict, n_train: int) -> np.ndarray | None:
     seed, val_size, limit = metrics.get("seed"), recipe.get("val_size") or 0, metrics.get("limit_train")
     if isinstance(seed, bool) or not isinstance(seed, int):
         return None
-    train_idx, _ = split_indices(n_train, int(val_size), seed, int(limit) if limit else None)
+    train_idx, _ = split_indices(n_train, int(val_size), seed, int(limit) if limit else None,
+                                 recipe.get("split_seed"))
     return np.sort(train_idx)
 
 
@@ -47,13 +48,15 @@ def fit_split(ckpt: dict, data_dir=None) -> tuple[np.ndarray, np.ndarray, dict]:
     x, y = load_mnist("train", data_dir=data_dir)
     seen = seen_indices(ckpt, len(x))
     seed = (ckpt.get("metrics") or {}).get("seed")
+    split_seed = (ckpt.get("recipe") or {}).get("split_seed")
+    drawn = f"seed {seed}" if split_seed is None else f"split seed {split_seed}, training seed {seed}"
     unseen = np.setdiff1d(np.arange(len(x)), seen) if seen is not None else np.zeros(0, np.int64)
     val_size = (ckpt.get("recipe") or {}).get("val_size") or 0
     if len(unseen):
         pool = unseen
-        split = (f"validation: the {val_size:,} training images held out of training (recipe val_size, seed {seed})"
+        split = (f"validation: the {val_size:,} training images held out of training (recipe val_size, {drawn})"
                  if val_size and len(unseen) == val_size else
-                 f"training images not used in training ({len(unseen):,} of {len(x):,}; seed {seed})")
+                 f"training images not used in training ({len(unseen):,} of {len(x):,}; {drawn})")
     else:
         pool = np.arange(len(x))
         split = ("training images seen in training (the recipe trained on all 60,000; no unseen non-test "
