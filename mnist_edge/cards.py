@@ -12,7 +12,7 @@ running the ONNX files on the 10,000 test images with the torch-free runtime.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -160,8 +160,10 @@ def _recipe_notes(recipe: dict, spec) -> str:
     recipe (its notes were written before an option such as --epochs was overridden, then registered); any
     setting that differs from the registry's is named."""
     registered = asdict(spec.recipe)
-    differs = [f"{k} {recipe[k]} (registry: {registered[k]})" for k in recipe
-               if k != "notes" and k in registered and recipe[k] != registered[k]]
+    defaults = {f.name: f.default for f in fields(spec.recipe) if f.default is not MISSING}
+    trained = {**defaults, **recipe}  # a setting newer than the checkpoint had its default value then
+    differs = [f"{k} {trained[k]} (registry: {registered[k]})" for k in registered
+               if k != "notes" and trained[k] != registered[k]]
     if not differs:
         return spec.recipe.notes or recipe.get("notes") or ""
     return (recipe.get("notes") or spec.recipe.notes) + " Trained with settings that differ from the registered " \

@@ -124,3 +124,15 @@ def test_recipe_notes_name_settings_that_differ_from_the_registry():
     assert text.startswith("notes written when it was trained")
     assert f"epochs {spec.recipe.epochs // 2} (registry: {spec.recipe.epochs})" in text
 
+
+
+def test_recipe_notes_count_a_setting_the_checkpoint_predates_as_its_default():
+    from dataclasses import asdict, replace
+
+    from mnist_edge.zoo import get_spec
+
+    spec = get_spec("edge_cnn")
+    spec = replace(spec, recipe=replace(spec.recipe, augment_tail=10))  # a registry that gained a setting
+    trained = {k: v for k, v in asdict(spec.recipe).items() if k != "augment_tail"}  # an older checkpoint
+    assert "augment_tail 0 (registry: 10)" in cards._recipe_notes(trained, spec)
+    assert cards._recipe_notes({**trained, "augment_tail": 10}, spec) == spec.recipe.notes

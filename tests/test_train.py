@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -145,3 +146,35 @@ def test_import_mnist_edge_does_not_need_torch():
             "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_a_fixed_split_seed_holds_out_the_same_images_for_every_training_seed():
+    from mnist_edge.export.calibrate import seen_indices
+    from mnist_edge.train import split_indices
+
+    fixed = [split_indices(60_000, 5_000, seed, split_seed=0)[1] for seed in (0, 1, 2)]
+    assert all(np.array_equal(fixed[0], v) for v in fixed)
+    assert not np.array_equal(split_indices(60_000, 5_000, 1)[1], fixed[0])  # unset: the training seed draws it
+    seen = seen_indices({"recipe": {"val_size": 5_000, "split_seed": 0}, "metrics": {"seed": 2}}, 60_000)
+    assert np.array_equal(np.setdiff1d(np.arange(60_000), seen), fixed[0])  # export fits T on the held-out ones
+
+
+@pytest.mark.parametrize("share, tail_calls", [(0.0, 0), (0.5, 2), (1.0, 2)])
+def test_the_augment_tail_augments_only_its_share_in_the_last_epochs(mnist_dir, monkeypatch, share, tail_calls):
+    import dataclasses
+
+    from mnist_edge import augment, zoo
+
+    calls = []
+
+    def counting(x, gen):
+        calls.append(len(x))
+        return torch.ones_like(x)
+
+    monkeypatch.setitem(augment.AUGMENTATIONS, "edge", counting)
+    spec = zoo.MODELS["mlp"]
+    monkeypatch.setitem(zoo.MODELS, "mlp", dataclasses.replace(spec, recipe=dataclasses.replace(
+        spec.recipe, augment="edge", augment_tail=1, augment_tail_share=share)))
+    train("mlp", data_dir=mnist_dir, epochs=2, batch_size=128, limit_train=256, seed=0, plot=False,
+          test_each_epoch=False)
+    assert calls == [128, 128] + [128] * tail_calls  # epoch 1 augments every batch, the tail only its share
