@@ -196,7 +196,7 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
         f"| documented accuracy | {doc} |",
         f"| achieved accuracy (PyTorch, 10,000 test images) | {m['test_accuracy']:.2f}% (model chosen: {m['selected']}) |",
         f"| training | {len(ckpt['history'])} epochs, {m['train_seconds']:.0f} s ({epoch_s:.1f} s/epoch) on "
-        f"{m['device']} ({m['device_name']}, {m['threads']} threads), seed {m['seed']} |",
+        f"{m['device']} ({m['device_name']}, {m['threads']} thread{'s' if m['threads'] != 1 else ''}), seed {m['seed']} |",
         "",
     ]
     if spec.reading:
