@@ -178,3 +178,18 @@ def test_the_augment_tail_augments_only_its_share_in_the_last_epochs(mnist_dir, 
     train("mlp", data_dir=mnist_dir, epochs=2, batch_size=128, limit_train=256, seed=0, plot=False,
           test_each_epoch=False)
     assert calls == [128, 128] + [128] * tail_calls  # epoch 1 augments every batch, the tail only its share
+
+
+def test_train_variant_script_types_settings_and_names_the_valid_keys():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_variant.py"
+    spec = importlib.util.spec_from_file_location("train_variant", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    recipe = get_spec("edge_cnn").recipe
+    assert mod.parse_settings(recipe, ["epochs=80", "augment_tail_share=0.25", "nesterov=false", "split_seed=3"]) == {
+        "epochs": 80, "augment_tail_share": 0.25, "nesterov": False, "split_seed": 3}
+    with pytest.raises(SystemExit, match="expected KEY=VALUE with KEY one of optimizer, lr, .*augment_tail"):
+        mod.parse_settings(recipe, ["epoch=80"])
