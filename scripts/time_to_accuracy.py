@@ -68,9 +68,12 @@ def table(rows: list[dict]) -> str:
 
     out = ["| model | documented | recipe | seeds | accuracy: mean (min-max) | wall time: mean (min-max) | "
            "others' load (cores) |", "|---|---|---|---|---|---|---|"]
-    keys = sorted({(r["model"], r["recipe"]) for r in rows}, key=lambda k: (k[0], k[1] != "seed"))
-    for model, recipe in keys:
-        rs = [r for r in rows if (r["model"], r["recipe"]) == (model, recipe)]
+
+    def key(r):  # estimated and full runs of a recipe are separate rows, never averaged together
+        return r["model"], r["recipe"], "epochs_run" in r
+
+    for model, recipe, est in sorted({key(r) for r in rows}, key=lambda k: (k[0], k[1] != "seed", k[2])):
+        rs = [r for r in rows if key(r) == (model, recipe, est)]
         acc, wall = [r["accuracy"] for r in rs if r["accuracy"] is not None], [r["wall_s"] for r in rs]
         load = [r["other_load_cores"] for r in rs if r["other_load_cores"] is not None]
         doc = get_spec(model).documented_accuracy

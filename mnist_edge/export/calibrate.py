@@ -47,11 +47,10 @@ def fit_split(ckpt: dict, data_dir=None) -> tuple[np.ndarray, np.ndarray, dict]:
 
     x, y = load_mnist("train", data_dir=data_dir)
     seen = seen_indices(ckpt, len(x))
-    seed = (ckpt.get("metrics") or {}).get("seed")
-    split_seed = (ckpt.get("recipe") or {}).get("split_seed")
+    seed, recipe = (ckpt.get("metrics") or {}).get("seed"), ckpt.get("recipe") or {}
+    split_seed, val_size = recipe.get("split_seed"), recipe.get("val_size") or 0
     drawn = f"seed {seed}" if split_seed is None else f"split seed {split_seed}, training seed {seed}"
     unseen = np.setdiff1d(np.arange(len(x)), seen) if seen is not None else np.zeros(0, np.int64)
-    val_size = (ckpt.get("recipe") or {}).get("val_size") or 0
     if len(unseen):
         pool = unseen
         split = (f"validation: the {val_size:,} training images held out of training (recipe val_size, {drawn})"
