@@ -6,7 +6,8 @@
 
 ``edge`` is ours, for the edge model: digits as they come from a camera or a canvas rather than MNIST's
 centred ones. One affine warp (rotation ±15°, scale 0.85-1.15, shift ±2 px), then on some images a stroke
-thinned or thickened by one pixel (grey erosion/dilation, 3x3 cross) and Gaussian noise.
+thinned or thickened by one pixel (grey erosion/dilation, 3x3 cross) and Gaussian noise. ``edge_strokes``
+is its stroke changes alone.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ def cross_morph(x: torch.Tensor, dilate: bool) -> torch.Tensor:
     return parts.amax(0) if dilate else parts.amin(0)
 
 
+def _restroke(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per image, by its uniform draw ``u`` [N]: 15% thinned by one pixel, 15% thickened, the rest as they are."""
+    pick = u.view(-1, 1, 1, 1)
+    return torch.where(pick < 0.15, cross_morph(x, dilate=False), torch.where(pick > 0.85, cross_morph(x, dilate=True), x))
+
+
 def edge(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """x: float pixels in [0, 1], [N, 1, 28, 28] -> same shape, warped, re-stroked and noisy (see module)."""
     n, dev = x.shape[0], x.device
@@ -59,11 +66,17 @@ def edge(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     scale = 0.85 + 0.3 * u[:, 1]
     shift = u[:, 2:4] * 4.0 - 2.0
     x = _warp(x, angle, scale, shift)
-    pick = u[:, 4].view(n, 1, 1, 1)  # 15% thinned, 15% thickened
-    x = torch.where(pick < 0.15, cross_morph(x, dilate=False), torch.where(pick > 0.85, cross_morph(x, dilate=True), x))
+    x = _restroke(x, u[:, 4])
     sigma = torch.where(u[:, 5] < 0.3, u[:, 6] * (40.0 / 255.0), 0.0).view(n, 1, 1, 1)
     noise = torch.randn(x.shape, generator=generator, device=generator.device).to(dev)
     return (x + sigma * noise).clamp_(0.0, 1.0)
 
 
-AUGMENTATIONS = {"seed002": seed002, "edge": edge}
+def edge_strokes(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``edge``'s stroke changes alone (15% thinned, 15% thickened), no warp and no noise: for a clean tail
+    that still shows the model thin and thick strokes."""
+    u = torch.rand(x.shape[0], generator=generator, device=generator.device).to(x.device)
+    return _restroke(x, u)
+
+
+AUGMENTATIONS = {"seed002": seed002, "edge": edge, "edge_strokes": edge_strokes}

@@ -190,8 +190,8 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
     for epoch in range(1, recipe.epochs + 1):
         te = time.perf_counter()
         bar = _progress(steps, f"{model} epoch {epoch}/{recipe.epochs}", progress)
-        share = recipe.augment_tail_share if epoch > recipe.epochs - recipe.augment_tail else 1.0
-        loss_sum, correct = loop.run_epoch(bar, augment_share=share)
+        tail = epoch > recipe.epochs - recipe.augment_tail
+        loss_sum, correct = loop.run_epoch(bar, tail=tail)
         train_seconds = time.perf_counter() - te
         if not math.isfinite(loss_sum):  # diverged: weights are NaN/Inf from here on; write nothing
             raise TrainingError(f"training {model} diverged in epoch {epoch}: the loss is {loss_sum} "
@@ -259,6 +259,8 @@ class _EpochLoop:
             net, prepare, opt, batch_sched, gen, x, y)
         self.bs, self.smoothing, self.channels_last = recipe.batch_size, recipe.label_smoothing, recipe.channels_last
         self.augment = AUGMENTATIONS[recipe.augment] if recipe.augment else None
+        self.tail_augment = AUGMENTATIONS[recipe.augment_tail_with] if recipe.augment_tail_with else self.augment
+        self.tail_share = recipe.augment_tail_share
         self.ema, self.ema_decay, self.ema_steps = (copy.deepcopy(net) if recipe.ema else None), recipe.ema, 0
 
     def model(self):
@@ -279,13 +281,14 @@ class _EpochLoop:
                 else:
                     e.copy_(w)
 
-    def run_epoch(self, bar, augment_share: float = 1.0) -> tuple[float, float]:
-        """(summed loss, correct count) over the epoch; ``augment_share`` of the images (a fresh random pick
-        per batch) are augmented, the rest train as they are."""
+    def run_epoch(self, bar, tail: bool = False) -> tuple[float, float]:
+        """(summed loss, correct count) over the epoch. Every image is augmented, except in the recipe's
+        tail: there only its share (a fresh random pick per batch), with the tail's augmentation."""
         import torch
         import torch.nn.functional as F
 
         net, dev, n, bs = self.net, self.x.device, len(self.x), self.bs
+        augment, augment_share = (self.tail_augment, self.tail_share) if tail else (self.augment, 1.0)
         steps = (n + bs - 1) // bs
         net.train()
         perm = torch.randperm(n, generator=self.gen, device=dev)
@@ -293,11 +296,11 @@ class _EpochLoop:
         for s in range(steps):
             idx = perm[s * bs:(s + 1) * bs]
             x = self.x[idx].float() / 255.0
-            if self.augment and augment_share >= 1.0:
-                x = self.augment(x, self.gen)
-            elif self.augment and augment_share > 0.0:
+            if augment and augment_share >= 1.0:
+                x = augment(x, self.gen)
+            elif augment and augment_share > 0.0:
                 pick = torch.rand(len(x), generator=self.gen, device=self.gen.device).to(dev) < augment_share
-                x = torch.where(pick.view(-1, 1, 1, 1), self.augment(x, self.gen), x)
+                x = torch.where(pick.view(-1, 1, 1, 1), augment(x, self.gen), x)
             y = self.y[idx]
             x = self.prepare(x)
             if self.channels_last:

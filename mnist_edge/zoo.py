@@ -35,6 +35,7 @@ class Recipe:
     augment: str | None = None  # name in mnist_edge.augment.AUGMENTATIONS
     augment_tail: int = 0  # the final epochs augment only a share of the images ...
     augment_tail_share: float = 0.0  # ... this share (0: train on the digits as they are)
+    augment_tail_with: str | None = None  # ... with this augmentation instead of ``augment`` (None: the same)
     val_size: int = 0  # images held out of the 60k training set for validation
     split_seed: int | None = None  # seed of that split; None: the training seed (then every seed holds out others)
     select: str = "final"  # "final" epoch, or "val_loss": checkpoint with the lowest validation loss

@@ -180,6 +180,35 @@ def test_the_augment_tail_augments_only_its_share_in_the_last_epochs(mnist_dir, 
     assert calls == [128, 128] + [128] * tail_calls  # epoch 1 augments every batch, the tail only its share
 
 
+def test_the_tail_can_augment_with_another_augmentation(mnist_dir, monkeypatch):
+    import dataclasses
+
+    from mnist_edge import augment, zoo
+
+    calls = []
+    for name in ("edge", "edge_strokes"):
+        monkeypatch.setitem(augment.AUGMENTATIONS, name, lambda x, gen, name=name: calls.append(name) or x)
+    spec = zoo.MODELS["mlp"]
+    monkeypatch.setitem(zoo.MODELS, "mlp", dataclasses.replace(spec, recipe=dataclasses.replace(
+        spec.recipe, augment="edge", augment_tail=1, augment_tail_share=1.0, augment_tail_with="edge_strokes")))
+    train("mlp", data_dir=mnist_dir, epochs=2, batch_size=128, limit_train=256, seed=0, plot=False,
+          test_each_epoch=False)
+    assert calls == ["edge", "edge", "edge_strokes", "edge_strokes"]
+
+
+def test_edge_strokes_only_thins_or_thickens():
+    from mnist_edge.augment import cross_morph, edge_strokes
+
+    x = torch.zeros(400, 1, 28, 28)
+    x[:, :, 10:18, 12:16] = 1.0
+    out = edge_strokes(x, torch.Generator().manual_seed(0))
+    thin, thick = cross_morph(x, dilate=False), cross_morph(x, dilate=True)
+    kind = [0 if torch.equal(o, a) else 1 if torch.equal(o, t) else 2 if torch.equal(o, k) else 3
+            for o, a, t, k in zip(out, x, thin, thick)]
+    assert 3 not in kind  # nothing warped or noisy: each image is as it was, thinned or thickened
+    assert 200 < kind.count(0) < 360 and 20 < kind.count(1) < 100 and 20 < kind.count(2) < 100
+
+
 def test_train_variant_script_types_settings_and_names_the_valid_keys():
     import importlib.util
     from pathlib import Path
