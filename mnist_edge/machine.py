@@ -168,6 +168,17 @@ def int8_support(family: str | None, flags) -> tuple[bool | None, str]:
     return False, "CPU has no VNNI" + (" (AVX2 only)" if "avx2" in flags else "")
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX-512 BF16 and AMX; ARM's FEAT_BF16
+
+
+def native_bf16() -> tuple[bool, str]:
+    """(whether this CPU computes bfloat16 in hardware, which flag says so or that none does): bf16
+    autocast pays only there; elsewhere oneDNN emulates it, slower than float32."""
+    cpu = describe_cpu(platform.machine(), _read("/proc/cpuinfo") or "", hwcaps.read_auxv())
+    found = [f for f in BF16_FLAGS if f in cpu["flags"]]
+    return (True, f"CPU has {found[0]}") if found else (False, "CPU has no native bf16 (avx512_bf16, amx_bf16 or bf16)")
+
+
 def decode_throttled(value: int) -> list[str]:
     """The set bits of ``vcgencmd get_throttled`` in words (empty: never throttled since boot)."""
     return [text for bit, text in THROTTLE_BITS.items() if value >> bit & 1]

@@ -31,6 +31,7 @@ class Recipe:
     nesterov: bool = False
     label_smoothing: float = 0.0
     channels_last: bool = False  # NHWC activations (oneDNN's faster layout for these convolutions)
+    bf16: bool = False  # forward and backward under bfloat16 autocast where the device has it in hardware
     ema: float = 0.0  # > 0: the model is the exponential moving average of the weights (this decay per step)
     augment: str | None = None  # name in mnist_edge.augment.AUGMENTATIONS
     augment_tail: int = 0  # the final epochs augment only a share of the images ...

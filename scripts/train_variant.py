@@ -46,7 +46,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--data", default=None, help="MNIST folder (default: $MNIST_EDGE_DATA or the cache)")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # KEY=VALUE may come after the options, as in the examples above
     spec = zoo.get_spec(args.model)
     recipe = dataclasses.replace(spec.recipe, **parse_settings(spec.recipe, args.settings))
     zoo.MODELS[spec.name] = dataclasses.replace(spec, recipe=recipe)

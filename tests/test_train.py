@@ -222,3 +222,48 @@ def test_train_variant_script_types_settings_and_names_the_valid_keys():
         "epochs": 80, "augment_tail_share": 0.25, "nesterov": False, "split_seed": 3}
     with pytest.raises(SystemExit, match="expected KEY=VALUE with KEY one of optimizer, lr, .*augment_tail"):
         mod.parse_settings(recipe, ["epoch=80"])
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_bf16_recipe_autocasts_only_where_the_cpu_has_bf16(mnist_dir, monkeypatch, tmp_path, native):
+    import dataclasses
+
+    from mnist_edge import machine, zoo
+
+    monkeypatch.setattr(machine, "native_bf16", lambda: (native, "stub CPU"))
+    spec = zoo.MODELS["cnn_small_1conv"]
+    monkeypatch.setitem(zoo.MODELS, spec.name, dataclasses.replace(spec, recipe=dataclasses.replace(
+        spec.recipe, bf16=True)))
+    seen, lines = [], []
+    from mnist_edge import models
+    build = models.build_edge_model
+
+    def spy(s):  # records, call by call, whether the network computes under autocast
+        e = build(s)
+        e.net.register_forward_pre_hook(lambda mod, args: seen.append(torch.is_autocast_enabled("cpu")))
+        return e
+
+    monkeypatch.setattr(models, "build_edge_model", spy)
+    r = train(spec.name, data_dir=mnist_dir, epochs=1, limit_train=256, seed=0, out=tmp_path / "c.pt", plot=False,
+              log=lines.append)
+    train_calls = seen[:2]  # 256 images at batch 64: the training steps come first, then the test pass
+    assert all(train_calls) == native and not seen[-1]  # evaluation always runs in float32
+    assert read_checkpoint(r.checkpoint)["metrics"]["precision"] == ("bf16 autocast" if native else "float32")
+    assert any(line.startswith("precision: " + ("bf16 autocast" if native else "float32")) for line in lines)
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch):
+    from mnist_edge import machine
+
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    for flags, expected in (("avx2 avx512f avx512_bf16", True), ("avx2 amx_bf16", True), ("avx2 avx512f", False)):
+        monkeypatch.setattr(machine, "_read", lambda path, f=flags: f"vendor_id : X\nmodel name : X\nflags : {f}\n")
+        assert machine.native_bf16()[0] is expected
+
+
+def test_the_fast_recipe_scores_the_test_set_once_and_the_seed_recipe_every_epoch(mnist_dir):
+    fast = train("mlp", data_dir=mnist_dir, recipe="fast", epochs=2, limit_train=512, seed=0, plot=False)
+    seed = train("mlp", data_dir=mnist_dir, epochs=2, limit_train=512, seed=0, plot=False)
+    assert ["test_acc" in h for h in fast.history] == [False, False] and 10 < fast.test_accuracy <= 100
+    assert ["test_acc" in h for h in seed.history] == [True, True]
+    assert seed.test_accuracy == seed.history[-1]["test_acc"]  # the final pass is the last epoch's
