@@ -7,7 +7,7 @@
 ``edge`` is ours, for the edge model: digits as they come from a camera or a canvas rather than MNIST's
 centred ones. One affine warp (rotation ±15°, scale 0.85-1.15, shift ±2 px), then on some images a stroke
 thinned or thickened by one pixel (grey erosion/dilation, 3x3 cross) and Gaussian noise. ``edge_strokes``
-is its stroke changes alone.
+is its stroke changes alone, ``edge_nowarp`` the stroke changes and the noise.
 """
 
 from __future__ import annotations
@@ -66,9 +66,13 @@ def edge(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     scale = 0.85 + 0.3 * u[:, 1]
     shift = u[:, 2:4] * 4.0 - 2.0
     x = _warp(x, angle, scale, shift)
-    x = _restroke(x, u[:, 4])
-    sigma = torch.where(u[:, 5] < 0.3, u[:, 6] * (40.0 / 255.0), 0.0).view(n, 1, 1, 1)
-    noise = torch.randn(x.shape, generator=generator, device=generator.device).to(dev)
+    return _noisy(_restroke(x, u[:, 4]), u[:, 5:7], generator)
+
+
+def _noisy(x: torch.Tensor, u: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per image, by its two uniform draws ``u`` [N, 2]: on 30%, Gaussian noise of sigma up to 40/255."""
+    sigma = torch.where(u[:, 0] < 0.3, u[:, 1] * (40.0 / 255.0), 0.0).view(-1, 1, 1, 1)
+    noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
     return (x + sigma * noise).clamp_(0.0, 1.0)
 
 
@@ -79,4 +83,10 @@ def edge_strokes(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return _restroke(x, u)
 
 
-AUGMENTATIONS = {"seed002": seed002, "edge": edge, "edge_strokes": edge_strokes}
+def edge_nowarp(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``edge`` without its warp: strokes thinned or thickened and noise, on digits left where they are."""
+    u = torch.rand(x.shape[0], 3, generator=generator, device=generator.device).to(x.device)
+    return _noisy(_restroke(x, u[:, 0]), u[:, 1:3], generator)
+
+
+AUGMENTATIONS = {"seed002": seed002, "edge": edge, "edge_strokes": edge_strokes, "edge_nowarp": edge_nowarp}

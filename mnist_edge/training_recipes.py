@@ -20,12 +20,13 @@ _ADAMW = dict(optimizer="adamw", schedule="onecycle", warmup=0.2, weight_decay=1
 FAST: dict[str, Recipe] = {
     "cnn_small": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=4, channels_last=True,
                         notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 4 epochs, channels-last"),
-    "cnn_small_1conv": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=5,
-                              notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 5 epochs"),
+    "cnn_small_1conv": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=5, channels_last=True, bf16=True,
+                              notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 5 epochs, channels-last, "
+                                    "bf16 autocast"),
     "mlp": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=3,
                   notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 3 epochs"),
-    "cnn": Recipe(**_ADAMW, lr=3e-3, batch_size=128, epochs=2, channels_last=True,
-                  notes="fast: AdamW one-cycle peaking at 3e-3, batch 128, 2 epochs, channels-last"),
+    "cnn": Recipe(**_ADAMW, lr=3e-3, batch_size=128, epochs=2, channels_last=True, bf16=True,
+                  notes="fast: AdamW one-cycle peaking at 3e-3, batch 128, 2 epochs, channels-last, bf16 autocast"),
     "bn_cnn": Recipe(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
                      schedule="onecycle", warmup=0.25, batch_size=256, epochs=6, label_smoothing=0.1,
                      augment="seed002", channels_last=True,
@@ -33,8 +34,8 @@ FAST: dict[str, Recipe] = {
                            "0.1, the seed's augmentation, channels-last"),
     "lenet5": Recipe(**_ADAMW, lr=4e-3, batch_size=128, epochs=1,
                      notes="fast: AdamW one-cycle peaking at 4e-3, batch 128, 1 epoch"),
-    "lenet5_mod": Recipe(**_ADAMW, lr=3e-3, batch_size=64, epochs=2, channels_last=True,
-                         notes="fast: AdamW one-cycle peaking at 3e-3, batch 64, 2 epochs, channels-last"),
+    "lenet5_mod": Recipe(**_ADAMW, lr=3e-3, batch_size=64, epochs=2, channels_last=True, bf16=True,
+                         notes="fast: AdamW one-cycle peaking at 3e-3, batch 64, 2 epochs, channels-last, bf16 autocast"),
     "mlp_wide": Recipe(**_ADAMW, lr=2e-3, batch_size=128, epochs=5,
                        notes="fast: AdamW one-cycle peaking at 2e-3, batch 128, 5 epochs (the seed's dropout "
                              "0.2 stays; no validation split: the final epoch is the model)"),

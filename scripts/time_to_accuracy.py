@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 
-def run_one(model: str, recipe: str, seed: int, threads: int | None, epochs: int | None = None) -> dict:
+def run_one(model: str, recipe: str, seed: int, threads: int | None, epochs: int | None = None,
+            sweep: str | None = None) -> dict:
     from mnist_edge.training_recipes import recipe_for
     from mnist_edge.zoo import get_spec
 
@@ -54,7 +55,9 @@ def run_one(model: str, recipe: str, seed: int, threads: int | None, epochs: int
     row = {"model": model, "recipe": recipe, "seed": seed, "accuracy": m["test_accuracy"],
            "selected": m["selected"], "wall_s": round(wall, 1), "train_s": m["train_seconds"],
            "threads": m["threads"], "other_load_cores": m.get("other_load_cores"),
-           "device_name": m["device_name"]}
+           "device_name": m["device_name"], "precision": m.get("precision", "float32")}
+    if sweep:
+        row["sweep"] = sweep
     full = recipe_for(get_spec(model), recipe).epochs
     if epochs and epochs < full:
         epoch_s = statistics.mean(h["seconds"] for h in history)
@@ -69,18 +72,19 @@ def table(rows: list[dict]) -> str:
     out = ["| model | documented | recipe | seeds | accuracy: mean (min-max) | wall time: mean (min-max) | "
            "others' load (cores) |", "|---|---|---|---|---|---|---|"]
 
-    def key(r):  # estimated and full runs of a recipe are separate rows, never averaged together
-        return r["model"], r["recipe"], "epochs_run" in r
+    def key(r):  # estimated and full runs, and runs of different sweeps, are separate rows, never averaged
+        return r["model"], r["recipe"], "epochs_run" in r, r.get("sweep") or ""
 
-    for model, recipe, est in sorted({key(r) for r in rows}, key=lambda k: (k[0], k[1] != "seed", k[2])):
-        rs = [r for r in rows if key(r) == (model, recipe, est)]
+    for model, recipe, est, sweep in sorted({key(r) for r in rows}, key=lambda k: (k[0], k[3], k[1] != "seed", k[2])):
+        rs = [r for r in rows if key(r) == (model, recipe, est, sweep)]
         acc, wall = [r["accuracy"] for r in rs if r["accuracy"] is not None], [r["wall_s"] for r in rs]
         load = [r["other_load_cores"] for r in rs if r["other_load_cores"] is not None]
         doc = get_spec(model).documented_accuracy
         estimated = [r for r in rs if "epochs_run" in r]
         how = f" (estimated from {estimated[0]['epochs_run']} of {estimated[0]['recipe_epochs']} epochs)" if estimated else ""
         acc_cell = f"{statistics.mean(acc):.2f}% ({min(acc):.2f}-{max(acc):.2f})" if acc else "not run in full"
-        out.append(f"| {model} | {f'{doc:.2f}%' if doc else '-'} | {recipe} | {len(rs)} | {acc_cell} | "
+        name = f"{recipe} ({sweep})" if sweep else recipe
+        out.append(f"| {model} | {f'{doc:.2f}%' if doc else '-'} | {name} | {len(rs)} | {acc_cell} | "
                    f"{statistics.mean(wall):.0f} s ({min(wall):.0f}-{max(wall):.0f}){how} | "
                    f"{max(load) if load else '-'} |")
     return "\n".join(out)
@@ -95,13 +99,14 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, help="run only the first N epochs and estimate the whole recipe's time")
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--table", action="store_true", help="print the table of --json and exit")
+    ap.add_argument("--sweep", help="a name for this sweep's rows: the table never averages them with others")
     args = ap.parse_args()
     rows = json.loads(args.json.read_text()) if args.json.exists() else []
     if not args.table:
         for seed in args.seeds:
             for model in args.models:
                 for recipe in args.recipes:
-                    row = run_one(model, recipe, seed, args.threads, args.epochs)
+                    row = run_one(model, recipe, seed, args.threads, args.epochs, args.sweep)
                     print(json.dumps(row), flush=True)
                     rows.append(row)
                     tmp = args.json.with_name(args.json.name + ".tmp")
