@@ -133,7 +133,7 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
     from mnist_edge.data import require_splits
     from mnist_edge.extras import require
     from mnist_edge.machine import usable_cores
-    from mnist_edge.torchrun import bounded_openmp_spin
+    from mnist_edge.torchrun import bounded_openmp_spin, keep_freed_memory
     from mnist_edge.zoo import get_spec
 
     spec = get_spec(model)
@@ -153,6 +153,7 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
         log(f"{spec.name}: {recipe_name if spec.seed_file else 'its own'} recipe, {recipe.epochs} epochs of batch {recipe.batch_size} on {device}; "
             "loading torch and MNIST ...")
     bounded_openmp_spin()  # before torch loads OpenMP: idle threads spin briefly, then sleep (see torchrun)
+    keep_freed_memory()  # freed activations are reused, not page-faulted in again every step (see torchrun)
     require("train", "training", ("torch",))
     import torch
 
