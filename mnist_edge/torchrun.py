@@ -83,8 +83,8 @@ def keep_freed_memory() -> bool:
 
     A training step allocates and frees the same activation buffers, hundreds of kB to a few MB each, every
     step. With glibc's default (adaptive) thresholds many of them are mmap'ed fresh or trimmed away on free,
-    so each step touches new pages and the kernel zero-fills them again: 3.1 million page faults in
-    cnn_small_1conv's 25 s fast recipe, 1.4 million in lenet5_mod's. With freed memory kept (these two
+    so each step touches new pages and the kernel zero-fills them again: 3.1-6.2 million page faults in
+    a 20-32 s run of cnn_small_1conv's fast recipe, 1.4 million in lenet5_mod's. With freed memory kept (these two
     ``mallopt`` settings, the same as ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=...:trim_threshold=...``)
     both ran with about 100,000. The process keeps its peak heap until it exits, which for training is
     what it holds at every step anyway. Numerics are unchanged.
