@@ -85,17 +85,17 @@ def edge_strokes(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return _restroke(x, u)
 
 
-def edge_nowarp(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """``edge`` without its warp: strokes thinned or thickened and noise, on digits left where they are."""
+def edge_nowarp(x: torch.Tensor, generator: torch.Generator, noise_share: float = 0.3) -> torch.Tensor:
+    """``edge`` without its warp: strokes thinned or thickened and noise (on ``noise_share`` of the images),
+    on digits left where they are."""
     u = torch.rand(x.shape[0], 3, generator=generator, device=generator.device).to(x.device)
-    return _noisy(_restroke(x, u[:, 0]), u[:, 1:3], generator)
+    return _noisy(_restroke(x, u[:, 0]), u[:, 1:3], generator, share=noise_share)
 
 
 def edge_nowarp_light(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """``edge_nowarp`` with noise on 10% of the images instead of 30%: the stroke changes in full, and just
     enough noise that a tail of it does not forget noisy digits."""
-    u = torch.rand(x.shape[0], 3, generator=generator, device=generator.device).to(x.device)
-    return _noisy(_restroke(x, u[:, 0]), u[:, 1:3], generator, share=0.1)
+    return edge_nowarp(x, generator, noise_share=0.1)
 
 
 AUGMENTATIONS = {"seed002": seed002, "edge": edge, "edge_strokes": edge_strokes, "edge_nowarp": edge_nowarp,
