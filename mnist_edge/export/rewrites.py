@@ -28,7 +28,9 @@ input channel is slow; the first conv in float with the last Gemm quantized, wit
 out of the quantized op types: 0.83-0.90x against the shipped 0.78x in the same runs; the last Gemm with int8
 weights and an int32 bias but no output Q, which onnxruntime fuses into one QGemm writing float logits (one
 node fewer than ``DQ -> Gemm``): 1.00x [0.99, 1.00] of the shipped recipe's time at batch 1. Running the int8
-file without onnxruntime's layout optimizations (``ORT_ENABLE_EXTENDED``) made it 1.21x slower.
+file without onnxruntime's layout optimizations (``ORT_ENABLE_EXTENDED``) made it 1.21x slower. A newer
+onnxruntime does not close the gap: the shipped files under 1.32.0 gave 0.79x [0.79, 0.79] at batch 1, against
+0.76x [0.76, 0.76] under 1.31.1 in the same minutes (``scripts/compare_latency.py``; 0.63x at batch 64 in both).
 
 The rewrites keep every node name, so a recipe's ``keep_float`` selectors mean the same nodes before and after.
 Needs ``onnx`` (and numpy); never torch.
