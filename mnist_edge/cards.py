@@ -275,7 +275,7 @@ def int8_recipe_lines(manifest: dict) -> list[str]:
         return []
     q = manifest["files"][A.INT8]["quantization"]
     changes = [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "relu_before_pool",
-                                       "nhwc_flatten", "percentile")
+                                       "nhwc_flatten", "pad_channels", "percentile")
                if q.get(k) not in (None, [], False) and (k != "percentile" or q["calibration_method"] == "percentile")]
     lines = ["", f"**int8 recipe** ({rec['source']}): " + (", ".join(changes) or "onnxruntime's defaults")
              + f". Recommended file: `{rec['recommended']}`."]

@@ -153,6 +153,68 @@ def test_layout_rewrites_are_exact_keep_node_names_and_name_the_valid_pools(tmp_
         QuantizeOptions(relu_before_pool=("Conv[0]",)).validate()
 
 
+def _conv_chain_graph(between=("Tanh", "AveragePool"), c_mid=6, c_out=16):
+    """x [n,1,8,8] -> Conv(1->c_mid) -> ``between`` ops -> Conv(c_mid->c_out) -> Relu -> flatten -> Gemm."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    size = 3 if "AveragePool" in between else 6  # 8 -> 6 (conv) -> 3 (pool) or 6
+    inits = [numpy_helper.from_array(rng.normal(size=(c_mid, 1, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(size=c_mid).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(size=(c_out, c_mid, 3, 3)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array([-1, c_out * (size - 2) ** 2], np.int64), "shape"),
+             numpy_helper.from_array(rng.normal(size=(4, c_out * (size - 2) ** 2)).astype(np.float32), "fc")]
+    nodes, t = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1")], "c1"
+    for k, op in enumerate(between):
+        attrs = {"kernel_shape": [2, 2], "strides": [2, 2]} if op.endswith("Pool") else {}
+        nodes.append(helper.make_node(op, [t], [f"m{k}"], name=f"mid{k}", **attrs))
+        t = f"m{k}"
+    nodes += [helper.make_node("Conv", [t, "w2"], ["c2"], name="conv2"),
+              helper.make_node("Relu", ["c2"], ["r"], name="relu"),
+              helper.make_node("Reshape", ["r", "shape"], ["f"], name="flat"),
+              helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits,
+                              value_info=[helper.make_tensor_value_info("c1", TensorProto.FLOAT, ["n", c_mid, 6, 6])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_channel_padding_is_exact_and_offered_only_where_zero_channels_stay_zero(tmp_path):
+    from onnx import numpy_helper
+
+    from mnist_edge.export.candidates import pad_variants
+    from mnist_edge.export.channel_pad import paddable_convs
+    from mnist_edge.export.rewrites import apply_rewrites
+
+    model = _conv_chain_graph()
+    assert paddable_convs(model) == ["Conv[1]"]
+    x = np.random.default_rng(3).normal(size=(4, 1, 8, 8)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    padded = onnx.ModelProto.FromString(model.SerializeToString())
+    apply_rewrites(padded, pad=("Conv[1]",))
+    onnx.checker.check_model(padded, full_check=True)
+    weights = {t.name: numpy_helper.to_array(t) for t in padded.graph.initializer}
+    assert weights["w1"].shape == (8, 1, 3, 3) and weights["b1"].shape == (8,) and weights["w2"].shape == (16, 8, 3, 3)
+    assert not weights["w2"][:, 6:].any() and not weights["w1"][6:].any() and not weights["b1"][6:].any()
+    assert [n.name for n in padded.graph.node] == [n.name for n in model.graph.node]
+    np.testing.assert_allclose(run(padded), run(model), rtol=1e-5, atol=1e-5)  # the unpadded graph is the oracle
+    with pytest.raises(UsageError, match=r"pad_channels Conv\[0\] is not a Conv whose input.*valid: Conv\[1\]"):
+        apply_rewrites(onnx.ModelProto.FromString(model.SerializeToString()), pad=("Conv[0]",))
+    # not offered: an op between that does not map 0 to 0, channels already in fours, too few output channels
+    assert paddable_convs(_conv_chain_graph(between=("Sigmoid",))) == []
+    assert paddable_convs(_conv_chain_graph(c_mid=8)) == [] and paddable_convs(_conv_chain_graph(c_out=12)) == []
+    # the search pads only a conv it quantizes
+    path = tmp_path / "g.onnx"
+    onnx.save(model, str(path))
+    assert [(n, o.pad_channels) for n, o in pad_variants(QuantizeOptions(), path)] == [("pad-channels", ("Conv[1]",))]
+    assert pad_variants(QuantizeOptions(keep_float=("Conv[1]",)), path) == []
+    assert pad_variants(QuantizeOptions(op_types=("Gemm",)), path) == []
+    opts = QuantizeOptions(pad_channels=("Conv[1]",))
+    assert QuantizeOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
+    with pytest.raises(UsageError, match="must be a list of Conv selectors"):
+        QuantizeOptions(pad_channels=("MaxPool[0]",)).validate()
+
+
 def test_the_cards_profile_table_has_one_row_per_op_and_names_what_the_optimizer_left():
     from mnist_edge.export.diagnose import profile_markdown
 

@@ -1,6 +1,6 @@
 """The int8 search's candidate recipes: what each stage of :mod:`mnist_edge.export.search` tries next from
 the recipe it has so far (one change at a time for speed, the exact layout rewrites that apply to the graph,
-the calibration methods) and how two recipes' changes combine. Needs onnx; never torch or onnxruntime.
+the channel padding, the calibration methods) and how two recipes' changes combine. Needs onnx; never torch or onnxruntime.
 """
 
 from __future__ import annotations
@@ -77,10 +77,23 @@ def layout_variants(base: QuantizeOptions, fp32_path) -> list[tuple[str, Quantiz
     return unique
 
 
+def pad_variants(base: QuantizeOptions, fp32_path) -> list[tuple[str, QuantizeOptions]]:
+    """Stage 4, after the layout rewrites: the input channels of every quantized Conv that
+    :mod:`mnist_edge.export.channel_pad` can pad, padded (none when no such Conv is quantized under ``base``)."""
+    import onnx
+
+    from mnist_edge.export.channel_pad import paddable_convs
+
+    quantized = not base.op_types or "Conv" in base.op_types
+    convs = [s for s in paddable_convs(onnx.load(str(fp32_path))) if quantized and s not in base.keep_float]
+    pad = tuple(dict.fromkeys(base.pad_channels + tuple(convs)))
+    return [("pad-channels", base.with_(pad_channels=pad))] if pad != base.pad_channels else []
+
+
 def merge(a: QuantizeOptions, b: QuantizeOptions) -> QuantizeOptions:
-    """``a`` with ``b``'s differences from the defaults applied (keep_float lists are joined)."""
+    """``a`` with ``b``'s differences from the defaults applied (selector lists are joined)."""
     changes = b.differences()
-    for key in ("keep_float", "relu_before_pool"):
+    for key in ("keep_float", "relu_before_pool", "pad_channels"):
         if key in changes:
             changes[key] = tuple(dict.fromkeys(getattr(a, key) + getattr(b, key)))
     return a.with_(**changes)

@@ -56,10 +56,11 @@ class QuantizeOptions:
     # exact float-graph rewrites first (mnist_edge.export.rewrites): "MaxPool[1]" -> Relu moved before it
     relu_before_pool: tuple = ()
     nhwc_flatten: bool = False  # flatten in NHWC order (fc weights permuted) so no Transpose precedes the QGemm
+    pad_channels: tuple = ()  # "Conv[1]": input channels zero-padded to a multiple of 4 (mnist_edge.export.channel_pad)
 
     def __post_init__(self):
         # JSON gives lists; the dataclass is frozen and hashable, so hold tuples
-        for name in ("keep_float", "op_types", "relu_before_pool"):
+        for name in ("keep_float", "op_types", "relu_before_pool", "pad_channels"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -91,6 +92,10 @@ class QuantizeOptions:
                 isinstance(s, str) and _SELECTOR.match(s) and s.startswith("MaxPool[") for s in self.relu_before_pool):
             raise UsageError(f"relu_before_pool {list(self.relu_before_pool)!r} must be a list of MaxPool selectors "
                              "such as 'MaxPool[1]'")
+        if not isinstance(self.pad_channels, tuple) or not all(
+                isinstance(s, str) and _SELECTOR.match(s) and s.startswith("Conv[") for s in self.pad_channels):
+            raise UsageError(f"pad_channels {list(self.pad_channels)!r} must be a list of Conv selectors such as "
+                             "'Conv[1]'")
         if not isinstance(self.op_types, tuple) or not all(isinstance(s, str) and s.isidentifier()
                                                            for s in self.op_types):
             raise UsageError(f"op_types {list(self.op_types)!r} must be a list of ONNX op types such as 'Conv'")
@@ -99,7 +104,7 @@ class QuantizeOptions:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["keep_float"], d["op_types"] = list(self.keep_float), list(self.op_types)
-        d["relu_before_pool"] = list(self.relu_before_pool)
+        d["relu_before_pool"], d["pad_channels"] = list(self.relu_before_pool), list(self.pad_channels)
         return d
 
     @classmethod
@@ -239,13 +244,14 @@ def float_graph(fp32_path, options: QuantizeOptions, workdir) -> Path:
     """The float graph the quantizer will see: ``fp32_path`` itself, or (in ``workdir``) it after the
     recipe's exact rewrites (:mod:`mnist_edge.export.rewrites`) and then quant_pre_process."""
     src = Path(fp32_path)
-    if options.relu_before_pool or options.nhwc_flatten:
+    if options.relu_before_pool or options.nhwc_flatten or options.pad_channels:
         import onnx
 
         from mnist_edge.export.rewrites import apply_rewrites
 
         model = onnx.load(os.fspath(src))
-        apply_rewrites(model, relu_pools=options.relu_before_pool, flatten=options.nhwc_flatten)
+        apply_rewrites(model, relu_pools=options.relu_before_pool, flatten=options.nhwc_flatten,
+                       pad=options.pad_channels)
         src = Path(workdir) / "rewritten.onnx"
         onnx.save(model, os.fspath(src))
     if not options.preprocess:

@@ -32,6 +32,9 @@ file without onnxruntime's layout optimizations (``ORT_ENABLE_EXTENDED``) made i
 onnxruntime does not close the gap: the shipped files under 1.32.0 gave 0.79x [0.79, 0.79] at batch 1, against
 0.76x [0.76, 0.76] under 1.31.1 in the same minutes (``scripts/compare_latency.py``; 0.63x at batch 64 in both).
 
+A third rewrite, the input channels of a conv padded for onnxruntime's fast int8 conv kernel, is in
+:mod:`mnist_edge.export.channel_pad`; :func:`apply_rewrites` applies all three.
+
 The rewrites keep every node name, so a recipe's ``keep_float`` selectors mean the same nodes before and after.
 Needs ``onnx`` (and numpy); never torch.
 """
@@ -46,7 +49,7 @@ FLATTEN_OPS = ("Reshape", "Flatten")
 DENSE_OPS = ("Gemm", "MatMul")
 
 
-def _selectors(nodes) -> dict[str, int]:
+def selector_index(nodes) -> dict[str, int]:
     """``{"MaxPool[0]": index in nodes, ...}`` (the same numbering as quantize.node_selectors)."""
     seen: dict[str, int] = {}
     out = {}
@@ -57,7 +60,7 @@ def _selectors(nodes) -> dict[str, int]:
     return out
 
 
-def _consumers(nodes, name: str) -> list[int]:
+def consumers(nodes, name: str) -> list[int]:
     return [i for i, n in enumerate(nodes) if name in n.input]
 
 
@@ -66,29 +69,32 @@ def swappable_pools(model) -> list[str]:
     nodes = list(model.graph.node)
     outputs = {o.name for o in model.graph.output}
     out = []
-    for sel, i in _selectors(nodes).items():
+    for sel, i in selector_index(nodes).items():
         node = nodes[i]
         if node.op_type != "MaxPool" or len(node.output) != 1 or node.output[0] in outputs:
             continue
-        users = _consumers(nodes, node.output[0])
+        users = consumers(nodes, node.output[0])
         if len(users) == 1 and nodes[users[0]].op_type == "Relu":
             out.append(sel)
     return out
 
 
-def relu_before_pool(model, selectors) -> None:
-    """Rewrite ``MaxPool -> Relu`` into ``Relu -> MaxPool`` for the MaxPools named by ``selectors`` (in place)."""
-    valid = swappable_pools(model)
+def require_valid(option: str, selectors, valid: list[str], what: str) -> None:
+    """A UsageError naming the ``selectors`` not in ``valid`` (``what`` they should have been) and the valid ones."""
     bad = [s for s in selectors if s not in valid]
     if bad:
-        raise UsageError(f"relu_before_pool {', '.join(bad)} is not a MaxPool followed only by a Relu in this graph; "
-                         f"valid: {', '.join(valid) or 'none'}")
+        raise UsageError(f"{option} {', '.join(bad)} is not {what} in this graph; valid: {', '.join(valid) or 'none'}")
+
+
+def relu_before_pool(model, selectors) -> None:
+    """Rewrite ``MaxPool -> Relu`` into ``Relu -> MaxPool`` for the MaxPools named by ``selectors`` (in place)."""
+    require_valid("relu_before_pool", selectors, swappable_pools(model), "a MaxPool followed only by a Relu")
     nodes = list(model.graph.node)
-    index = _selectors(nodes)
+    index = selector_index(nodes)
     for sel in selectors:
         i = index[sel]
         pool = nodes[i]
-        j = _consumers(nodes, pool.output[0])[0]
+        j = consumers(nodes, pool.output[0])[0]
         relu = nodes[j]
         source, middle, result = pool.input[0], pool.output[0], relu.output[0]
         relu.input[0], relu.output[0] = source, middle
@@ -104,7 +110,7 @@ def relu_before_pool(model, selectors) -> None:
         nodes[j].ParseFromString(a)
 
 
-def _constant(model, name: str):
+def initializer(model, name: str):
     for t in model.graph.initializer:
         if t.name == name:
             return t
@@ -132,11 +138,11 @@ def _flatten_sites(model) -> list[tuple[int, int, list[int]]]:
             continue
         if node.op_type == "Flatten" and any(a.name == "axis" and a.i != 1 for a in node.attribute):
             continue
-        users = _consumers(nodes, node.output[0])
+        users = consumers(nodes, node.output[0])
         if len(users) != 1 or nodes[users[0]].op_type not in DENSE_OPS:
             continue
         dense = nodes[users[0]]
-        if len(dense.input) < 2 or dense.input[0] != node.output[0] or _constant(model, dense.input[1]) is None:
+        if len(dense.input) < 2 or dense.input[0] != node.output[0] or initializer(model, dense.input[1]) is None:
             continue
         if dense.op_type == "Gemm" and any(a.name == "transA" and a.i for a in dense.attribute):
             continue
@@ -154,7 +160,7 @@ def nhwc_flatten(model) -> int:
     for i, d, (c, h, w) in reversed(sites):  # from the end, so earlier indices stay valid after each insert
         flat, dense = graph.node[i], graph.node[d]
         trans_b = dense.op_type == "Gemm" and any(a.name == "transB" and a.i for a in dense.attribute)
-        tensor = _constant(model, dense.input[1])
+        tensor = initializer(model, dense.input[1])
         weight = numpy_helper.to_array(tensor)
         rows = weight if trans_b else weight.T  # [out, C*H*W], each row ordered (c, h, w)
         rows = rows.reshape(len(rows), c, h, w).transpose(0, 2, 3, 1).reshape(len(rows), c * h * w)
@@ -171,8 +177,13 @@ def flatten_sites(model) -> int:
     return len(_flatten_sites(model))
 
 
-def apply_rewrites(model, *, relu_pools=(), flatten: bool = False) -> None:
-    """Apply the rewrites a recipe names to ``model`` (an onnx ModelProto, in place)."""
+def apply_rewrites(model, *, relu_pools=(), flatten: bool = False, pad=()) -> None:
+    """Apply the rewrites a recipe names to ``model`` (an onnx ModelProto, in place); ``pad``: Conv selectors
+    for :func:`mnist_edge.export.channel_pad.pad_channels`."""
+    if pad:
+        from mnist_edge.export.channel_pad import pad_channels
+
+        pad_channels(model, pad)
     if relu_pools:
         relu_before_pool(model, relu_pools)
     if flatten:

@@ -17,7 +17,9 @@ Stages, so a search costs a dozen trials rather than the whole product of option
 4. layout rewrites on that graph (:mod:`mnist_edge.export.rewrites`): the Relu moved before each MaxPool that
    follows a quantized node, the flatten done in NHWC order, and both; these remove the DQ -> float MaxPool
    -> Q round trips and the Transposes that onnxruntime's optimizer otherwise leaves at batch 1; each kept
-   only when it beats the current best head to head;
+   only when it beats the current best head to head; then, on the winner, the input channels of each
+   quantized conv padded to a multiple of four (:mod:`mnist_edge.export.channel_pad`: onnxruntime's fast
+   symmetric int8 conv kernel on x64 needs them in fours), kept only when it beats that;
 5. calibration on the chosen graph (Entropy, Percentile 99.99 / 99.999, Distribution): these change
    ranges, not the graph, so the one with the highest agreement wins (ties keep the current one);
 6. the chosen recipe is timed once more with ``CONFIRM_FACTOR`` times the repeats (stage "confirm"): the
@@ -44,7 +46,7 @@ import numpy as np
 from mnist_edge.errors import ExportError, UsageError
 from mnist_edge.export import gates as G
 from mnist_edge.export import ratio as R
-from mnist_edge.export.candidates import calibration_variants, layout_variants, merge, speed_variants
+from mnist_edge.export.candidates import calibration_variants, layout_variants, merge, pad_variants, speed_variants
 from mnist_edge.export.quantize import QuantizeOptions, float_graph, quantize_int8
 from mnist_edge.export.recipes import FP32_FILE, INT8_FILE, SCHEMA
 
@@ -267,6 +269,10 @@ def run_search(s: Searcher, base: QuantizeOptions, *, full: bool = True) -> Tria
         if any(x.options == o for x in s.trials):
             continue
         c = s.trial(f"{start.name}+{n}", "layout", o)
+        if s.beats(c, best):
+            best = c
+    for n, o in pad_variants(best.options, s.fp32):
+        c = s.trial(f"{best.name}+{n}", "layout", o)
         if s.beats(c, best):
             best = c
     chosen = best
