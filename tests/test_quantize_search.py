@@ -175,7 +175,9 @@ def _conv_chain_graph(between=("Tanh", "AveragePool"), c_mid=6, c_out=16):
               helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc", transB=1)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits,
-                              value_info=[helper.make_tensor_value_info("c1", TensorProto.FLOAT, ["n", c_mid, 6, 6])])
+                              value_info=[helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in
+                                          (("c1", ["n", c_mid, 6, 6]), ("w1", [c_mid, 1, 3, 3]), ("b1", [c_mid]),
+                                           ("w2", [c_out, c_mid, 3, 3]))])  # shapes as the exporter records them
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
@@ -193,6 +195,7 @@ def test_channel_padding_is_exact_and_offered_only_where_zero_channels_stay_zero
     padded = onnx.ModelProto.FromString(model.SerializeToString())
     apply_rewrites(padded, pad=("Conv[1]",))
     onnx.checker.check_model(padded, full_check=True)
+    onnx.shape_inference.infer_shapes(padded, check_type=True, strict_mode=True)  # what quantize_static runs
     weights = {t.name: numpy_helper.to_array(t) for t in padded.graph.initializer}
     assert weights["w1"].shape == (8, 1, 3, 3) and weights["b1"].shape == (8,) and weights["w2"].shape == (16, 8, 3, 3)
     assert not weights["w2"][:, 6:].any() and not weights["w1"][6:].any() and not weights["b1"][6:].any()

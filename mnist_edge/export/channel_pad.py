@@ -10,12 +10,14 @@ general int8 GEMM. cnn_small's second conv has 10 input channels, lenet5's 6.
 channels, up to the next multiple of four, and gives the conv feeding it as many extra output channels,
 with zero weights and zero bias. Exact: the extra channels are zero everywhere, and every op between the
 two convs maps zero to zero (Relu, Tanh, MaxPool, AveragePool), so they add nothing to any output. The
-price is a quarter to a half more multiply-adds in the two convs.
+price is a fifth (10 to 12 channels) to a third (6 to 8) more multiply-adds in the two convs.
 
-Measured on cnn_small (AMD EPYC with AVX-512 VNNI, onnxruntime 1.31.1, one thread, the shipped recipe with
-the second conv padded from 10 to 12 input channels; ``scripts/compare_latency.py``): 0.95x [0.95, 0.96] of
-the unpadded int8 file's p50 at batch 1 and 0.97x at batch 64, with a training job on both cores. The
-search (stage 4) times it on the machine it runs on and keeps it only where it wins.
+Measured on cnn_small (AMD EPYC with AVX-512 VNNI, onnxruntime 1.31.1, one thread, quiet; paired with
+``scripts/compare_latency.py``, 48 repeats): the recipe shipped before, with its second conv padded from 10 to
+12 input channels, took 0.74x [0.73, 0.75] of fp32's p50 at batch 1 against 0.78x [0.78, 0.78] unpadded, and
+0.60x against 0.64x at batch 64; onnxruntime's profiler put that QLinearConv at 12 us a call instead of about
+25. The search (stage 4) times it on the machine it runs on and keeps it only where it wins: it did for
+cnn_small and lenet5, not for lenet5_mod (whose QOperator recipe already ran faster).
 
 Node names and order are unchanged, so recipe selectors mean the same nodes before and after. Needs
 ``onnx`` and numpy; never torch.
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_edge.export.rewrites import consumers, initializer, require_valid, selector_index
+from mnist_edge.export.onnx_graph import consumers, initializer, require_valid, selector_index
 
 MULTIPLE = 4  # MLAS's x64 symmetric conv kernels: input (and output) channels in fours
 MIN_OUTPUT_CHANNELS = 16  # ... and at least one 16-channel filter pack
@@ -109,11 +111,12 @@ def pad_channels(model, selectors) -> None:
         extra = -c_in % MULTIPLE
         j, path = _feeding_conv(model, nodes, conv.input[0])
         source = nodes[j]
-        _pad(model, source.input[1], 0, extra)
+        padded = [(source.input[1], 0), (conv.input[1], 1)]
         if len(source.input) > 2 and source.input[2]:
-            _pad(model, source.input[2], 0, extra)
-        _pad(model, conv.input[1], 1, extra)
-        stale.update(path)
-    # the padded tensors' recorded shapes (the exporter's value_info) now have the wrong channel count
+            padded.append((source.input[2], 0))
+        for name, axis in padded:
+            _pad(model, name, axis, extra)
+        stale.update(path + [name for name, _ in padded])
+    # the padded tensors' recorded shapes (the exporter's value_info, weights included) no longer hold
     for v in [v for v in model.graph.value_info if v.name in stale]:
         model.graph.value_info.remove(v)

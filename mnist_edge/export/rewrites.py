@@ -43,25 +43,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_edge.errors import UsageError
+from mnist_edge.export.channel_pad import pad_channels
+from mnist_edge.export.onnx_graph import consumers, initializer, require_valid, selector_index
 
 FLATTEN_OPS = ("Reshape", "Flatten")
 DENSE_OPS = ("Gemm", "MatMul")
-
-
-def selector_index(nodes) -> dict[str, int]:
-    """``{"MaxPool[0]": index in nodes, ...}`` (the same numbering as quantize.node_selectors)."""
-    seen: dict[str, int] = {}
-    out = {}
-    for i, node in enumerate(nodes):
-        k = seen.get(node.op_type, 0)
-        seen[node.op_type] = k + 1
-        out[f"{node.op_type}[{k}]"] = i
-    return out
-
-
-def consumers(nodes, name: str) -> list[int]:
-    return [i for i, n in enumerate(nodes) if name in n.input]
 
 
 def swappable_pools(model) -> list[str]:
@@ -77,13 +63,6 @@ def swappable_pools(model) -> list[str]:
         if len(users) == 1 and nodes[users[0]].op_type == "Relu":
             out.append(sel)
     return out
-
-
-def require_valid(option: str, selectors, valid: list[str], what: str) -> None:
-    """A UsageError naming the ``selectors`` not in ``valid`` (``what`` they should have been) and the valid ones."""
-    bad = [s for s in selectors if s not in valid]
-    if bad:
-        raise UsageError(f"{option} {', '.join(bad)} is not {what} in this graph; valid: {', '.join(valid) or 'none'}")
 
 
 def relu_before_pool(model, selectors) -> None:
@@ -108,13 +87,6 @@ def relu_before_pool(model, selectors) -> None:
         a, b = nodes[i].SerializeToString(), nodes[j].SerializeToString()
         nodes[i].ParseFromString(b)
         nodes[j].ParseFromString(a)
-
-
-def initializer(model, name: str):
-    for t in model.graph.initializer:
-        if t.name == name:
-            return t
-    return None
 
 
 def _flatten_sites(model) -> list[tuple[int, int, list[int]]]:
@@ -181,8 +153,6 @@ def apply_rewrites(model, *, relu_pools=(), flatten: bool = False, pad=()) -> No
     """Apply the rewrites a recipe names to ``model`` (an onnx ModelProto, in place); ``pad``: Conv selectors
     for :func:`mnist_edge.export.channel_pad.pad_channels`."""
     if pad:
-        from mnist_edge.export.channel_pad import pad_channels
-
         pad_channels(model, pad)
     if relu_pools:
         relu_before_pool(model, relu_pools)
