@@ -268,16 +268,22 @@ def _ratio(r: dict | None) -> str:
     return f"{r['ratio']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]" if r else "-"
 
 
+FORMAT_NAMES = {"qdq": "QDQ", "qoperator": "QOperator"}  # onnxruntime's QuantFormat names
+
+
 def int8_recipe_lines(manifest: dict) -> list[str]:
     """The int8 recipe the search chose, its verdict and measured ratios (from the manifest)."""
     rec = manifest.get("int8_recipe")
     if not rec:
         return []
     q = manifest["files"][A.INT8]["quantization"]
-    changes = [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "relu_before_pool",
-                                       "nhwc_flatten", "pad_channels", "percentile")
-               if q.get(k) not in (None, [], False) and (k != "percentile" or q["calibration_method"] == "percentile")]
-    lines = ["", f"**int8 recipe** ({rec['source']}): " + (", ".join(changes) or "onnxruntime's defaults")
+    method = q.get("calibration_method", "minmax")
+    changes = [f"{FORMAT_NAMES.get(q.get('quant_format', 'qdq'), q.get('quant_format'))}, {q.get('activation_type', 'int8')} activations, "
+               f"{q.get('weight_type', 'int8')} weights per {'channel' if q.get('per_channel', True) else 'tensor'}, "
+               + (f"percentile {q.get('percentile')}" if method == "percentile" else method) + " calibration"]
+    changes += [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "relu_before_pool",
+                                        "nhwc_flatten", "pad_channels") if q.get(k) not in (None, [], False)]
+    lines = ["", f"**int8 recipe** ({rec['source']}): " + ", ".join(changes)
              + f". Recommended file: `{rec['recommended']}`."]
     if rec.get("verdict"):
         ratios = (rec.get("chosen") or {}).get("ratios") or {}

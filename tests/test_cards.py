@@ -136,3 +136,24 @@ def test_recipe_notes_count_a_setting_the_checkpoint_predates_as_its_default():
     trained = {k: v for k, v in asdict(spec.recipe).items() if k != "augment_tail"}  # an older checkpoint
     assert "augment_tail 0 (registry: 10)" in cards._recipe_notes(trained, spec)
     assert cards._recipe_notes({**trained, "augment_tail": 10}, spec) == spec.recipe.notes
+
+
+def test_the_card_names_every_choice_of_the_int8_recipe():
+    from mnist_edge import artifacts as A
+    from mnist_edge.cards import int8_recipe_lines
+
+    def line(**q):
+        manifest = {"int8_recipe": {"source": "registry:x.json", "recommended": "model.int8.onnx"},
+                    "files": {A.INT8: {"quantization": q}}}
+        return int8_recipe_lines(manifest)[1]
+
+    text = line(quant_format="qoperator", activation_type="uint8", weight_type="int8", per_channel=False,
+                calibration_method="percentile", percentile=99.99, keep_float=["Conv[0]"], pad_channels=["Conv[1]"],
+                nhwc_flatten=True, reduce_range=False, relu_before_pool=[])
+    assert text.startswith("**int8 recipe** (registry:x.json): QOperator, uint8 activations, int8 weights per tensor, "
+                           "percentile 99.99 calibration, keep_float ['Conv[0]'], nhwc_flatten True, "
+                           "pad_channels ['Conv[1]']."), text
+    assert "reduce_range" not in text and "relu_before_pool" not in text  # defaults are not listed
+    assert "QDQ, int8 activations, int8 weights per channel, entropy calibration." in line(
+        quant_format="qdq", activation_type="int8", weight_type="int8", per_channel=True, calibration_method="entropy",
+        percentile=99.999)
