@@ -278,11 +278,13 @@ def int8_recipe_lines(manifest: dict) -> list[str]:
         return []
     q = manifest["files"][A.INT8]["quantization"]
     method = q.get("calibration_method", "minmax")
-    changes = [f"{FORMAT_NAMES.get(q.get('quant_format', 'qdq'), q.get('quant_format'))}, {q.get('activation_type', 'int8')} activations, "
+    fmt = FORMAT_NAMES.get(q.get("quant_format", "qdq"), q.get("quant_format"))
+    changes = [f"{fmt}, {q.get('activation_type', 'int8')} activations, "
                f"{q.get('weight_type', 'int8')} weights per {'channel' if q.get('per_channel', True) else 'tensor'}, "
                + (f"percentile {q.get('percentile')}" if method == "percentile" else method) + " calibration"]
     changes += [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "relu_before_pool",
-                                        "nhwc_flatten", "pad_channels") if q.get(k) not in (None, [], False)]
+                                        "nhwc_flatten", "pad_channels", "pool_before_activation")
+                if q.get(k) not in (None, [], False)]
     lines = ["", f"**int8 recipe** ({rec['source']}): " + ", ".join(changes)
              + f". Recommended file: `{rec['recommended']}`."]
     if rec.get("verdict"):

@@ -158,7 +158,7 @@ def _conv_chain_graph(between=("Tanh", "AveragePool"), c_mid=6, c_out=16):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(2)
-    size = 3 if "AveragePool" in between else 6  # 8 -> 6 (conv) -> 3 (pool) or 6
+    size = 3 if any(op.endswith("Pool") for op in between) else 6  # 8 -> 6 (conv) -> 3 (pool) or 6
     inits = [numpy_helper.from_array(rng.normal(size=(c_mid, 1, 3, 3)).astype(np.float32), "w1"),
              numpy_helper.from_array(rng.normal(size=c_mid).astype(np.float32), "b1"),
              numpy_helper.from_array(rng.normal(size=(c_out, c_mid, 3, 3)).astype(np.float32), "w2"),
@@ -216,6 +216,39 @@ def test_channel_padding_is_exact_and_offered_only_where_zero_channels_stay_zero
     assert QuantizeOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
     with pytest.raises(UsageError, match="must be a list of Conv selectors"):
         QuantizeOptions(pad_channels=("MaxPool[0]",)).validate()
+
+
+def test_a_pool_after_a_float_conv_moves_before_its_activation_exactly(tmp_path):
+    from mnist_edge.export.candidates import float_side_pools, speed_variants
+    from mnist_edge.export.rewrites import apply_rewrites, pools_after_activation
+
+    x = np.random.default_rng(4).normal(size=(4, 1, 8, 8)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    for act in ("Relu", "Tanh"):
+        model = _conv_chain_graph(between=(act, "MaxPool"), c_mid=8)
+        assert pools_after_activation(model) == ["MaxPool[0]"]
+        moved = onnx.ModelProto.FromString(model.SerializeToString())
+        apply_rewrites(moved, pools_first=("MaxPool[0]",))
+        onnx.checker.check_model(moved, full_check=True)
+        onnx.shape_inference.infer_shapes(moved, check_type=True, strict_mode=True)
+        assert [(n.op_type, n.name) for n in moved.graph.node][:3] == [("Conv", "conv1"), ("MaxPool", "mid1"),
+                                                                        (act, "mid0")]
+        np.testing.assert_allclose(run(moved), run(model), rtol=1e-5, atol=1e-5)  # the original graph is the oracle
+    assert pools_after_activation(_conv_chain_graph(between=("Sigmoid", "MaxPool"), c_mid=8)) == []
+    with pytest.raises(UsageError, match=r"pool_before_activation MaxPool\[0\] is not a MaxPool fed only by"):
+        apply_rewrites(_conv_chain_graph(between=("Sigmoid", "MaxPool"), c_mid=8), pools_first=("MaxPool[0]",))
+    # the search moves it only beside a conv it leaves in float (first-float), never next to an int8 conv
+    model = _conv_chain_graph(between=("Relu", "MaxPool"), c_mid=8)
+    assert float_side_pools(model, ("Conv[0]",)) == ("MaxPool[0]",) and float_side_pools(model, ()) == ()
+    path = tmp_path / "g.onnx"
+    onnx.save(model, str(path))
+    variants = dict(speed_variants(QuantizeOptions(), path))
+    assert variants["first-float"].pool_before_activation == ("MaxPool[0]",)
+    assert variants["u8s8"].pool_before_activation == ()
+    opts = QuantizeOptions(pool_before_activation=("MaxPool[0]",))
+    assert QuantizeOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
+    with pytest.raises(UsageError, match="in both relu_before_pool and pool_before_activation"):
+        QuantizeOptions(relu_before_pool=("MaxPool[0]",), pool_before_activation=("MaxPool[0]",)).validate()
 
 
 def test_the_cards_profile_table_has_one_row_per_op_and_names_what_the_optimizer_left():

@@ -11,11 +11,31 @@ COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 POOL_PATH_OPS = ("MaxPool", "Relu", "Reshape", "Flatten")  # what lies between a conv and the next layer
 
 
+def float_side_pools(model, keep_float) -> tuple:
+    """Selectors of the MaxPools fed by a Relu/Tanh that a conv in ``keep_float`` feeds: moved before their
+    activation (rewrites.pool_before_activation) they stay float pools beside the float conv, where
+    onnxruntime would otherwise run them as slow uint8 NCHW pools after the next layer's QuantizeLinear."""
+    from mnist_edge.export.rewrites import pools_after_activation
+
+    names = list(node_selectors(model))
+    producer = {o: names[i] for i, n in enumerate(model.graph.node) for o in n.output}
+    node_of = dict(zip(names, model.graph.node))
+    out = []
+    for sel in pools_after_activation(model):
+        act = producer[node_of[sel].input[0]]
+        conv = producer.get(node_of[act].input[0], "")
+        if conv in keep_float and conv.split("[")[0] in COMPUTE_OPS:
+            out.append(sel)
+    return tuple(out)
+
+
 def speed_variants(base: QuantizeOptions, fp32_path) -> list[tuple[str, QuantizeOptions]]:
-    """Stage 2: one change at a time (first/last compute layer found in the graph itself)."""
+    """Stage 2: one change at a time (first/last compute layer found in the graph itself; a pool after a conv
+    left in float is moved before its activation, :func:`float_side_pools`)."""
     import onnx
 
-    compute = [s for s in node_selectors(onnx.load(str(fp32_path))) if s.split("[")[0] in COMPUTE_OPS]
+    model = onnx.load(str(fp32_path))
+    compute = [s for s in node_selectors(model) if s.split("[")[0] in COMPUTE_OPS]
     out = [("preprocess", base.with_(preprocess=True)),
            ("u8s8", base.with_(activation_type="uint8")),
            ("qoperator-u8s8", base.with_(quant_format="qoperator", activation_type="uint8")),
@@ -23,10 +43,15 @@ def speed_variants(base: QuantizeOptions, fp32_path) -> list[tuple[str, Quantize
            ("reduce-range", base.with_(reduce_range=True)),
            ("conv-gemm-only", base.with_(op_types=COMPUTE_OPS))]
     if compute:
+        def kept(keep):
+            pools = tuple(p for p in float_side_pools(model, keep) if p not in base.relu_before_pool)
+            return base.with_(keep_float=keep, pool_before_activation=tuple(dict.fromkeys(
+                base.pool_before_activation + pools)))
+
         first = tuple(dict.fromkeys(base.keep_float + (compute[0],)))
-        out.append(("first-float", base.with_(keep_float=first)))
+        out.append(("first-float", kept(first)))
         if len(compute) > 1:
-            out.append(("first-last-float", base.with_(keep_float=tuple(dict.fromkeys(first + (compute[-1],))))))
+            out.append(("first-last-float", kept(tuple(dict.fromkeys(first + (compute[-1],))))))
     return [(n, o) for n, o in out if o != base]
 
 
@@ -93,7 +118,7 @@ def pad_variants(base: QuantizeOptions, fp32_path) -> list[tuple[str, QuantizeOp
 def merge(a: QuantizeOptions, b: QuantizeOptions) -> QuantizeOptions:
     """``a`` with ``b``'s differences from the defaults applied (selector lists are joined)."""
     changes = b.differences()
-    for key in ("keep_float", "relu_before_pool", "pad_channels"):
+    for key in ("keep_float", "relu_before_pool", "pad_channels", "pool_before_activation"):
         if key in changes:
             changes[key] = tuple(dict.fromkeys(getattr(a, key) + getattr(b, key)))
     return a.with_(**changes)

@@ -57,10 +57,11 @@ class QuantizeOptions:
     relu_before_pool: tuple = ()
     nhwc_flatten: bool = False  # flatten in NHWC order (fc weights permuted) so no Transpose precedes the QGemm
     pad_channels: tuple = ()  # "Conv[1]": input channels zero-padded to a multiple of 4 (mnist_edge.export.channel_pad)
+    pool_before_activation: tuple = ()  # "MaxPool[0]": Relu/Tanh -> MaxPool becomes MaxPool -> Relu/Tanh
 
     def __post_init__(self):
         # JSON gives lists; the dataclass is frozen and hashable, so hold tuples
-        for name in ("keep_float", "op_types", "relu_before_pool", "pad_channels"):
+        for name in ("keep_float", "op_types", "relu_before_pool", "pad_channels", "pool_before_activation"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -88,10 +89,15 @@ class QuantizeOptions:
                                                              for s in self.keep_float):
             raise UsageError(f"keep_float {list(self.keep_float)!r} must be a list of node selectors such as "
                              "'Conv[0]' (op type, then its index among that op type's nodes)")
-        if not isinstance(self.relu_before_pool, tuple) or not all(
-                isinstance(s, str) and _SELECTOR.match(s) and s.startswith("MaxPool[") for s in self.relu_before_pool):
-            raise UsageError(f"relu_before_pool {list(self.relu_before_pool)!r} must be a list of MaxPool selectors "
-                             "such as 'MaxPool[1]'")
+        for name in ("relu_before_pool", "pool_before_activation"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(
+                    isinstance(s, str) and _SELECTOR.match(s) and s.startswith("MaxPool[") for s in value):
+                raise UsageError(f"{name} {list(value)!r} must be a list of MaxPool selectors such as 'MaxPool[1]'")
+        both = sorted(set(self.relu_before_pool) & set(self.pool_before_activation))
+        if both:
+            raise UsageError(f"{', '.join(both)}: in both relu_before_pool and pool_before_activation (they undo "
+                             "each other); name a pool in one of them")
         if not isinstance(self.pad_channels, tuple) or not all(
                 isinstance(s, str) and _SELECTOR.match(s) and s.startswith("Conv[") for s in self.pad_channels):
             raise UsageError(f"pad_channels {list(self.pad_channels)!r} must be a list of Conv selectors such as "
@@ -105,6 +111,7 @@ class QuantizeOptions:
         d = asdict(self)
         d["keep_float"], d["op_types"] = list(self.keep_float), list(self.op_types)
         d["relu_before_pool"], d["pad_channels"] = list(self.relu_before_pool), list(self.pad_channels)
+        d["pool_before_activation"] = list(self.pool_before_activation)
         return d
 
     @classmethod
@@ -244,14 +251,14 @@ def float_graph(fp32_path, options: QuantizeOptions, workdir) -> Path:
     """The float graph the quantizer will see: ``fp32_path`` itself, or (in ``workdir``) it after the
     recipe's exact rewrites (:mod:`mnist_edge.export.rewrites`) and then quant_pre_process."""
     src = Path(fp32_path)
-    if options.relu_before_pool or options.nhwc_flatten or options.pad_channels:
+    if options.relu_before_pool or options.nhwc_flatten or options.pad_channels or options.pool_before_activation:
         import onnx
 
         from mnist_edge.export.rewrites import apply_rewrites
 
         model = onnx.load(os.fspath(src))
         apply_rewrites(model, relu_pools=options.relu_before_pool, flatten=options.nhwc_flatten,
-                       pad=options.pad_channels)
+                       pad=options.pad_channels, pools_first=options.pool_before_activation)
         src = Path(workdir) / "rewritten.onnx"
         onnx.save(model, os.fspath(src))
     if not options.preprocess:
