@@ -1,6 +1,7 @@
 """The int8 search's candidate recipes: what each stage of :mod:`mnist_edge.export.search` tries next from
 the recipe it has so far (one change at a time for speed, the exact layout rewrites that apply to the graph,
-the channel padding, the calibration methods) and how two recipes' changes combine. Needs onnx; never torch or onnxruntime.
+the channel padding, the calibration methods) and how two recipes' changes combine. Needs onnx; never torch
+or onnxruntime.
 """
 
 from __future__ import annotations

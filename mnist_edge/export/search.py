@@ -10,8 +10,10 @@ Stages, so a search costs a dozen trials rather than the whole product of option
 1. the default recipe; when it fails the gate, the accuracy-controlled fallback keeps the layers around
    the worst tensor (lowest SQNR) in float, one at a time, until it passes, and that becomes the base;
 2. one change at a time for speed: quant_pre_process, U8S8, QOperator (U8S8), per-tensor weights,
-   reduce_range, Conv/Gemm only, the first compute layer in float, first and last in float; the leader by
-   score is then timed head to head against the next two (:meth:`Searcher.beats`);
+   reduce_range, Conv/Gemm only, the first compute layer in float, first and last in float (a MaxPool after
+   a Relu/Tanh after such a float conv moved before the activation, so onnxruntime keeps it a float pool:
+   :func:`mnist_edge.export.candidates.float_side_pools`); the leader by score is then timed head to head
+   against the next two (:meth:`Searcher.beats`);
 3. the best of stage 2 combined with each other change that beat the base, each kept only when it beats
    the current best head to head;
 4. layout rewrites on that graph (:mod:`mnist_edge.export.rewrites`): the Relu moved before each MaxPool that
