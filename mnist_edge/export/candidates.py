@@ -6,10 +6,16 @@ or onnxruntime.
 
 from __future__ import annotations
 
-from mnist_edge.export.quantize import QuantizeOptions, node_selectors
+from mnist_edge.export.quantize import SELECTOR_FIELDS, QuantizeOptions, node_selectors
 
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 POOL_PATH_OPS = ("MaxPool", "Relu", "Reshape", "Flatten")  # what lies between a conv and the next layer
+
+
+def _by_selector(model) -> tuple[dict, dict]:
+    """({"MaxPool[1]": its NodeProto, ...}, {tensor: selector of the node making it})."""
+    node_of = dict(zip(node_selectors(model), model.graph.node))
+    return node_of, {o: sel for sel, n in node_of.items() for o in n.output}
 
 
 def float_side_pools(model, keep_float) -> tuple:
@@ -18,9 +24,7 @@ def float_side_pools(model, keep_float) -> tuple:
     onnxruntime would otherwise run them as slow uint8 NCHW pools after the next layer's QuantizeLinear."""
     from mnist_edge.export.rewrites import pools_after_activation
 
-    names = list(node_selectors(model))
-    producer = {o: names[i] for i, n in enumerate(model.graph.node) for o in n.output}
-    node_of = dict(zip(names, model.graph.node))
+    node_of, producer = _by_selector(model)
     out = []
     for sel in pools_after_activation(model):
         act = producer[node_of[sel].input[0]]
@@ -78,8 +82,7 @@ def layout_variants(base: QuantizeOptions, fp32_path) -> list[tuple[str, Quantiz
     from mnist_edge.export.rewrites import flatten_sites, swappable_pools
 
     model = onnx.load(str(fp32_path))
-    node_of = dict(zip(node_selectors(model), model.graph.node))  # "MaxPool[1]" -> its NodeProto
-    producer = {o: sel for sel, n in node_of.items() for o in n.output}  # tensor -> selector of the node making it
+    node_of, producer = _by_selector(model)
     widen = bool(base.op_types) and "MaxPool" not in base.op_types
     op_types = tuple(dict.fromkeys(base.op_types + POOL_PATH_OPS)) if widen else base.op_types
     pools = []
@@ -119,7 +122,7 @@ def pad_variants(base: QuantizeOptions, fp32_path) -> list[tuple[str, QuantizeOp
 def merge(a: QuantizeOptions, b: QuantizeOptions) -> QuantizeOptions:
     """``a`` with ``b``'s differences from the defaults applied (selector lists are joined)."""
     changes = b.differences()
-    for key in ("keep_float", "relu_before_pool", "pad_channels", "pool_before_activation"):
+    for key in SELECTOR_FIELDS:
         if key in changes:
             changes[key] = tuple(dict.fromkeys(getattr(a, key) + getattr(b, key)))
     return a.with_(**changes)

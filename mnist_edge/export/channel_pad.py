@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_edge.export.onnx_graph import consumers, initializer, require_valid, selector_index
+from mnist_edge.export.onnx_graph import consumers, initializer, producers, require_valid, selector_index
 
 MULTIPLE = 4  # MLAS's x64 symmetric conv kernels: input (and output) channels in fours
 MIN_OUTPUT_CHANNELS = 16  # ... and at least one 16-channel filter pack
@@ -51,7 +51,7 @@ def _weight(model, node):
 def _feeding_conv(model, nodes, tensor: str) -> tuple[int, list[str]] | None:
     """(index of the Conv whose output reaches ``tensor`` through zero-preserving single-use ops only, the
     tensors on the way including its output) or None."""
-    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    producer = producers(nodes)
     outputs = {o.name for o in model.graph.output}
     path = []
     while True:

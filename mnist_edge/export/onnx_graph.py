@@ -1,6 +1,6 @@
 """Lookups on an ONNX graph shared by the float-graph rewrites (:mod:`mnist_edge.export.rewrites`,
 :mod:`mnist_edge.export.channel_pad`): nodes by recipe selector, a tensor's consumers, an initializer by
-name, and the error for a selector a rewrite cannot apply to. Needs nothing but the ModelProto.
+name, who makes a tensor, and the error for a selector a rewrite cannot apply to. Needs nothing but the ModelProto.
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ def selector_index(nodes) -> dict[str, int]:
         seen[node.op_type] = k + 1
         out[f"{node.op_type}[{k}]"] = i
     return out
+
+
+def producers(nodes) -> dict[str, int]:
+    """``{tensor name: index of the node that outputs it}``."""
+    return {o: i for i, n in enumerate(nodes) for o in n.output}
 
 
 def consumers(nodes, name: str) -> list[int]:

@@ -35,6 +35,10 @@ CALIBRATION_BATCH = 100  # images per calibration feed; ranges are the same for 
 # ("Conv[0]": the first Conv), not by the exporter's node name, so a recipe survives a re-export.
 _SELECTOR = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\[(\d+)\]$")
 ALWAYS_FLOAT = ("Softmax",)  # see quantize_int8
+# the options that name nodes, and the op type each must name (None: any)
+SELECTOR_FIELDS = {"keep_float": None, "relu_before_pool": "MaxPool", "pool_before_activation": "MaxPool",
+                   "pad_channels": "Conv"}
+LIST_FIELDS = ("op_types", *SELECTOR_FIELDS)  # lists in JSON, tuples here
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class QuantizeOptions:
 
     def __post_init__(self):
         # JSON gives lists; the dataclass is frozen and hashable, so hold tuples
-        for name in ("keep_float", "op_types", "relu_before_pool", "pad_channels", "pool_before_activation"):
+        for name in LIST_FIELDS:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -89,19 +93,15 @@ class QuantizeOptions:
                                                              for s in self.keep_float):
             raise UsageError(f"keep_float {list(self.keep_float)!r} must be a list of node selectors such as "
                              "'Conv[0]' (op type, then its index among that op type's nodes)")
-        for name in ("relu_before_pool", "pool_before_activation"):
+        for name, op in SELECTOR_FIELDS.items():
             value = getattr(self, name)
-            if not isinstance(value, tuple) or not all(
-                    isinstance(s, str) and _SELECTOR.match(s) and s.startswith("MaxPool[") for s in value):
-                raise UsageError(f"{name} {list(value)!r} must be a list of MaxPool selectors such as 'MaxPool[1]'")
+            if op and (not isinstance(value, tuple) or not all(
+                    isinstance(s, str) and _SELECTOR.match(s) and s.startswith(f"{op}[") for s in value)):
+                raise UsageError(f"{name} {list(value)!r} must be a list of {op} selectors such as '{op}[1]'")
         both = sorted(set(self.relu_before_pool) & set(self.pool_before_activation))
         if both:
             raise UsageError(f"{', '.join(both)}: in both relu_before_pool and pool_before_activation (they undo "
                              "each other); name a pool in one of them")
-        if not isinstance(self.pad_channels, tuple) or not all(
-                isinstance(s, str) and _SELECTOR.match(s) and s.startswith("Conv[") for s in self.pad_channels):
-            raise UsageError(f"pad_channels {list(self.pad_channels)!r} must be a list of Conv selectors such as "
-                             "'Conv[1]'")
         if not isinstance(self.op_types, tuple) or not all(isinstance(s, str) and s.isidentifier()
                                                            for s in self.op_types):
             raise UsageError(f"op_types {list(self.op_types)!r} must be a list of ONNX op types such as 'Conv'")
@@ -109,9 +109,8 @@ class QuantizeOptions:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["keep_float"], d["op_types"] = list(self.keep_float), list(self.op_types)
-        d["relu_before_pool"], d["pad_channels"] = list(self.relu_before_pool), list(self.pad_channels)
-        d["pool_before_activation"] = list(self.pool_before_activation)
+        for name in LIST_FIELDS:
+            d[name] = list(getattr(self, name))
         return d
 
     @classmethod

@@ -51,7 +51,7 @@ from __future__ import annotations
 import numpy as np
 
 from mnist_edge.export.channel_pad import pad_channels
-from mnist_edge.export.onnx_graph import consumers, initializer, require_valid, selector_index
+from mnist_edge.export.onnx_graph import consumers, initializer, producers, require_valid, selector_index
 
 FLATTEN_OPS = ("Reshape", "Flatten")
 MONOTONE = ("Relu", "Tanh")  # non-decreasing, so a max-pool commutes with them
@@ -87,7 +87,7 @@ def pools_after_activation(model) -> list[str]:
     """Selectors of every MaxPool fed by a Relu or Tanh that feeds nothing else (what
     ``pool_before_activation`` can rewrite)."""
     nodes = list(model.graph.node)
-    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    producer = producers(nodes)
     outputs = {o.name for o in model.graph.output}
     out = []
     for sel, i in selector_index(nodes).items():
@@ -107,7 +107,7 @@ def pool_before_activation(model, selectors) -> None:
                   "a MaxPool fed only by a Relu or Tanh")
     nodes = list(model.graph.node)
     index = selector_index(nodes)
-    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    producer = producers(nodes)
     for sel in selectors:
         j = index[sel]
         _swap(model, nodes, producer[nodes[j].input[0]], j)
