@@ -145,12 +145,56 @@ def test_layout_rewrites_are_exact_keep_node_names_and_name_the_valid_pools(tmp_
     # a recipe quantizing only Conv/Gemm gets the rewritten pool back into int8, with what lies on its path
     narrow = dict(layout_variants(QuantizeOptions(op_types=("Conv", "Gemm", "MatMul")), path))
     assert narrow["relu-before-pool"].relu_before_pool == ("MaxPool[0]",)
-    assert narrow["relu-before-pool"].op_types == ("Conv", "Gemm", "MatMul", "MaxPool", "Relu", "Reshape", "Flatten")
+    widened = ("Conv", "Gemm", "MatMul", "MaxPool", "Relu", "Transpose", "Reshape", "Flatten")
+    assert narrow["relu-before-pool"].op_types == widened
+    assert narrow["relu-before-pool+nhwc-flatten"].op_types == widened
     assert narrow["nhwc-flatten"].op_types == ("Conv", "Gemm", "MatMul")  # no pool rewritten: nothing widened
     opts = QuantizeOptions(relu_before_pool=("MaxPool[1]",), nhwc_flatten=True)
     assert QuantizeOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
     with pytest.raises(UsageError, match="must be a list of MaxPool selectors"):
         QuantizeOptions(relu_before_pool=("Conv[0]",)).validate()
+
+
+def test_the_nhwc_flatten_quantizes_its_transpose_so_no_requantization_is_left(tmp_path):
+    """The premise of candidates.nhwc_flatten, checked against onnxruntime itself: with the Transpose that the
+    rewrite inserts left float, the optimized int8 graph keeps a DequantizeLinear -> QuantizeLinear pair
+    between the pool and the Gemm; quantized with the flatten, it keeps neither. (Percentile calibration, as
+    in cnn_small's recipe: the pool's output, calibrated on its own, gets another scale than the pool's input,
+    whose scale the int8 pool keeps. With MinMax both are the maximum, the scales are equal and onnxruntime
+    drops the pair either way.)"""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from mnist_edge.export.candidates import nhwc_flatten
+    from mnist_edge.export.rewrites import apply_rewrites
+
+    model = _pool_relu_flatten_graph()
+    apply_rewrites(model, relu_pools=("MaxPool[0]",), flatten=True)
+    src = tmp_path / "rewritten.onnx"
+    onnx.save(model, str(src))
+    x = np.random.default_rng(3).normal(size=(64, 1, 8, 8)).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": x[i:i + 16]} for i in range(0, 64, 16)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    narrow = QuantizeOptions(op_types=("Conv", "Gemm", "MaxPool", "Relu", "Reshape"), relu_before_pool=("MaxPool[0]",))
+    assert nhwc_flatten(narrow).op_types == narrow.op_types + ("Transpose",)
+    assert nhwc_flatten(QuantizeOptions()).op_types == ()  # everything quantized already
+    assert nhwc_flatten(QuantizeOptions(op_types=("Conv", "Gemm"))).op_types == ("Conv", "Gemm")  # float flatten
+
+    def leftover(op_types):
+        out = tmp_path / f"q{len(op_types)}.onnx"
+        quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=False,
+                        calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.0})
+        ops = optimized_ops(out)
+        return ops.get("QuantizeLinear", 0), ops.get("DequantizeLinear", 0)
+
+    before, after = leftover(narrow.op_types), leftover(nhwc_flatten(narrow).op_types)
+    assert after[0] < before[0] and after[1] < before[1], (before, after)
 
 
 def _conv_chain_graph(between=("Tanh", "AveragePool"), c_mid=6, c_out=16):
