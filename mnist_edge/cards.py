@@ -26,7 +26,7 @@ from mnist_edge.zoo import MODELS, get_spec
 
 FORMATS = (("eager", "PyTorch eager"), ("torchscript", "TorchScript"), ("onnx", "ONNX fp32"),
            ("int8", "ONNX int8"))
-FILES = {A.TORCHSCRIPT: "TorchScript", A.ONNX: "ONNX fp32", A.INT8: "ONNX int8 (QDQ)"}
+FILES = {A.TORCHSCRIPT: "TorchScript", A.ONNX: "ONNX fp32", A.INT8: "ONNX int8"}  # int8: + its format
 
 
 def _latency(bench: dict | None, fmt: str, batch: int, threads: int = 1):
@@ -197,6 +197,7 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
         f"| achieved accuracy (PyTorch, 10,000 test images) | {m['test_accuracy']:.2f}% (model chosen: {m['selected']}) |",
         f"| training | {len(ckpt['history'])} epochs, {m['train_seconds']:.0f} s ({epoch_s:.1f} s/epoch) on "
         f"{m['device']} ({m['device_name']}, {m['threads']} thread{'s' if m['threads'] != 1 else ''}), seed {m['seed']} |",
+        *_restat_rows(m.get("reestimate_bn")),
         "",
     ]
     if spec.reading:
@@ -207,12 +208,14 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
               "Measured by `mnist-edge export` on the full test set at batch sizes 1, 7 and 64.", "",
               "| file | format | size | accuracy | agreement with reference | max abs Δ logits | reference |",
               "|---|---|---|---|---|---|---|"]
+    q = manifest["settings"].get("quantization")
     for fname, label in FILES.items():
         f = files.get(fname)
         if f:
+            if fname == A.INT8 and q:
+                label += f" ({FORMAT_NAMES.get(q.get('quant_format', 'qdq'), q.get('quant_format'))})"
             lines.append(f"| `{fname}` | {label} | {format_size(f['size'])} | {f['accuracy']:.2f}% | "
                          f"{f['agreement']:.2f}% | {f['max_abs_diff']:.2e} | {f['reference']} |")
-    q = manifest["settings"].get("quantization")
     if q:
         src = q["calibration_source"]
         lines += ["", f"int8: `{q['tool']}`, {q['quant_format'].upper()}, {q['calibration_method']} calibration on "
@@ -266,6 +269,17 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
 
 def _ratio(r: dict | None) -> str:
     return f"{r['ratio']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]" if r else "-"
+
+
+def _restat_rows(record: dict | None) -> list[str]:
+    """The card's row for the recipe's ``reestimate_bn`` step (none when the checkpoint did not take it)."""
+    if not record:
+        return []
+    how = f" ({record['applied']})" if record.get("applied") else ""
+    val = (f"; validation loss {record['val_loss_before']:.4f} -> {record['val_loss']:.4f}, accuracy "
+           f"{record['val_acc_before']:.2f}% -> {record['val_acc']:.2f}%" if "val_loss" in record else "")
+    return [f"| batch-norm statistics | re-estimated on {record['images']:,} clean training images after the final "
+            f"epoch{how}{val} |"]
 
 
 FORMAT_NAMES = {"qdq": "QDQ", "qoperator": "QOperator"}  # onnxruntime's QuantFormat names

@@ -40,6 +40,7 @@ class Recipe:
     val_size: int = 0  # images held out of the 60k training set for validation
     split_seed: int | None = None  # seed of that split; None: the training seed (then every seed holds out others)
     select: str = "final"  # "final" epoch, or "val_loss": checkpoint with the lowest validation loss
+    reestimate_bn: bool = False  # then: batch-norm statistics re-estimated on the clean training images
     notes: str = ""
 
     def to_dict(self) -> dict:
@@ -178,11 +179,12 @@ MODELS: dict[str, ModelSpec] = {
             recipe=Recipe(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                           schedule="onecycle", warmup=0.2, batch_size=128, epochs=60, label_smoothing=0.05,
                           augment="edge", augment_tail=10, augment_tail_share=0.5, channels_last=True,
-                          val_size=5_000, split_seed=0, ema=0.999,
+                          val_size=5_000, split_seed=0, ema=0.999, reestimate_bn=True,
                           notes="ours: SGD Nesterov one-cycle peaking at 0.1, batch 128, 60 epochs, label "
                                 "smoothing 0.05, the 'edge' augmentation (on half of the images in the last "
                                 "10 epochs), the model is the moving average of the weights (decay 0.999) "
-                                "after the final epoch; 5,000 training images held out (never trained on, the "
+                                "after the final epoch, its batch-norm statistics then re-estimated on the "
+                                "clean training images; 5,000 training images held out (never trained on, the "
                                 "same ones for every seed) for choosing between runs and for the temperature"),
             reading="Padded convolutions keep a moved digit whole and global average pooling makes the head "
                     "indifferent to where a feature fires, so shifts cost little; training on warped (rotation "

@@ -79,6 +79,25 @@ def test_a_bench_result_for_other_files_is_marked_stale(carded, tmp_path):
     assert "| ONNX fp32 (stale) |" in card and "| ONNX int8 |" in card and "**Stale:**" in card
 
 
+def test_the_parity_table_names_the_int8_files_format_from_the_manifest(carded):
+    root, _ = carded
+    manifest, ckpt, bench = cards.load_folder(root / "bn_cnn")
+    assert "| `model.int8.onnx` | ONNX int8 (QDQ) |" in cards.model_card("bn_cnn", manifest, ckpt, bench)
+    manifest["settings"]["quantization"]["quant_format"] = "qoperator"
+    assert "| `model.int8.onnx` | ONNX int8 (QOperator) |" in cards.model_card("bn_cnn", manifest, ckpt, bench)
+
+
+def test_a_checkpoint_whose_batchnorm_statistics_were_reestimated_says_so(carded):
+    root, _ = carded
+    manifest, ckpt, bench = cards.load_folder(root / "bn_cnn")
+    assert "| batch-norm statistics |" not in cards.model_card("bn_cnn", manifest, ckpt, bench)
+    ckpt["metrics"]["reestimate_bn"] = {"layers": 7, "images": 55000, "batch": 500, "val_loss_before": 0.077,
+                                        "val_acc_before": 99.38, "val_loss": 0.068, "val_acc": 99.36}
+    card = cards.model_card("bn_cnn", manifest, ckpt, bench)
+    assert ("| batch-norm statistics | re-estimated on 55,000 clean training images after the final epoch; "
+            "validation loss 0.0770 -> 0.0680, accuracy 99.38% -> 99.36% |") in card
+
+
 def test_card_refuses_a_folder_without_artifacts(tmp_path, capsys):
     empty = tmp_path / "exported"
     empty.mkdir()

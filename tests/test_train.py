@@ -282,3 +282,51 @@ def test_the_fast_recipe_scores_the_test_set_once_and_the_seed_recipe_every_epoc
     assert ["test_acc" in h for h in fast.history] == [False, False] and 10 < fast.test_accuracy <= 100
     assert ["test_acc" in h for h in seed.history] == [True, True]
     assert seed.test_accuracy == seed.history[-1]["test_acc"]  # the final pass is the last epoch's
+
+
+def test_batchnorm_reestimation_is_the_cumulative_average_of_the_batches_and_touches_nothing_else():
+    from mnist_edge.batchnorm import reestimate_batchnorm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.Dropout(0.5), torch.nn.BatchNorm2d(3))
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    batches = [torch.rand(8, 1, 6, 6) * (i + 1) for i in range(3)]
+    assert reestimate_batchnorm(net, batches) == 1
+    bn = net[2]
+    with torch.no_grad():  # the dropout stayed in eval mode: the conv's output as it is
+        feats = [net[0](b) for b in batches]
+    assert torch.allclose(bn.running_mean, torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0), atol=1e-6)
+    assert torch.allclose(bn.running_var, torch.stack([f.var((0, 2, 3)) for f in feats]).mean(0), atol=1e-5)
+    assert bn.momentum == 0.1 and not net.training and not bn.training
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())
+    assert reestimate_batchnorm(torch.nn.Linear(2, 2), batches) == 0  # no batch norm: nothing to do
+
+
+def test_the_reestimate_bn_step_equals_training_then_reestimating(mnist_dir, monkeypatch):
+    """The recipe step inside train() and scripts/reestimate_bn.py's use of the same function after a run
+    without it give the same model: the committed edge_cnn was made the second way."""
+    import dataclasses
+
+    from mnist_edge import zoo
+    from mnist_edge.data import load_mnist
+    from mnist_edge.models import build_edge_model
+    from mnist_edge.train import reestimate_final_bn, split_indices
+
+    spec = zoo.MODELS["edge_cnn"]
+    kw = dict(data_dir=mnist_dir, epochs=1, limit_train=1280, seed=0, plot=False, test_each_epoch=False)
+    for flag in (False, True):
+        monkeypatch.setitem(zoo.MODELS, spec.name, dataclasses.replace(spec, recipe=dataclasses.replace(
+            spec.recipe, reestimate_bn=flag)))
+        run = train(spec.name, **kw)
+        if not flag:
+            plain = run
+    x, _ = load_mnist("train", data_dir=mnist_dir)
+    train_idx, _ = split_indices(len(x), spec.recipe.val_size, 0, 1280, spec.recipe.split_seed)
+    before = {k: v.clone() for k, v in plain.net.state_dict().items()}
+    record = reestimate_final_bn(plain.net, build_edge_model(spec).prepare,
+                                 torch.from_numpy(x[train_idx]).unsqueeze(1), (None, None))
+    assert record == {"layers": 5, "images": 1280, "batch": 500}
+    after = plain.net.state_dict()
+    assert not torch.equal(after["features.0.1.running_mean"], before["features.0.1.running_mean"])
+    for k, v in run.net.state_dict().items():
+        assert torch.equal(v, after[k]), k
