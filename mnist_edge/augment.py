@@ -59,15 +59,22 @@ def _restroke(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.where(pick < 0.15, cross_morph(x, dilate=False), torch.where(pick > 0.85, cross_morph(x, dilate=True), x))
 
 
-def edge(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """x: float pixels in [0, 1], [N, 1, 28, 28] -> same shape, warped, re-stroked and noisy (see module)."""
+def edge(x: torch.Tensor, generator: torch.Generator, degrees: float = 15.0, scale_low: float = 0.85,
+         scale_span: float = 0.3) -> torch.Tensor:
+    """x: float pixels in [0, 1], [N, 1, 28, 28] -> same shape, warped, re-stroked and noisy (see module).
+    The warp turns by up to ``degrees`` either way and scales by ``scale_low`` to ``scale_low + scale_span``."""
     n, dev = x.shape[0], x.device
     u = torch.rand(n, 7, generator=generator, device=generator.device).to(dev)
-    angle = (u[:, 0] * 30.0 - 15.0) * (math.pi / 180.0)
-    scale = 0.85 + 0.3 * u[:, 1]
+    angle = (u[:, 0] * (2.0 * degrees) - degrees) * (math.pi / 180.0)
+    scale = scale_low + scale_span * u[:, 1]
     shift = u[:, 2:4] * 4.0 - 2.0
     x = _warp(x, angle, scale, shift)
     return _noisy(_restroke(x, u[:, 4]), u[:, 5:7], generator)
+
+
+def edge_mild(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``edge`` with a milder warp: rotation ±10° and scale 0.9-1.1 (shift, strokes and noise the same)."""
+    return edge(x, generator, degrees=10.0, scale_low=0.9, scale_span=0.2)
 
 
 def _noisy(x: torch.Tensor, u: torch.Tensor, generator: torch.Generator, share: float = 0.3) -> torch.Tensor:
@@ -98,5 +105,5 @@ def edge_nowarp_light(x: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return edge_nowarp(x, generator, noise_share=0.1)
 
 
-AUGMENTATIONS = {"seed002": seed002, "edge": edge, "edge_strokes": edge_strokes, "edge_nowarp": edge_nowarp,
-                 "edge_nowarp_light": edge_nowarp_light}
+AUGMENTATIONS = {"seed002": seed002, "edge": edge, "edge_mild": edge_mild, "edge_strokes": edge_strokes,
+                 "edge_nowarp": edge_nowarp, "edge_nowarp_light": edge_nowarp_light}

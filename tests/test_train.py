@@ -116,6 +116,26 @@ def test_edge_augmentation_warps_exactly_and_restrokes_like_the_robustness_suite
     assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1 and not torch.equal(a, x)
 
 
+def test_edge_mild_warps_less_than_edge_and_restrokes_the_same(monkeypatch):
+    import math
+
+    from mnist_edge import augment
+
+    seen = {}
+    real = augment._warp
+
+    def spy(x, angle, scale, shift):
+        seen.update(degrees=angle.abs().max().item() * 180 / math.pi, scale=(scale.min().item(), scale.max().item()))
+        return real(x, angle, scale, shift)
+
+    monkeypatch.setattr(augment, "_warp", spy)
+    x = torch.rand(2000, 1, 28, 28)
+    augment.edge(x, torch.Generator().manual_seed(0))
+    assert 14.5 < seen["degrees"] <= 15.0 and 0.85 <= seen["scale"][0] < 0.86 and 1.14 < seen["scale"][1] <= 1.15
+    augment.AUGMENTATIONS["edge_mild"](x, torch.Generator().manual_seed(0))
+    assert 9.5 < seen["degrees"] <= 10.0 and 0.9 <= seen["scale"][0] < 0.91 and 1.09 < seen["scale"][1] <= 1.1
+
+
 def test_recipe_overrides_and_bad_values():
     spec = get_spec("bn_cnn")
     r = make_recipe(spec, epochs=3, batch_size=None, lr=0.5)
