@@ -101,7 +101,7 @@ def make_scheduler(recipe, opt, steps_per_epoch: int):
     return None, False
 
 
-def _evaluate(net, prepare, images, labels, batch: int = 1000):
+def evaluate(net, prepare, images, labels, batch: int = 1000):
     """(mean loss, accuracy %) of ``net`` over uint8 images [N,1,28,28] on their device."""
     import torch
     import torch.nn.functional as F
@@ -208,11 +208,11 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
         if sched and not per_batch:
             sched.step()
         if x_va is not None:
-            row["val_loss"], row["val_acc"] = _evaluate(loop.model(), prepare, x_va, y_va)
+            row["val_loss"], row["val_acc"] = evaluate(loop.model(), prepare, x_va, y_va)
             if best is None or row["val_loss"] < best[1]:
                 best = (epoch, row["val_loss"], copy.deepcopy(loop.model().state_dict()))
         if test_each_epoch:
-            row["test_loss"], row["test_acc"] = _evaluate(loop.model(), prepare, x_te, y_te)
+            row["test_loss"], row["test_acc"] = evaluate(loop.model(), prepare, x_te, y_te)
         history.append(row)
         if bar is None and log:  # no bar (--no-progress, a log file): one line per epoch instead
             log(f"{model} epoch {epoch}/{recipe.epochs}: train loss {row['train_loss']:.4f}, {row['seconds']:.1f} s"
@@ -233,7 +233,7 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
     if selected == "final" and "test_acc" in last and restat is None:  # the last epoch's pass scored this model
         test_acc = last["test_acc"]
     else:
-        _, test_acc = _evaluate(net, prepare, x_te, y_te)
+        _, test_acc = evaluate(net, prepare, x_te, y_te)
     seconds = time.perf_counter() - t0
     net = net.cpu().to(memory_format=torch.contiguous_format).eval()
     busy = others.cores() if dev.type == "cpu" else None
@@ -278,12 +278,12 @@ def reestimate_final_bn(net, prepare, x_train, validation, log=None, batch: int 
 
     net.to(memory_format=torch.contiguous_format)
     x_va, y_va = validation
-    before = _evaluate(net, prepare, x_va, y_va) if x_va is not None else None
+    before = evaluate(net, prepare, x_va, y_va) if x_va is not None else None
     layers = reestimate_batchnorm(net, (prepare(x_train[i:i + batch].float() / 255.0)
                                         for i in range(0, len(x_train), batch)))
     record = {"layers": layers, "images": len(x_train), "batch": batch}
     if before is not None:
-        after = _evaluate(net, prepare, x_va, y_va)
+        after = evaluate(net, prepare, x_va, y_va)
         record.update(val_loss_before=before[0], val_acc_before=before[1], val_loss=after[0], val_acc=after[1])
     if log:
         log(f"batch-norm statistics of {layers} layers re-estimated on {len(x_train):,} clean training images"

@@ -27,7 +27,7 @@ def main() -> int:
     from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
     from mnist_edge.data import data_sha256, load_mnist
     from mnist_edge.models import build_edge_model
-    from mnist_edge.train import _evaluate, reestimate_final_bn, split_indices
+    from mnist_edge.train import evaluate, reestimate_final_bn, split_indices
     from mnist_edge.zoo import get_spec
 
     net, ckpt = load_checkpoint(args.checkpoint)
@@ -48,7 +48,7 @@ def main() -> int:
     validation = ((tensor(x_all[val_idx]).unsqueeze(1), tensor(y_all[val_idx]).long()) if val_idx is not None
                   else (None, None))
     record = reestimate_final_bn(net, prepare, tensor(x_all[train_idx]).unsqueeze(1), validation, log=print)
-    _, test_acc = _evaluate(net, prepare, tensor(x_test).unsqueeze(1), tensor(y_test).long())
+    _, test_acc = evaluate(net, prepare, tensor(x_test).unsqueeze(1), tensor(y_test).long())
     print(f"test accuracy {metrics['test_accuracy']:.2f}% -> {test_acc:.2f}%")
     recipe["reestimate_bn"] = True
     metrics.update(test_accuracy=test_acc, reestimate_bn={**record, "applied": "after training, by "
