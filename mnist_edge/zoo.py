@@ -177,12 +177,12 @@ MODELS: dict[str, ModelSpec] = {
                         "average pool, FC 40-10; trained on warped, re-stroked and noisy digits",
             net="EdgeNet", kwargs={"channels": (8, 16, 24, 24, 40), "first_down": "stride"},
             recipe=Recipe(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                          schedule="onecycle", warmup=0.2, batch_size=128, epochs=60, label_smoothing=0.05,
-                          augment="edge", augment_tail=10, augment_tail_share=0.5, channels_last=True,
+                          schedule="onecycle", warmup=0.2, batch_size=128, epochs=80, label_smoothing=0.05,
+                          augment="edge", augment_tail=13, augment_tail_share=0.5, channels_last=True,
                           val_size=5_000, split_seed=0, ema=0.999, reestimate_bn=True,
-                          notes="ours: SGD Nesterov one-cycle peaking at 0.1, batch 128, 60 epochs, label "
+                          notes="ours: SGD Nesterov one-cycle peaking at 0.1, batch 128, 80 epochs, label "
                                 "smoothing 0.05, the 'edge' augmentation (on half of the images in the last "
-                                "10 epochs), the model is the moving average of the weights (decay 0.999) "
+                                "13 epochs), the model is the moving average of the weights (decay 0.999) "
                                 "after the final epoch, its batch-norm statistics then re-estimated on the "
                                 "clean training images; 5,000 training images held out (never trained on, the "
                                 "same ones for every seed) for choosing between runs and for the temperature"),
