@@ -93,9 +93,14 @@ def make_scheduler(recipe, opt, steps_per_epoch: int):
     if recipe.schedule not in SCHEDULES:
         raise UsageError(f"unknown schedule {recipe.schedule!r}; valid: {', '.join(SCHEDULES)}")
     if recipe.schedule == "onecycle":
+        total, warmup = recipe.epochs * steps_per_epoch, recipe.warmup
+        if total >= 2 and warmup * total <= 1:
+            # a run of a handful of steps (--limit-train): OneCycleLR divides by zero when the warm-up is
+            # exactly one step and goes wrong when shorter, so the rate rises over one and a half steps
+            warmup = 1.5 / total
         return torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=recipe.lr, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=recipe.warmup, cycle_momentum=recipe.optimizer == "sgd"), True
+            pct_start=warmup, cycle_momentum=recipe.optimizer == "sgd"), True
     if recipe.step_size:
         return torch.optim.lr_scheduler.StepLR(opt, recipe.step_size, recipe.gamma), False
     return None, False

@@ -136,6 +136,13 @@ def test_edge_mild_warps_less_than_edge_and_restrokes_the_same(monkeypatch):
     assert 9.5 < seen["degrees"] <= 10.0 and 0.9 <= seen["scale"][0] < 0.91 and 1.09 < seen["scale"][1] <= 1.1
 
 
+@pytest.mark.parametrize("images", [256, 1024, 1280])  # 1, 4 and 5 steps of batch 256: a warm-up of <= 1 step
+def test_a_one_cycle_run_of_a_few_steps_trains(mnist_dir, images):
+    r = train("bn_cnn", recipe="fast", data_dir=mnist_dir, epochs=1, limit_train=images, seed=0, plot=False,
+              test_each_epoch=False)
+    assert len(r.history) == 1 and np.isfinite(r.history[0]["train_loss"])
+
+
 def test_recipe_overrides_and_bad_values():
     spec = get_spec("bn_cnn")
     r = make_recipe(spec, epochs=3, batch_size=None, lr=0.5)
