@@ -1,6 +1,8 @@
 """bn_cnn's time to 99.0% and 99.4% test accuracy on a CUDA GPU, against its seed recipe on the same GPU.
 
     MNIST_EDGE_DATA=DIR python scripts/gpu_time_to_accuracy.py --seeds 0 1 2 --json gpu_tta.json
+    MNIST_EDGE_DATA=DIR python scripts/gpu_time_to_accuracy.py --models all --seeds 0 --cut-epochs \
+        --no-seed-recipe --json gpu_fast.json        # every model's fast recipe once: the CUDA check
 
 Training is ``mnist_edge.train.train(device="cuda")``: the whole training set sits on the GPU as uint8,
 batches are drawn by index from a permutation made on the GPU, and the augmentation runs there too.
@@ -31,20 +33,24 @@ from pathlib import Path
 TARGETS = (99.0, 99.4)
 
 
-def run(recipe: str, seed: int, *, epochs=None, device: str, data, limit_train=None, test_each_epoch=True) -> dict:
-    from mnist_edge.train import train
+def run(model: str, recipe: str, seed: int, *, epochs=None, device: str, data, limit_train=None,
+        test_each_epoch=True) -> dict:
+    from mnist_edge.train import make_recipe, train
+    from mnist_edge.zoo import get_spec
 
     t0 = time.perf_counter()
-    r = train("bn_cnn", recipe=recipe, seed=seed, epochs=epochs, device=device, data_dir=data, plot=False,
+    r = train(model, recipe=recipe, seed=seed, epochs=epochs, device=device, data_dir=data, plot=False,
               limit_train=limit_train, test_each_epoch=test_each_epoch)
     wall = time.perf_counter() - t0
     curve, elapsed = [], 0.0
     for h in r.history:
         elapsed += h["seconds"]
         curve.append({"epoch": h["epoch"], "train_s": round(elapsed, 3), "test_acc": h.get("test_acc")})
-    row = {"recipe": recipe, "epochs": len(r.history), "seed": seed, "final_accuracy": r.test_accuracy,
-           "train_s": round(elapsed, 3), "wall_s": round(wall, 3), "curve": curve}
-    for x in TARGETS:
+    row = {"model": model, "recipe": recipe, "epochs": len(r.history), "seed": seed,
+           "final_accuracy": r.test_accuracy, "train_s": round(elapsed, 3), "wall_s": round(wall, 3),
+           "bf16_recipe": make_recipe(get_spec(model), recipe, epochs=epochs).bf16, "curve": curve}
+    documented = get_spec(model).documented_accuracy
+    for x in TARGETS + ((documented,) if documented else ()):
         first = next((c for c in curve if c["test_acc"] is not None and c["test_acc"] >= x), None)
         row[f"time_to_{x}"] = first and {"epoch": first["epoch"], "train_s": first["train_s"]}
     print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
@@ -53,6 +59,7 @@ def run(recipe: str, seed: int, *, epochs=None, device: str, data, limit_train=N
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["bn_cnn"], help="registry names, or 'all'")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--cut-epochs", type=int, nargs="*", default=[2, 3, 4])
     ap.add_argument("--no-seed-recipe", action="store_true")
@@ -66,7 +73,10 @@ def main() -> int:
 
     from mnist_edge.machine import cpu_model
 
-    run("fast", 0, epochs=1, device=args.device, data=args.data, limit_train=1024)  # warm-up, not kept
+    from mnist_edge.zoo import MODELS
+
+    models = list(MODELS) if args.models == ["all"] else args.models
+    run("bn_cnn", "fast", 0, epochs=1, device=args.device, data=args.data, limit_train=1024)  # warm-up, not kept
     dev = torch.device(args.device)
     doc = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model(),
            "torch": torch.__version__, "cuda": torch.version.cuda, "host_cpu": cpu_model(),
@@ -80,12 +90,13 @@ def main() -> int:
         os.replace(tmp, args.json)
 
     common = dict(device=args.device, data=args.data, limit_train=args.limit_train)
-    for seed in args.seeds:
-        keep(run("fast", seed, **common))
-        for e in args.cut_epochs:
-            keep(run("fast", seed, epochs=e, test_each_epoch=False, **common))
-        if not args.no_seed_recipe:
-            keep(run("seed", seed, **common))
+    for model in models:
+        for seed in args.seeds:
+            keep(run(model, "fast", seed, **common))
+            for e in args.cut_epochs:
+                keep(run(model, "fast", seed, epochs=e, test_each_epoch=False, **common))
+            if not args.no_seed_recipe:
+                keep(run(model, "seed", seed, **common))
     return 0
 
 
