@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge import artifacts as A
+from mnist_edge.cards_int8 import format_name, int8_lines, int8_verdict
 from mnist_edge.card_reliability import (confidence_lines, confidence_table, load_robustness, robustness_index,
                                          robustness_lines)
 from mnist_edge.errors import ArtifactError, UsageError
@@ -213,22 +214,10 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
         f = files.get(fname)
         if f:
             if fname == A.INT8 and q:
-                label += f" ({FORMAT_NAMES.get(q.get('quant_format', 'qdq'), q.get('quant_format'))})"
+                label += f" ({format_name(q)})"
             lines.append(f"| `{fname}` | {label} | {format_size(f['size'])} | {f['accuracy']:.2f}% | "
                          f"{f['agreement']:.2f}% | {f['max_abs_diff']:.2e} | {f['reference']} |")
-    if q:
-        src = q["calibration_source"]
-        lines += ["", f"int8: `{q['tool']}`, {q['quant_format'].upper()}, {q['calibration_method']} calibration on "
-                      f"{src['images']} class-balanced training images ({src['split']} split, seed {src['seed']}), "
-                      f"weights {q['weight_type']} {'per channel' if q['per_channel'] else 'per tensor'}, "
-                      f"activations {q['activation_type']}."]
-        lines += int8_recipe_lines(manifest)
-        if (int8_report or {}).get("profile"):
-            from mnist_edge.export.diagnose import profile_markdown
-
-            lines += ["", "Where the time goes, for the chosen recipe (`mnist-edge quantize --report`: onnxruntime's "
-                          "profiler, ms per call by op type, 1 thread; fp32 is the float graph the quantizer saw, "
-                          "after the recipe's rewrites):", ""] + profile_markdown(int8_report)
+    lines += int8_lines(manifest, int8_report)
     lines += confidence_lines(manifest)
     lines += ["", "## Latency", ""]
     if bench:
@@ -267,10 +256,6 @@ def model_card(name: str, manifest: dict, ckpt: dict, bench: dict | None, *, sta
     return "\n".join(lines)
 
 
-def _ratio(r: dict | None) -> str:
-    return f"{r['ratio']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]" if r else "-"
-
-
 def _restat_rows(record: dict | None) -> list[str]:
     """The card's row for the recipe's ``reestimate_bn`` step (none when the checkpoint did not take it)."""
     if not record:
@@ -280,35 +265,6 @@ def _restat_rows(record: dict | None) -> list[str]:
            f"{record['val_acc_before']:.2f}% -> {record['val_acc']:.2f}%" if "val_loss" in record else "")
     return [f"| batch-norm statistics | re-estimated on {record['images']:,} clean training images after the final "
             f"epoch{how}{val} |"]
-
-
-FORMAT_NAMES = {"qdq": "QDQ", "qoperator": "QOperator"}  # onnxruntime's QuantFormat names
-
-
-def int8_recipe_lines(manifest: dict) -> list[str]:
-    """The int8 recipe the search chose, its verdict and measured ratios (from the manifest)."""
-    rec = manifest.get("int8_recipe")
-    if not rec:
-        return []
-    q = manifest["files"][A.INT8]["quantization"]
-    method = q.get("calibration_method", "minmax")
-    fmt = FORMAT_NAMES.get(q.get("quant_format", "qdq"), q.get("quant_format"))
-    changes = [f"{fmt}, {q.get('activation_type', 'int8')} activations, "
-               f"{q.get('weight_type', 'int8')} weights per {'channel' if q.get('per_channel', True) else 'tensor'}, "
-               + (f"percentile {q.get('percentile')}" if method == "percentile" else method) + " calibration"]
-    changes += [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "relu_before_pool",
-                                        "nhwc_flatten", "pad_channels", "pool_before_activation")
-                if q.get(k) not in (None, [], False)]
-    lines = ["", f"**int8 recipe** ({rec['source']}): " + ", ".join(changes)
-             + f". Recommended file: `{rec['recommended']}`."]
-    if rec.get("verdict"):
-        ratios = (rec.get("chosen") or {}).get("ratios") or {}
-        machine, search = rec.get("machine") or {}, rec.get("search") or {}
-        lines += ["", f"Verdict: **int8 {rec['verdict']}** on {machine.get('cpu')} (`mnist-edge quantize --search`, "
-                      f"{search.get('trials')} trials in {search.get('seconds')} s, load average "
-                      f"{machine.get('load_average')}): int8/fp32 p50 at batch 1 {_ratio(ratios.get('1'))}, "
-                      f"at batch 64 {_ratio(ratios.get('64'))} (95% intervals, 1 thread)."]
-    return lines
 
 
 def zoo_index(rows: list[tuple[str, dict, dict, dict | None]], plot: str | None = None,
@@ -332,7 +288,7 @@ def zoo_index(rows: list[tuple[str, dict, dict, dict | None]], plot: str | None 
             f"| [`{name}`]({name}/README.md) | {doc} | {m['test_accuracy']:.2f}% | {f['model.onnx']['accuracy']:.2f}% | "
             f"{f['model.int8.onnx']['accuracy']:.2f}% | {f['model.int8.onnx']['agreement']:.2f}% | "
             f"{format_size(f['model.onnx']['size'])} | {format_size(f['model.int8.onnx']['size'])} | "
-            + " | ".join(lat) + f" | {m['train_seconds'] / 60:.1f} min, {m['device']} | {_verdict(man)} |")
+            + " | ".join(lat) + f" | {m['train_seconds'] / 60:.1f} min, {m['device']} | {int8_verdict(man)} |")
     if plot:
         lines += ["", f"![accuracy against batch-1 latency; marker area: file size]({plot})", "",
                   "Accuracy against batch-1 latency (p50, 1 thread, from each `bench.json`) for the ONNX fp32 and "
@@ -346,14 +302,6 @@ def zoo_index(rows: list[tuple[str, dict, dict, dict | None]], plot: str | None 
               *confidence_table(rows)]
     lines += ["", "## Reproduce a row", "", "```bash", reproduce("NAME"), "```", ""]
     return "\n".join(lines)
-
-
-def _verdict(manifest: dict) -> str:
-    rec = manifest.get("int8_recipe") or {}
-    if not rec.get("verdict"):
-        return "not searched"
-    ratios = (rec.get("chosen") or {}).get("ratios") or {}
-    return f"{rec['verdict']} ({_ratio(ratios.get('1'))} / {_ratio(ratios.get('64'))})"
 
 
 PICTURES = ("confusion.png", "misclassified.png", "misclassified_int8.png")

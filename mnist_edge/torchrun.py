@@ -1,4 +1,5 @@
-"""Running torch models on the contract's uint8 batches: TorchScript files we wrote, EdgeModels, thread count.
+"""Running torch models on the contract's uint8 batches: TorchScript files we wrote, EdgeModels, thread count,
+the device, its name and whether it computes bf16.
 
 Below the export and the benchmark (both use it, as do the self-test and verify); torch is imported inside
 the functions. torch 2.13 marks ``torch.jit.load`` deprecated; TorchScript is still what the project
@@ -148,3 +149,30 @@ def torch_device(device):
         raise DeviceError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu "
                           "or install a CUDA build of torch")
     return torch.device("cuda", index)
+
+
+def bf16_autocast(recipe, dev) -> tuple[bool, str]:
+    """(whether to train under bf16 autocast, why): the recipe asks for it and the device computes bf16 in
+    hardware. Weights, optimizer state and the loss stay float32; evaluation runs in float32."""
+    import torch
+
+    if not recipe.bf16:
+        return False, "the recipe trains in float32"
+    if dev.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ok, f"{torch.cuda.get_device_name(dev)} {'supports' if ok else 'lacks'} bf16"
+    if dev.type != "cpu":
+        return False, f"no bf16 autocast on {dev.type}"
+    from mnist_edge.machine import native_bf16
+
+    ok, why = native_bf16()
+    return ok, why + ("" if ok else "; training in float32, slower than the recipe's measured time")
+
+
+def device_name(dev) -> str:
+    """The GPU's name for a CUDA device, else the CPU model (what a checkpoint records it trained on)."""
+    import torch
+
+    from mnist_edge.machine import cpu_model
+
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model()

@@ -138,7 +138,7 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
     from mnist_edge.data import require_splits
     from mnist_edge.extras import require
     from mnist_edge.machine import usable_cores
-    from mnist_edge.torchrun import bounded_openmp_spin, keep_freed_memory
+    from mnist_edge.torchrun import bounded_openmp_spin, bf16_autocast, device_name, keep_freed_memory
     from mnist_edge.zoo import get_spec
 
     spec = get_spec(model)
@@ -191,7 +191,7 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
     n, bs = len(x_tr), recipe.batch_size
     steps = (n + bs - 1) // bs
     sched, per_batch = make_scheduler(recipe, opt, steps)
-    bf16, why = _bf16_autocast(recipe, dev)
+    bf16, why = bf16_autocast(recipe, dev)
     if recipe.bf16 and log:
         log(f"precision: {'bf16 autocast' if bf16 else 'float32'} ({why})")
     loop = _EpochLoop(net, prepare, opt, sched if per_batch else None, recipe, gen, x_tr, y_tr, bf16)
@@ -249,7 +249,7 @@ def train(model: str, *, data_dir=None, recipe: str = "seed", epochs=None, batch
         finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         metrics = {"test_accuracy": test_acc, "selected": selected, "train_seconds": round(seconds, 1),
                    "finished_utc": finished, "recipe_name": recipe_name,
-                   "device": str(dev), "device_name": _device_name(dev), "threads": torch.get_num_threads(),
+                   "device": str(dev), "device_name": device_name(dev), "threads": torch.get_num_threads(),
                    "precision": "bf16 autocast" if bf16 else "float32",
                    "other_load_cores": busy, "usable_cores": cores,
                    "seed": seed, "train_images": n, "limit_train": limit_train,
@@ -370,32 +370,6 @@ class _EpochLoop:
                 bar.update(s + 1 - bar.n)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         return loss_sum.item(), correct.item()
-
-
-def _bf16_autocast(recipe, dev) -> tuple[bool, str]:
-    """(whether to train under bf16 autocast, why): the recipe asks for it and the device computes bf16 in
-    hardware. Weights, optimizer state and the loss stay float32; evaluation runs in float32."""
-    import torch
-
-    if not recipe.bf16:
-        return False, "the recipe trains in float32"
-    if dev.type == "cuda":
-        ok = torch.cuda.is_bf16_supported()
-        return ok, f"{torch.cuda.get_device_name(dev)} {'supports' if ok else 'lacks'} bf16"
-    if dev.type != "cpu":
-        return False, f"no bf16 autocast on {dev.type}"
-    from mnist_edge.machine import native_bf16
-
-    ok, why = native_bf16()
-    return ok, why + ("" if ok else "; training in float32, slower than the recipe's measured time")
-
-
-def _device_name(dev) -> str:
-    import torch
-
-    from mnist_edge.machine import cpu_model
-
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model()
 
 
 def _progress(total: int, desc: str, enabled: bool):

@@ -72,13 +72,14 @@ def main() -> int:
     import torch
 
     from mnist_edge.machine import cpu_model
+    from mnist_edge.torchrun import device_name
 
     from mnist_edge.zoo import MODELS
 
     models = list(MODELS) if args.models == ["all"] else args.models
     run("bn_cnn", "fast", 0, epochs=1, device=args.device, data=args.data, limit_train=1024)  # warm-up, not kept
     dev = torch.device(args.device)
-    doc = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model(),
+    doc = {"device": device_name(dev),
            "torch": torch.__version__, "cuda": torch.version.cuda, "host_cpu": cpu_model(),
            "limit_train": args.limit_train, "warm_up": "1 epoch of 1,024 images in this process, not counted",
            "runs": []}

@@ -159,7 +159,7 @@ def test_recipe_notes_count_a_setting_the_checkpoint_predates_as_its_default():
 
 def test_the_card_names_every_choice_of_the_int8_recipe():
     from mnist_edge import artifacts as A
-    from mnist_edge.cards import int8_recipe_lines
+    from mnist_edge.cards_int8 import int8_recipe_lines
 
     def line(**q):
         manifest = {"int8_recipe": {"source": "registry:x.json", "recommended": "model.int8.onnx"},
