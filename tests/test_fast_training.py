@@ -23,6 +23,11 @@ def test_every_seed_model_has_a_fast_recipe_that_states_itself():
         fast = recipe_for(spec, "fast")
         assert recipe_for(spec, "seed") is spec.recipe
         assert fast.notes.startswith("fast:") and fast.select in ("final", "val_loss")
+        # the notes (shown in cards and --help) say the schedule the fields hold
+        assert f"{fast.epochs} epoch" in fast.notes and f"batch {fast.batch_size}" in fast.notes, name
+        mantissa, exponent = f"{fast.lr:.0e}".split("e")
+        assert f"{fast.lr:g}" in fast.notes or f"{mantissa}e{int(exponent)}" in fast.notes, name
+        assert ("label smoothing" in fast.notes) == bool(fast.label_smoothing), name
         assert fast.epochs < spec.recipe.epochs or fast.batch_size > spec.recipe.batch_size, name
         assert make_recipe(spec, "fast") == fast  # no override: the registered recipe itself
     ours = get_spec("edge_cnn")  # no seed: its own recipe is the only one, under both names
