@@ -38,6 +38,11 @@ node fewer than ``DQ -> Gemm``): 1.00x [0.99, 1.00] of the shipped recipe's time
 file without onnxruntime's layout optimizations (``ORT_ENABLE_EXTENDED``) made it 1.21x slower. A newer
 onnxruntime does not close the gap: the shipped files under 1.32.0 gave 0.79x [0.79, 0.79] at batch 1, against
 0.76x [0.76, 0.76] under 1.31.1 in the same minutes (``scripts/compare_latency.py``; 0.63x at batch 64 in both).
+Tried on 2026-11-22 against the shipped recipe (relu-before-pool, padded channels), paired, 32-48 repeats: the NHWC
+flatten on top of it (one Transpose fewer) 0.99-1.00x at batch 1 in three runs; that with the first Gemm also in
+float 0.98x at batch 1 but 1.03x at batch 64; a Transpose pair written into the float graph before the second
+conv, so that onnxruntime might fold its NHWC transpose into the first conv's reorder: the optimizer moved it back
+after the QuantizeLinear and produced the same 15-node graph.
 
 One more, the input channels of a conv padded for onnxruntime's fast int8 conv kernel, is in
 :mod:`mnist_edge.export.channel_pad`; :func:`apply_rewrites` applies them all.
