@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -71,9 +70,9 @@ def main() -> int:
 
     import torch
 
+    from mnist_edge.files import write_text_atomic
     from mnist_edge.machine import cpu_model
     from mnist_edge.torchrun import device_name
-
     from mnist_edge.zoo import MODELS
 
     models = list(MODELS) if args.models == ["all"] else args.models
@@ -86,9 +85,7 @@ def main() -> int:
 
     def keep(row):
         doc["runs"].append(row)
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-        os.replace(tmp, args.json)
+        write_text_atomic(args.json, json.dumps(doc, indent=1) + "\n")
 
     common = dict(device=args.device, data=args.data, limit_train=args.limit_train)
     for model in models:
