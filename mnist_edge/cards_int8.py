@@ -48,8 +48,8 @@ def int8_recipe_lines(manifest: dict) -> list[str]:
                f"{q.get('weight_type', 'int8')} weights per {'channel' if q.get('per_channel', True) else 'tensor'}, "
                + (f"percentile {q.get('percentile')}" if method == "percentile" else method) + " calibration"]
     changes += [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "relu_before_pool",
-                                        "nhwc_flatten", "pad_channels", "pool_before_activation")
-                if q.get(k) not in (None, [], False)]
+                                        "nhwc_flatten", "pad_channels", "pad_multiple", "pool_before_activation")
+                if q.get(k) not in (None, [], False) and (k, q[k]) != ("pad_multiple", 4)]
     lines = ["", f"**int8 recipe** ({rec['source']}): " + ", ".join(changes)
              + f". Recommended file: `{rec['recommended']}`."]
     if rec.get("verdict"):

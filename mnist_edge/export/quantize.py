@@ -26,6 +26,7 @@ import numpy as np
 
 from mnist_edge.contract import INPUT_NAME
 from mnist_edge.errors import ExportError, UsageError, first_line
+from mnist_edge.export.channel_pad import MULTIPLES as PAD_MULTIPLES
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
 QUANT_FORMATS = ("qdq", "qoperator")
@@ -61,6 +62,7 @@ class QuantizeOptions:
     relu_before_pool: tuple = ()
     nhwc_flatten: bool = False  # flatten in NHWC order (fc weights permuted) so no Transpose precedes the QGemm
     pad_channels: tuple = ()  # "Conv[1]": input channels zero-padded to a multiple of 4 (mnist_edge.export.channel_pad)
+    pad_multiple: int = 4  # ... or of 8 or 16, so that a float conv feeding it fills onnxruntime's NCHWc blocks
     pool_before_activation: tuple = ()  # "MaxPool[0]": Relu/Tanh -> MaxPool becomes MaxPool -> Relu/Tanh
 
     def __post_init__(self):
@@ -89,6 +91,9 @@ class QuantizeOptions:
         for flag in ("per_channel", "reduce_range", "preprocess", "nhwc_flatten"):
             if not isinstance(getattr(self, flag), bool):
                 raise UsageError(f"{flag} {getattr(self, flag)!r} must be true or false")
+        if isinstance(self.pad_multiple, bool) or self.pad_multiple not in PAD_MULTIPLES:
+            raise UsageError(f"pad_multiple {self.pad_multiple!r} is not valid; choose one of: "
+                             f"{', '.join(map(str, PAD_MULTIPLES))}")
         if not isinstance(self.keep_float, tuple) or not all(isinstance(s, str) and _SELECTOR.match(s)
                                                              for s in self.keep_float):
             raise UsageError(f"keep_float {list(self.keep_float)!r} must be a list of node selectors such as "
@@ -257,7 +262,8 @@ def float_graph(fp32_path, options: QuantizeOptions, workdir) -> Path:
 
         model = onnx.load(os.fspath(src))
         apply_rewrites(model, relu_pools=options.relu_before_pool, flatten=options.nhwc_flatten,
-                       pad=options.pad_channels, pools_first=options.pool_before_activation)
+                       pad=options.pad_channels, pad_multiple=options.pad_multiple,
+                       pools_first=options.pool_before_activation)
         src = Path(workdir) / "rewritten.onnx"
         onnx.save(model, os.fspath(src))
     if not options.preprocess:

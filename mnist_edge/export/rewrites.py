@@ -194,12 +194,13 @@ def flatten_sites(model) -> int:
     return len(_flatten_sites(model))
 
 
-def apply_rewrites(model, *, relu_pools=(), flatten: bool = False, pad=(), pools_first=()) -> None:
+def apply_rewrites(model, *, relu_pools=(), flatten: bool = False, pad=(), pad_multiple: int = 4,
+                   pools_first=()) -> None:
     """Apply the rewrites a recipe names to ``model`` (an onnx ModelProto, in place); ``pad``: Conv selectors
-    for :func:`mnist_edge.export.channel_pad.pad_channels`; ``pools_first``: MaxPool selectors for
-    :func:`pool_before_activation`."""
+    for :func:`mnist_edge.export.channel_pad.pad_channels` (to a multiple of ``pad_multiple``); ``pools_first``:
+    MaxPool selectors for :func:`pool_before_activation`."""
     if pad:
-        pad_channels(model, pad)
+        pad_channels(model, pad, pad_multiple)
     if pools_first:
         pool_before_activation(model, pools_first)
     if relu_pools:

@@ -21,7 +21,9 @@ Stages, so a search costs a dozen trials rather than the whole product of option
    -> Q round trips and the Transposes that onnxruntime's optimizer otherwise leaves at batch 1; each kept
    only when it beats the current best head to head; then, on the winner, the input channels of each
    quantized conv padded to a multiple of four (:mod:`mnist_edge.export.channel_pad`: onnxruntime's fast
-   symmetric int8 conv kernel on x64 needs them in fours), kept only when it beats that;
+   symmetric int8 conv kernel on x64 needs them in fours), or of 8 or 16 where the conv feeding it stays in
+   float (onnxruntime's NCHWc blocks), each with and without the NHWC flatten, kept only when it beats the
+   best so far;
 5. calibration on the chosen graph (Entropy, Percentile 99.99 / 99.999, Distribution): these change
    ranges, not the graph, so the one with the highest agreement wins (ties keep the current one);
 6. the chosen recipe is timed once more with ``CONFIRM_FACTOR`` times the repeats (stage "confirm"): the
@@ -273,8 +275,9 @@ def run_search(s: Searcher, base: QuantizeOptions, *, full: bool = True) -> Tria
         c = s.trial(f"{start.name}+{n}", "layout", o)
         if s.beats(c, best):
             best = c
-    for n, o in pad_variants(best.options, s.fp32):
-        c = s.trial(f"{best.name}+{n}", "layout", o)
+    start = best
+    for n, o in pad_variants(start.options, s.fp32):
+        c = s.trial(f"{start.name}+{n}", "layout", o)
         if s.beats(c, best):
             best = c
     chosen = best
