@@ -6,6 +6,7 @@ measured ratios, and where the time goes (onnxruntime's profiler). Drawn from ``
 from __future__ import annotations
 
 from mnist_edge import artifacts as A
+from mnist_edge.export.quantize import QuantizeOptions
 from mnist_edge.export.ratio import format_ratio
 
 FORMAT_NAMES = {"qdq": "QDQ", "qoperator": "QOperator"}  # onnxruntime's QuantFormat names
@@ -47,9 +48,10 @@ def int8_recipe_lines(manifest: dict) -> list[str]:
     changes = [f"{fmt}, {q.get('activation_type', 'int8')} activations, "
                f"{q.get('weight_type', 'int8')} weights per {'channel' if q.get('per_channel', True) else 'tensor'}, "
                + (f"percentile {q.get('percentile')}" if method == "percentile" else method) + " calibration"]
+    defaults = QuantizeOptions().to_dict()  # a card names only the choices that differ from them
     changes += [f"{k} {q[k]}" for k in ("keep_float", "op_types", "preprocess", "reduce_range", "relu_before_pool",
                                         "nhwc_flatten", "pad_channels", "pad_multiple", "pool_before_activation")
-                if q.get(k) not in (None, [], False) and (k, q[k]) != ("pad_multiple", 4)]
+                if k in q and q[k] != defaults[k]]
     lines = ["", f"**int8 recipe** ({rec['source']}): " + ", ".join(changes)
              + f". Recommended file: `{rec['recommended']}`."]
     if rec.get("verdict"):

@@ -114,8 +114,9 @@ def _pad(model, name: str, axis: int, extra: int) -> None:
 def feeding_conv(model, selector: str) -> str:
     """The selector of the Conv whose output channels padding the Conv ``selector`` adds to."""
     nodes = list(model.graph.node)
-    j, _ = _feeding_conv(model, nodes, nodes[selector_index(nodes)[selector]].input[0])
-    return {i: s for s, i in selector_index(nodes).items()}[j]
+    index = selector_index(nodes)
+    j, _ = _feeding_conv(model, nodes, nodes[index[selector]].input[0])
+    return next(s for s, i in index.items() if i == j)
 
 
 def padded_widths(model, selectors, multiple: int = MULTIPLE) -> tuple:
