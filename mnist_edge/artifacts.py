@@ -17,6 +17,7 @@ uses what that folder holds, or the installed copy, never a checkout it happens 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,7 @@ LAYOUT: dict[str, FileKind] = {
     "int8": FileKind("model.int8.onnx", "model", "onnx", "int8",
                      "onnxruntime, from the hash-checked bytes (mnist_edge.runtime)", False),
     "selftest": FileKind("selftest.bin", "selftest", "selftest", None,
-                         "numpy: images and reference outputs (mnist_edge.selftest)", False),
+                         "numpy: images and reference outputs (mnist_edge.evaluate.selftest)", False),
     "manifest": FileKind("manifest.json", "manifest", "manifest", None,
                          "json: strict, size-capped, digest-checked (mnist_edge.manifest)", False),
 }
@@ -60,7 +61,10 @@ ONNX_FILES = {"fp32": ONNX, "int8": INT8}  # precision -> ONNX file: what the ru
 MODEL_FILES = (TORCHSCRIPT, ONNX, INT8)  # in export order
 EXPORTED = Path("exported")  # relative to the working directory
 RUNS = Path("runs")  # where `mnist-edge train` and `quantize` write by default (relative too)
+EXPORT_RUNS = RUNS / "export"  # where `mnist-edge export` writes by default: never into the committed exported/
 DEFAULT_MODEL = "bn_cnn"
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a model or file name: no folders, no '..'
+
 
 
 def by_name(name: str) -> FileKind | None:
@@ -78,13 +82,18 @@ class Artifact:
 
 
 def default_folder(model: str) -> Path:
-    """Where ``mnist-edge export --model NAME`` writes by default: ``exported/NAME`` here."""
+    """Where a zoo name's artifact folder is looked up first: ``exported/NAME`` here (the committed zoo)."""
     return EXPORTED / model
+
+
+def export_folder(name: str) -> Path:
+    """Where ``mnist-edge export`` writes model ``name`` without ``--out``: ``runs/export/NAME`` here."""
+    return EXPORT_RUNS / name
 
 
 def resolve(ref: str | os.PathLike | None = None) -> Artifact:
     """Turn a zoo name, a folder or a file into an :class:`Artifact` (see the module docstring's rule)."""
-    from mnist_edge.zoo import MODELS, get_spec
+    from mnist_edge.zoo.registry import MODELS, get_spec
 
     text = DEFAULT_MODEL if ref is None else os.fspath(ref)
     if not text.strip():

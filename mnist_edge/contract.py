@@ -6,13 +6,18 @@ MNIST stores them (0 background, 255 ink). The graph itself scales, normalizes a
 runtime, the exporter and the tests all read the same names from one place.
 """
 
+from dataclasses import dataclass
+
+from mnist_edge.errors import UsageError
+
 CONTRACT_VERSION = "1"
 INPUT_NAME = "image"
 INPUT_DTYPE = "uint8"
 INPUT_SHAPE = ("batch", 1, 28, 28)  # "batch" is the dynamic axis
 OUTPUT_NAMES = ("logits", "probabilities")
-NUM_CLASSES = 10
+NUM_CLASSES = 10  # MNIST's digits: the default labels
 LABELS = tuple(str(d) for d in range(NUM_CLASSES))
+MAX_CLASSES = 1000
 
 # Keys written into ONNX metadata_props (all values are strings; JSON where structured).
 META_PREFIX = "mnist_edge."
@@ -33,3 +38,48 @@ META_KEYS = {
     "temperature": META_PREFIX + "temperature",
 }
 REQUIRED_META = ("contract", "model", "labels", "input", "outputs", "normalization")
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What one model's files promise: the pixels they take and the classes they answer.
+
+    The graph takes raw uint8 pixels [batch, channels, 28, 28], pads them to ``input_size`` (LeNet-5's
+    32), computes ``(pixel / 255 - mean) / std`` itself, and returns ``logits`` and ``probabilities``
+    over ``labels``. ``mean`` and ``std`` are what the network was trained with.
+    """
+
+    labels: tuple = LABELS
+    input_size: int = 28
+    mean: float = MNIST_MEAN
+    std: float = MNIST_STD
+    channels: int = 1
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def pad(self) -> int:
+        """Pixels of padding on each side that bring the 28x28 digit to ``input_size``."""
+        return (self.input_size - 28) // 2
+
+
+def make_contract(labels=None, input_size: int = 28, mean: float = MNIST_MEAN, std: float = MNIST_STD,
+                 channels: int = 1) -> Contract:
+    """A Contract from what a user states, each value checked (UsageError naming it)."""
+    labels = tuple(str(x) for x in labels) if labels is not None else LABELS
+    if not 2 <= len(labels) <= MAX_CLASSES or len(set(labels)) != len(labels) or not all(labels):
+        raise UsageError(f"labels must be 2 to {MAX_CLASSES} distinct, non-empty names, got {list(labels)[:12]}")
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or not 28 <= input_size <= 512 \
+            or (input_size - 28) % 2:
+        raise UsageError(f"input size {input_size!r} must be 28, or an even size above it up to 512 (the graph pads "
+                         "the 28x28 digit by the same number of pixels on each side, as for LeNet-5's 32)")
+    for what, v in (("mean", mean), ("std", std)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or abs(v) > 1e3:
+            raise UsageError(f"{what} {v!r} must be a finite number (of pixels scaled to [0, 1])")
+    if std <= 0:
+        raise UsageError(f"std {std!r} must be positive")
+    return Contract(labels=labels, input_size=input_size, mean=float(mean), std=float(std), channels=channels)

@@ -105,17 +105,18 @@ def check_models(model_dir: Path) -> tuple[dict, dict[str, bytes]]:
     if (model_dir / A.MANIFEST).is_file():
         blobs[A.MANIFEST] = (model_dir / A.MANIFEST).read_bytes()
     index = {"model": name, "model_dir": str(model_dir), "files": files}
-    from mnist_edge.manifest import read_manifest, verify_files
-    from mnist_edge.selftest import BUNDLE_NAME
+    from mnist_edge.manifest import load_manifest, verify_files
+    from mnist_edge.evaluate.selftest import BUNDLE_NAME
 
-    manifest = read_manifest(model_dir) if (model_dir / A.MANIFEST).is_file() else None
-    if manifest is not None and BUNDLE_NAME in manifest["files"]:  # the page self-tests each model with it
-        verify_files(model_dir, [BUNDLE_NAME], manifest)
+    manifest = load_manifest(model_dir) if (model_dir / A.MANIFEST).is_file() else None
+    if manifest is not None and BUNDLE_NAME in manifest.files:  # the page self-tests each model with it
+        verify_files(model_dir, [BUNDLE_NAME], manifest.to_json())
         data = (model_dir / BUNDLE_NAME).read_bytes()
-        if hashlib.sha256(data).hexdigest() != manifest["files"][BUNDLE_NAME]["sha256"]:
+        sha256 = manifest.files[BUNDLE_NAME].sha256
+        if hashlib.sha256(data).hexdigest() != sha256:
             raise ArtifactError(f"{model_dir / BUNDLE_NAME} changed while the demo was checking it; start it again")
         blobs[BUNDLE_NAME] = data
-        index["selftest"] = {"url": f"models/{BUNDLE_NAME}", "bytes": len(data), "sha256": manifest["files"][BUNDLE_NAME]["sha256"]}
+        index["selftest"] = {"url": f"models/{BUNDLE_NAME}", "bytes": len(data), "sha256": sha256}
     return index, blobs
 
 

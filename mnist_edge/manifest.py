@@ -36,16 +36,19 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_edge import artifacts as A
+from mnist_edge.documents import fields as F
+from mnist_edge.documents import SCHEMAS, parse_json
 from mnist_edge.errors import ArtifactError
 from mnist_edge.files import FileTooLargeError, describe_os_error, read_regular, sha256_file, write_text_atomic
 
-FORMAT = "mnist-edge-manifest/1"
+FORMAT = SCHEMAS["manifest"]
 MANIFEST_NAME = A.MANIFEST
 MAX_MANIFEST_BYTES = 1 << 20  # ours are a few kB; refuse to parse anything huge
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # plain file names: no folders, no '..'
+_SAFE_NAME = A.SAFE_NAME  # plain file names: no folders, no '..'
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -73,29 +76,6 @@ def write_manifest(folder: str | os.PathLike, manifest: dict) -> Path:
     path = Path(folder) / MANIFEST_NAME
     write_text_atomic(path, json.dumps(seal(manifest), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _small_int(text: str) -> int:
-    if len(text.lstrip("-")) > 20:
-        raise ValueError(f"a {len(text.lstrip('-')):,}-digit integer")
-    return int(text)
-
-
-def parse_json(data: bytes, path) -> object:
-    """Strict JSON: UTF-8, no NaN/Infinity, integers of at most 20 digits, nesting refused past the
-    interpreter's limit; anything else is an ArtifactError naming ``path``."""
-    try:
-        return json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_int=_small_int)
-    except UnicodeDecodeError as e:
-        raise ArtifactError(f"'{path}' is not valid JSON: not UTF-8 ({e.reason} at byte {e.start})") from None
-    except RecursionError:
-        raise ArtifactError(f"'{path}' is not valid JSON for us: nested too deeply") from None
-    except ValueError as e:  # JSONDecodeError, NaN/Infinity, huge integers
-        raise ArtifactError(f"'{path}' is not valid JSON: {str(e)[:200]}") from None
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:
@@ -235,3 +215,69 @@ def verified_path(folder: str | os.PathLike, name: str) -> Path:
     """``folder/name`` after its hash matched the manifest (what a loader should open)."""
     verify_files(folder, [name])
     return Path(folder) / name
+
+
+# --- the typed view: what readers use -------------------------------------------------------------------
+# read_manifest (above) checks the bytes (size cap, strict JSON, digest, schema); Manifest.from_json turns
+# the checked object into attributes, so a consumer reads ``m.files["model.onnx"].sha256``, not string keys.
+
+_HEX = F.Check(lambda v: isinstance(v, str) and bool(_HEX64.fullmatch(v)), "64 lowercase hex digits")
+_OPT_TEXT, _OPT_NUM, _OPT_COUNT = F.optional(F.TEXT), F.optional(F.FINITE), F.optional(F.count(0))
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of the folder: its hash and size, and for model files what the gates measured."""
+
+    sha256: str = F.spec(_HEX, required=True)
+    size: int = F.spec(F.count(0), required=True)
+    kind: str | None = F.spec(_OPT_TEXT, omit_none=True)
+    format: str | None = F.spec(_OPT_TEXT, omit_none=True)
+    precision: str | None = F.spec(_OPT_TEXT, omit_none=True)
+    accuracy: float | None = F.spec(_OPT_NUM, omit_none=True)
+    test_accuracy: float | None = F.spec(_OPT_NUM, omit_none=True)
+    extra: dict = F.extra_field()  # reference, agreement, by_batch, quantization, tolerances, ...
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    split: str = F.spec(F.TEXT, default="test")
+    images: int = F.spec(F.count(1), required=True)
+    batch_sizes: list = F.spec(F.list_of(F.count(1)), required=True)
+    threads: int | None = F.spec(F.optional(F.count(1)), omit_none=True)
+    extra: dict = F.extra_field()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A sealed manifest, typed. ``files``: name -> :class:`FileEntry`; the other sections stay records."""
+
+    model: str = F.spec(F.TEXT, required=True)
+    created: str | None = F.spec(_OPT_TEXT)
+    files: dict = F.spec(F.Check(lambda v: isinstance(v, dict), "an object of file entries"), required=True)
+    evaluation: Evaluation | None = F.spec(Evaluation, omit_none=True)
+    recommended: str | None = F.spec(_OPT_TEXT, omit_none=True)
+    extra: dict = F.extra_field()  # format, digest, contract, versions, settings, pytorch, checks, ...
+
+    @classmethod
+    def from_json(cls, obj: dict, source) -> "Manifest":
+        where = F.Where(source)
+        doc = F.parse(cls, obj, where)
+        files = {name: F.parse(FileEntry, entry, where.at("files").at(name)) for name, entry in doc.files.items()}
+        return cls(doc.model, doc.created, files, doc.evaluation, doc.recommended, doc.extra)
+
+    def to_json(self) -> dict:
+        out = F.dump(self)
+        out["files"] = {name: F.dump(e) for name, e in self.files.items()}
+        return out
+
+    def section(self, name: str) -> dict:
+        """One of the record sections (contract, versions, settings, pytorch, temperature, int8_recipe), or {}."""
+        value = self.extra.get(name)
+        return value if isinstance(value, dict) else {}
+
+
+def load_manifest(folder: str | os.PathLike) -> Manifest:
+    """The typed manifest of ``folder`` (every check of :func:`read_manifest` first)."""
+    path = Path(folder) / MANIFEST_NAME
+    return Manifest.from_json(read_manifest(folder), path)

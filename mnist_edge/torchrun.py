@@ -39,16 +39,16 @@ def load_torchscript(source):
 
 
 def torch_logits(module, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Logits float32 [N, 10] of an EdgeModel or its TorchScript, ``batch_size`` images per call."""
+    """Logits float32 [N, classes] of an EdgeModel or its TorchScript, ``batch_size`` images per call."""
     import torch
 
-    out = np.empty((len(images), 10), dtype=np.float32)
     images = np.ascontiguousarray(images)
     x = torch.from_numpy(images if images.flags.writeable else images.copy())  # torch warns on read-only arrays
+    parts = []
     with _no_jit_deprecation(), torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            out[start:start + batch_size] = module(x[start:start + batch_size])[0].numpy()
-    return out
+            parts.append(module(x[start:start + batch_size])[0].numpy())
+    return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, 10), np.float32)
 
 
 SPIN_COUNT = "20000"  # GOMP_SPINCOUNT: how long an idle OpenMP thread spins before it sleeps
@@ -140,7 +140,7 @@ def torch_device(device):
 
     from mnist_edge.errors import DeviceError
 
-    from mnist_edge.devices import parse_device
+    from mnist_edge.system.devices import parse_device
 
     kind, index = parse_device(device, allow_auto=False)
     if kind == "cpu":
@@ -163,7 +163,7 @@ def bf16_autocast(recipe, dev) -> tuple[bool, str]:
         return ok, f"{torch.cuda.get_device_name(dev)} {'supports' if ok else 'lacks'} bf16"
     if dev.type != "cpu":
         return False, f"no bf16 autocast on {dev.type}"
-    from mnist_edge.machine import native_bf16
+    from mnist_edge.system.machine import native_bf16
 
     ok, why = native_bf16()
     return ok, why + ("" if ok else "; training in float32, slower than the recipe's measured time")
@@ -173,6 +173,6 @@ def device_name(dev) -> str:
     """The GPU's name for a CUDA device, else the CPU model (what a checkpoint records it trained on)."""
     import torch
 
-    from mnist_edge.machine import cpu_model
+    from mnist_edge.system.machine import cpu_model
 
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model()

@@ -128,7 +128,7 @@ if [ "$CHROOT_ONLY" = 1 ]; then log "chroot ready at $CHROOT"; exit 0; fi
 
 # logits of the first N test images through the runtime classifier, saved as .npy (run on both machines)
 DUMP='import sys, numpy as np
-from mnist_edge.data import load_mnist
+from mnist_edge.data.mnist import load_mnist
 from mnist_edge.runtime import load
 folder, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 x, _ = load_mnist("test", data_dir=sys.argv[4])
@@ -156,7 +156,7 @@ cp "$MNIST_EDGE_DATA"/t10k-* "$CHROOT/opt/data/"
 import sys
 from pathlib import Path
 from PIL import Image
-from mnist_edge.selftest import read_bundle
+from mnist_edge.evaluate.selftest import read_bundle
 header, arrays, _ = read_bundle(sys.argv[1])
 out = Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
 for c in range(10):

@@ -90,7 +90,7 @@ step "add the 'images' extra (Pillow) from the same wheel, classify an MNIST tes
 "$VPY" - "$DATA" <<'EOF'
 import sys
 from PIL import Image
-from mnist_edge.data import load_mnist
+from mnist_edge.data.mnist import load_mnist
 x, y = load_mnist("test", data_dir=sys.argv[1])
 Image.fromarray(x[0]).save("digit.png")
 print(f"digit.png: MNIST test image 0, label {y[0]}")

@@ -48,7 +48,7 @@ def mnist_dir() -> Path:
     path = Path(value)
     if not path.is_dir():
         pytest.fail(f"MNIST_EDGE_DATA={value!r} is not a folder")
-    from mnist_edge.data import find_mnist_dir
+    from mnist_edge.data.mnist import find_mnist_dir
 
     return find_mnist_dir(path)  # the folder that holds the files (flat or torchvision's MNIST/raw)
 
@@ -63,8 +63,8 @@ class ShortTrained:
 
     def edge_model(self):
         """The net wrapped in the uint8 contract (EdgeModel, eval)."""
-        from mnist_edge.models import build_edge_model
-        from mnist_edge.zoo import get_spec
+        from mnist_edge.zoo.networks import build_edge_model
+        from mnist_edge.zoo.registry import get_spec
 
         return build_edge_model(get_spec(self.name), self.net).eval()
 
@@ -77,16 +77,19 @@ def short_trained(mnist_dir, tmp_path_factory):
 
     def get(name: str) -> ShortTrained:
         if name not in cache:
-            from mnist_edge.train import train
-            from mnist_edge.zoo import get_spec
+            from mnist_edge.data.dataset import load_digits
+            from mnist_edge.training.loop import TrainOptions, train
+            from mnist_edge.zoo.registry import get_spec
+            from mnist_edge.zoo.training import zoo_training
 
-            recipe = get_spec(name).recipe
+            spec = get_spec(name)
+            job = zoo_training(spec, epochs=SHORT_TRAIN_EPOCHS.get(name, 1),
+                               batch_size=min(spec.recipe.batch_size, 64))  # LeNet's 600 would give only 17 steps
+            options = TrainOptions(limit_train=SHORT_TRAIN_IMAGES, seed=0, out=root / name / "checkpoint.pt",
+                                   plot=False, threads=1, test_each_epoch=False, recipe_name=job.recipe_name)
             t0 = time.perf_counter()
-            result = train(name, data_dir=mnist_dir, limit_train=SHORT_TRAIN_IMAGES,
-                           epochs=SHORT_TRAIN_EPOCHS.get(name, 1),
-                           batch_size=min(recipe.batch_size, 64),  # LeNet's 600 would give only 17 steps
-                           seed=0, out=root / name / "checkpoint.pt", plot=False, threads=1,
-                           test_each_epoch=False)
+            result = train(job.build_net, job.recipe, load_digits(mnist_dir), name=job.name, contract=job.contract,
+                           net_args=job.net_args, options=options)
             cache[name] = ShortTrained(name=name, net=result.net, checkpoint=Path(result.checkpoint),
                                        test_accuracy=result.test_accuracy, seconds=time.perf_counter() - t0)
         return cache[name]
@@ -138,9 +141,9 @@ def artifact_dir(exported_bn_cnn) -> Path:
 @pytest.fixture(scope="session")
 def edge_model():
     """The PyTorch EdgeModel (eval) that ``artifact_dir`` was exported from: the oracle for its labels."""
-    from mnist_edge.checkpoint import load_checkpoint
-    from mnist_edge.models import build_edge_model
-    from mnist_edge.zoo import get_spec
+    from mnist_edge.training.checkpoint import load_checkpoint
+    from mnist_edge.zoo.networks import build_edge_model
+    from mnist_edge.zoo.registry import get_spec
 
     net, _ = load_checkpoint(EXPORTED / "bn_cnn" / "checkpoint.pt")
     return build_edge_model(get_spec("bn_cnn"), net).eval()

@@ -181,7 +181,7 @@ class Targets:
         return getattr(self, f"_{target}")(kind, data)
 
     def _idx(self, kind: str, data: bytes) -> str:
-        from mnist_edge.data import parse_idx, read_capped
+        from mnist_edge.data.mnist import parse_idx, read_capped
 
         what = kind.split(".")[0]
         if kind.endswith(".gz"):
@@ -194,7 +194,7 @@ class Targets:
         return "accepted"
 
     def _manifest(self, kind: str, data: bytes) -> str:
-        from mnist_edge.export.verify import verify_artifacts
+        from mnist_edge.evaluate.verify import verify_artifacts
         from mnist_edge.manifest import read_manifest
         from mnist_edge.runtime.hashcheck import pick_file
 

@@ -19,11 +19,15 @@ import numpy as np
 import pytest
 
 from mnist_edge import contract as C
-from mnist_edge import machine as environment
+from mnist_edge.system import machine as environment
 from mnist_edge.bench import advice, report, runner, timing
+from mnist_edge.bench.document import BenchModel, BenchReport, Speedup
 from mnist_edge.bench.formats import FORMATS
+from mnist_edge.bench.options import BenchOptions, parse_threads
 from mnist_edge.cli import main
-from mnist_edge.errors import UnknownModelError, UsageError
+from mnist_edge.errors import ArtifactError, UnknownModelError, UsageError
+
+EXPORTED = Path(__file__).resolve().parents[1] / "exported"
 
 ALL = list(FORMATS)
 
@@ -89,9 +93,9 @@ def _quantize(src: Path, dst: Path) -> None:
 def tiny(tmp_path_factory) -> Path:
     import torch
 
-    from mnist_edge.checkpoint import save_checkpoint
-    from mnist_edge.models import build_edge_model
-    from mnist_edge.zoo import get_spec
+    from mnist_edge.training.checkpoint import save_checkpoint
+    from mnist_edge.zoo.networks import build_edge_model
+    from mnist_edge.zoo.registry import get_spec
 
     folder = tmp_path_factory.mktemp("bench") / "mlp"
     spec = get_spec("mlp")
@@ -175,7 +179,7 @@ def test_pi_board_throttling_and_32_bit_os_messages():
 
 
 def test_environment_is_collected_without_importing_onnxruntime():
-    code = ("import sys, json; from mnist_edge.machine import collect_environment; "
+    code = ("import sys, json; from mnist_edge.system.machine import collect_environment; "
             "env = collect_environment(); json.dumps(env); "
             "print('onnxruntime' in sys.modules, 'torch' in sys.modules, env['versions']['onnxruntime'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -204,45 +208,46 @@ def _report(fp32_p50=(1.0, 20.0), int8_p50=(0.5, 8.0), flags=True, acc=(None, No
          "environment": {"cpu": {"model": "Cortex-A76", "arch": "aarch64", "int8_instructions": capable,
                                  "int8_note": note, "flags": {}},
                          "os": {"platform": "Linux"}, "versions": {"onnxruntime": "1.20.1"}},
-         "formats": fmts, "results": rows, "warnings": []}
-    r["advice"] = advice.advise(r)
+         "formats": fmts, "results": rows, "warnings": [], "advice": {"line": "(recomputed below)"}}
+    r = BenchReport.from_dict(r)
+    r.advice = advice.advise(r)
     return r
 
 
 def test_advice_follows_the_measurement_then_the_flags():
-    pays = _report()["advice"]
-    assert pays["int8_pays"] is True and pays["ship"] == "model.int8.onnx" and pays["basis"] == "measured"
-    assert pays["int8_speedup"] == {"batch": 1, "threads": 1, "value": 2.0, "interval": None}
-    assert "2.00x" in pays["line"] and "2.50x at batch 64" in pays["line"]
-    slow = _report(int8_p50=(1.05, 30.0), flags=False)["advice"]  # a Pi 4: within 10%, then slower
-    assert slow["int8_pays"] is False and slow["ship"] == "model.onnx" and "dot-product" in slow["line"]
-    surprising = _report(int8_p50=(1.3, 30.0), flags=True)["advice"]
-    assert surprising["int8_pays"] is False and "unexpected" in surprising["line"]
-    dropped = _report(acc=(99.4, 98.9))["advice"]  # fast but 0.5 points worse
-    assert dropped["ship"] == "model.onnx" and dropped["basis"] == "accuracy"
-    assert _report(device="cuda")["advice"]["ship"] == "model.onnx"
-    pi4_guess = _report(int8_p50=(None, None), flags=False)["advice"]
-    assert pi4_guess["basis"] == "cpu flags" and pi4_guess["int8_pays"] is False and "Measure" in pi4_guess["line"]
-    assert _report(int8_p50=(None, None), flags=True)["advice"]["ship"] == "model.int8.onnx"
+    pays = _report().advice
+    assert pays.int8_pays is True and pays.ship == "model.int8.onnx" and pays.basis == "measured"
+    assert pays.int8_speedup == Speedup(batch=1, threads=1, value=2.0, interval=None)
+    assert "2.00x" in pays.line and "2.50x at batch 64" in pays.line
+    slow = _report(int8_p50=(1.05, 30.0), flags=False).advice  # a Pi 4: within 10%, then slower
+    assert slow.int8_pays is False and slow.ship == "model.onnx" and "dot-product" in slow.line
+    surprising = _report(int8_p50=(1.3, 30.0), flags=True).advice
+    assert surprising.int8_pays is False and "unexpected" in surprising.line
+    dropped = _report(acc=(99.4, 98.9)).advice  # fast but 0.5 points worse
+    assert dropped.ship == "model.onnx" and dropped.basis == "accuracy"
+    assert _report(device="cuda").advice.ship == "model.onnx"
+    pi4_guess = _report(int8_p50=(None, None), flags=False).advice
+    assert pi4_guess.basis == "cpu flags" and pi4_guess.int8_pays is False and "Measure" in pi4_guess.line
+    assert _report(int8_p50=(None, None), flags=True).advice.ship == "model.int8.onnx"
 
 
 def _with_intervals(r, spread):
     """``r`` with each p50's 95% interval at p50 * (1 -+ spread), and its advice recomputed."""
-    for row in r["results"]:
-        row["p50_ci_ms"] = [row["p50_ms"] * (1 - spread), row["p50_ms"] * (1 + spread)]
-    r["advice"] = advice.advise(r)
+    for row in r.results:
+        row.p50_ci_ms = [row.p50_ms * (1 - spread), row.p50_ms * (1 + spread)]
+    r.advice = advice.advise(r)
     return r
 
 
 def test_verdict_is_undetermined_when_the_ratios_interval_includes_1():
-    tight = _with_intervals(_report(int8_p50=(0.8, 16.0)), 0.05)["advice"]  # 1.25x, interval 1.13x-1.38x
-    assert tight["int8_pays"] is True and tight["int8_speedup"]["interval"] == pytest.approx([0.95 / 0.84, 1.05 / 0.76])
-    assert "95% interval 1.13x to 1.38x" in tight["line"]
-    loose = _with_intervals(_report(int8_p50=(0.8, 16.0)), 0.2)["advice"]  # 1.25x, interval 0.83x-1.88x
-    assert loose["int8_pays"] is None and loose["ship"] is None and loose["basis"] == "measured"
-    assert loose["line"].startswith("Undetermined: ") and "includes 1" in loose["line"] and "1.25x" in loose["line"]
-    slower = _with_intervals(_report(int8_p50=(1.5, 30.0)), 0.05)["advice"]  # clearly slower: decided
-    assert slower["int8_pays"] is False and slower["ship"] == "model.onnx"
+    tight = _with_intervals(_report(int8_p50=(0.8, 16.0)), 0.05).advice  # 1.25x, interval 1.13x-1.38x
+    assert tight.int8_pays is True and tight.int8_speedup.interval == pytest.approx([0.95 / 0.84, 1.05 / 0.76])
+    assert "95% interval 1.13x to 1.38x" in tight.line
+    loose = _with_intervals(_report(int8_p50=(0.8, 16.0)), 0.2).advice  # 1.25x, interval 0.83x-1.88x
+    assert loose.int8_pays is None and loose.ship is None and loose.basis == "measured"
+    assert loose.line.startswith("Undetermined: ") and "includes 1" in loose.line and "1.25x" in loose.line
+    slower = _with_intervals(_report(int8_p50=(1.5, 30.0)), 0.05).advice  # clearly slower: decided
+    assert slower.int8_pays is False and slower.ship == "model.onnx"
 
 
 def test_summary_carries_the_p50_interval_and_p50_throughput():
@@ -257,10 +262,10 @@ def test_summary_carries_the_p50_interval_and_p50_throughput():
 
 def test_default_table_fits_100_columns_and_shows_the_advices_throughput():
     r = _report()
-    for row in r["results"]:
-        row["mean_ms"] = row["p50_ms"] * 1.5  # a skewed run: mean-based img/s would disagree with the advice
-        row["throughput_ips"] = row["batch"] * 1000 / row["mean_ms"]
-        row["provider"] = "CPUExecutionProvider"
+    for row in r.results:
+        row.mean_ms = row.p50_ms * 1.5  # a skewed run: mean-based img/s would disagree with the advice
+        row.throughput_ips = row.batch * 1000 / row.mean_ms
+        row.provider = "CPUExecutionProvider"
     text = report.render_table(r)
     table = text.split("\n\n")[1].splitlines()
     assert max(map(len, table)) <= 100 and "provider" not in table[0] and "p90" not in table[0]
@@ -274,14 +279,14 @@ def test_default_table_fits_100_columns_and_shows_the_advices_throughput():
 def test_compare_names_both_models_and_warns_when_they_differ():
     a, b = _report(), _report(fp32_p50=(0.5, 10.0))
     for r, digest in ((a, "a" * 64), (b, "a" * 64)):
-        for e in r["formats"]:
-            e["sha256"] = digest
+        for e in r.formats:
+            e.sha256 = digest
     same = report.compare_reports(a, b)
     assert same["warnings"] == [] and same["models"]["a"]["name"] == same["models"]["b"]["name"] == "bn_cnn"
     text = report.render_compare(same)
     assert "A model: bn_cnn in exported/bn_cnn: eager checkpoint.pt (aaaaaaaaaaaa)" in text and "warning" not in text
-    b["model"] = {"name": "lenet5", "folder": "exported/lenet5"}
-    next(e for e in b["formats"] if e["format"] == "onnx")["sha256"] = "b" * 64
+    b.model = BenchModel(name="lenet5", folder="exported/lenet5")
+    b.entry("onnx").sha256 = "b" * 64
     cmp = report.compare_reports(a, b)
     assert cmp["warnings"][0] == "the runs timed different models: A bn_cnn, B lenet5"
     assert any(w.startswith("onnx: different files") for w in cmp["warnings"])
@@ -303,34 +308,80 @@ def test_compare_gives_ratios_and_lists_unmatched_cases(tmp_path):
     assert "| onnx | 1 | 1 |" in report.render_compare(cmp, markdown=True)
 
 
-def test_schema_check_refuses_other_files(tmp_path):
-    good = _report()
-    assert report.validate_report(good) is good
-    for bad, match in [({"schema": "mnist-edge-bench/2"}, "reads"), ({"foo": 1}, "not a benchmark report"),
-                       ([], "not a benchmark report"), ({**good, "results": [{**good["results"][0], "p99_ms": 0.0}]},
-                                                        "out of order"),
-                       ({k: v for k, v in good.items() if k != "advice"}, "missing 'advice'")]:
-        with pytest.raises(UsageError, match=match):
-            report.validate_report(bad)
-    (tmp_path / "x.json").write_text("{not json")
-    with pytest.raises(UsageError, match="not JSON"):
-        report.load_report(tmp_path / "x.json")
+def test_every_committed_report_reads_and_writes_back_unchanged():
+    paths = sorted(EXPORTED.glob("*/bench.json"))
+    assert paths
+    for path in paths:
+        doc = json.loads(path.read_text())
+        r = BenchReport.from_json(path)
+        assert r.to_json() == doc and list(r.to_json()) == list(doc), path
+        assert r.advice == advice.advise(r), path  # the advice follows from the report it sits in
+
+
+def _doc() -> dict:
+    return _report().to_json()
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d.update(schema="mnist-edge-bench/2"), r"schema is 'mnist-edge-bench/2', expected one of "
+                                                      r"'mnist-edge-bench/1'"),
+    (lambda d: d.pop("advice"), "advice is missing"),
+    (lambda d: d.update(advice={}), "advice.line is missing"),
+    (lambda d: d["results"][0].update(p99_ms=[None]), r"results\[0\].p99_ms is \[None\], expected a positive finite"),
+    (lambda d: d["results"][1].update(p50_ms=0), r"results\[1\].p50_ms is 0, expected a positive finite number"),
+    (lambda d: d["results"][0].update(p99_ms=d["results"][0]["p50_ms"] / 2), r"results\[0\] has percentiles out of "
+                                                                           "order"),
+    (lambda d: d["results"][0].update(format={"a": 1}), r"results\[0\].format is \{'a': 1\}, expected a string"),
+    (lambda d: d["formats"][0].update(status="fine"), r"formats\[0\].status is 'fine', expected one of 'ok'"),
+    (lambda d: d["formats"][1].update(accuracy=1e300), r"formats\[1\].accuracy is 1e\+300, expected a percentage"),
+    (lambda d: d["environment"]["cpu"].update(flags=["avx2"]),
+     r"environment.cpu.flags is \['avx2'\], expected an object"),
+    (lambda d: d.update(results={}), r"results is \{\}, expected a list of objects"),
+    (lambda d: d["advice"].update(int8_speedup={"batch": 1, "threads": 1, "value": 2.0, "interval": [2, 1]}),
+     r"advice.int8_speedup.interval is \[2, 1\], expected \[low, high\]"),
+])
+def test_a_malformed_report_is_one_error_naming_the_field(edit, match):
+    doc = _doc()
+    edit(doc)
+    with pytest.raises(ArtifactError, match=match):
+        BenchReport.from_dict(doc, "r.json")
+
+
+def test_a_report_file_is_read_bounded_and_strict(tmp_path, capsys):
+    good = tmp_path / "good.json"
+    _report().write(good)
+    assert BenchReport.from_json(good).to_json() == _doc()
+    for name, text, match in [("nan.json", good.read_text().replace('"p50_ms": 1.0', '"p50_ms": NaN', 1),
+                               "not valid JSON"),
+                              ("inf.json", good.read_text().replace('"p50_ms": 1.0', '"p50_ms": 1e999', 1),
+                               "p50_ms is inf, expected a positive finite number"),
+                              ("broken.json", "{not json", "not valid JSON"), ("list.json", "[]", "not a bench")]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ArtifactError, match=match):
+            BenchReport.from_json(tmp_path / name)
+        assert main(["bench", "--compare", str(good), str(tmp_path / name)]) == 1
+        assert match.split()[-1] in capsys.readouterr().err
+    os.mkfifo(tmp_path / "fifo")  # a FIFO is refused, not read (nothing writes to it: reading would hang)
+    with pytest.raises(ArtifactError, match="fifo"):
+        BenchReport.from_json(tmp_path / "fifo")
 
 
 # --- options and folders ------------------------------------------------------------------------------
 
 def test_options_are_checked_with_the_valid_choices(tiny, tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="Did you mean 'onnx'"):
-        runner.run_bench(tiny, formats=["onx"])
+        runner.run_bench(tiny, BenchOptions(formats=("onx",)))
     with pytest.raises(UsageError, match="threads"):
-        runner.run_bench(tiny, threads=["two"])
+        runner.run_bench(tiny, BenchOptions(threads=("two",)))
     with pytest.raises(UsageError, match="batch sizes"):
-        runner.run_bench(tiny, batch_sizes=[0])
+        runner.run_bench(tiny, BenchOptions(batch_sizes=(0,)))
+    with pytest.raises(ArtifactError, match="does not exist"):
+        runner.run_bench(tmp_path / "nowhere")
     assert runner.resolve_folder(tiny / "model.onnx") == tiny  # a file stands for its folder
     with pytest.raises(UnknownModelError, match="bn_cnn"):
         runner.resolve_folder("bn_cn")
-    assert runner.parse_threads([1, "all", "1"]) == [1] + ([environment.usable_cores()]
-                                                         if environment.usable_cores() > 1 else [])
+    assert parse_threads([1, "all", "1"]) == [1] + ([environment.usable_cores()]
+                                                  if environment.usable_cores() > 1 else [])
     monkeypatch.chdir(tmp_path)
     (tmp_path / "exported").symlink_to(tiny.parent, target_is_directory=True)
     assert runner.resolve_folder("mlp").resolve() == tiny.resolve()
@@ -338,27 +389,32 @@ def test_options_are_checked_with_the_valid_choices(tiny, tmp_path, monkeypatch)
 
 # --- the real thing, on the tiny model ----------------------------------------------------------------
 
+def _quick(**kw) -> BenchOptions:
+    """Options for a short in-process run: batch 1, 1 thread, 2 runs, no warm-up (then ``kw``)."""
+    return BenchOptions(**{"batch_sizes": (1,), "threads": (1,), "runs": 2, "warmup": 0, "isolate": False, **kw})
+
+
 def test_cli_end_to_end_all_formats_in_process(tiny, tmp_path, capsys):
     out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
     rc = main(["bench", "--model", str(tiny), "--runs", "4", "--warmup", "1", "--batch-sizes", "1", "3",
                "--threads", "1", "--in-process", "--json", str(out_json), "--markdown", str(out_md), "--accuracy"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    r = report.load_report(out_json)  # validates the schema
-    assert [e["format"] for e in r["formats"]] == ALL and all(e["status"] == "ok" for e in r["formats"])
-    assert [(x["format"], x["batch"], x["threads"]) for x in r["results"]] == [
-        (f, b, 1) for f in ALL for b in (1, 3)]
-    assert all(x["runs"] == 4 and x["p50_ms"] <= x["p90_ms"] <= x["p99_ms"] for x in r["results"])
-    assert {x["provider"] for x in r["results"] if x["format"] in ("onnx", "int8")} == {"CPUExecutionProvider"}
-    assert all("predict_p50_ms" in x for x in r["results"] if x["format"] in ("onnx", "int8"))
-    for e in r["formats"]:
-        assert e["size_bytes"] == (tiny / e["file"]).stat().st_size and len(e["sha256"]) == 64
-        assert e["accuracy_images"] == 10_000 and 0 <= e["accuracy"] <= 100
-    acc = {e["format"]: e["accuracy"] for e in r["formats"]}
+    r = BenchReport.from_json(out_json)  # every field checked
+    assert r.to_json() == json.loads(out_json.read_text())
+    assert [e.format for e in r.formats] == ALL and all(e.ok for e in r.formats)
+    assert [x.key for x in r.results] == [(f, b, 1) for f in ALL for b in (1, 3)]
+    assert all(x.runs == 4 and x.p50_ms <= x.p90_ms <= x.p99_ms for x in r.results)
+    assert {x.provider for x in r.results if x.format in ("onnx", "int8")} == {"CPUExecutionProvider"}
+    assert all(x.predict_p50_ms for x in r.results if x.format in ("onnx", "int8"))
+    for e in r.formats:
+        assert e.size_bytes == (tiny / e.file).stat().st_size and len(e.sha256) == 64
+        assert e.accuracy_images == 10_000 and 0 <= e.accuracy <= 100
+    acc = {e.format: e.accuracy for e in r.formats}
     assert abs(acc["eager"] - acc["onnx"]) < 0.5 and acc["eager"] == acc["torchscript"]  # one function
-    assert r["settings"]["isolate"] is False and any("cumulative" in w for w in r["warnings"])
-    assert any("not hash-checked" in w for w in r["warnings"])  # the tiny folder has no manifest
-    assert "--runs 4" in r["command"] and r["advice"]["line"] in captured.out
+    assert r.settings.isolate is False and any("cumulative" in w for w in r.warnings)
+    assert any("not hash-checked" in w for w in r.warnings)  # the tiny folder has no manifest
+    assert "--runs 4" in r.command and r.advice.line in captured.out
     assert "bench [8/8]" in captured.err  # the progress lines
     assert "| int8 | 3 | 1 |" in out_md.read_text()
 
@@ -371,12 +427,12 @@ def test_one_process_per_format_isolates_memory_and_failures(tiny, tmp_path, cap
     rc = main(["bench", "--model", str(folder), "--formats", "onnx", "int8", "--batch-sizes", "2", "--threads", "1",
                "--runs", "3", "--warmup", "0", "--no-progress", "--json", str(tmp_path / "r.json")])
     assert rc == 1 and "failed: int8" in capsys.readouterr().err
-    r = report.load_report(tmp_path / "r.json")
-    onnx, int8 = r["formats"]
-    assert onnx["status"] == "ok" and onnx["rss_scope"] == "format" and onnx["peak_rss_mb"] > 0
-    assert onnx["import_ms"] > 0 and onnx["torch_loaded"] is False  # an ONNX worker never pulls torch in
-    assert int8["status"] == "failed" and "Error" in int8["reason"]
-    assert [x["format"] for x in r["results"]] == ["onnx"]
+    r = BenchReport.from_json(tmp_path / "r.json")
+    onnx, int8 = r.formats
+    assert onnx.ok and onnx.rss_scope == "format" and onnx.peak_rss_mb > 0
+    assert onnx.import_ms > 0 and onnx.torch_loaded is False  # an ONNX worker never pulls torch in
+    assert int8.status == "failed" and "Error" in int8.reason
+    assert [x.format for x in r.results] == ["onnx"]
     assert "onnxruntime 1.21.0" in runner._signal_reason(-signal.SIGILL)  # a worker killed by SIGILL
     assert runner._signal_reason(-signal.SIGSEGV) == "worker died with SIGSEGV"
 
@@ -392,7 +448,7 @@ def _session_settings(session) -> dict:
 def test_bench_and_the_int8_search_time_sessions_with_the_same_settings(tiny):
     """The search (export.ort_eval.make_session, one thread) and `bench --threads 1` time the same kind of
     session: the runtime's options, which are what a user's process gets."""
-    from mnist_edge.export.ort_eval import make_session
+    from mnist_edge.evaluate.ort_eval import make_session
     from mnist_edge.runtime.session import session_options
 
     for fmt in ("onnx", "int8"):
@@ -409,7 +465,7 @@ def test_bench_and_the_int8_search_time_sessions_with_the_same_settings(tiny):
 def test_bench_times_int8_against_fp32_interleaved_as_the_search_does(tiny, monkeypatch):
     """The advice's ratio comes from the search's own paired timing (ratio.time_pair in one process), not
     from the quotient of two p50s measured one after the other; faked samples, so no clock is asserted."""
-    from mnist_edge.export import ratio as R
+    from mnist_edge.bench import ratio as R
 
     asked = []
 
@@ -419,37 +475,52 @@ def test_bench_times_int8_against_fp32_interleaved_as_the_search_does(tiny, monk
         return [[50] * calls] * repeats, [[100] * calls] * repeats
 
     monkeypatch.setattr(R, "time_pair", fake_pair)
-    r = runner.run_bench(tiny, formats=["onnx", "int8"], batch_sizes=[1, 64], threads=[1], runs=200, warmup=0,
-                         isolate=False, progress=False)
-    rows = r["int8_vs_fp32"]["rows"]
-    assert [(x["batch"], x["threads"], x["ratio"], x["verdict"]) for x in rows] == [
-        (1, 1, 0.5, "faster"), (64, 1, 0.5, "faster")]
-    assert asked == [(runner.PAIR_REPEATS, runner.PAIR_CALLS)] * 2 and "alternating" in r["int8_vs_fp32"]["method"]
-    assert r["advice"]["int8_pays"] is True and "0.50x [0.50, 0.50] at batch 1" in r["advice"]["line"]
+    r = runner.run_bench(tiny, _quick(formats=("onnx", "int8"), batch_sizes=(1, 64), runs=200))
+    rows = r.int8_vs_fp32.rows
+    assert [(x.batch, x.threads, x.ratio, x.verdict) for x in rows] == [(1, 1, 0.5, "faster"), (64, 1, 0.5, "faster")]
+    assert asked == [(runner.PAIR_REPEATS, runner.PAIR_CALLS)] * 2 and "alternating" in r.int8_vs_fp32.method
+    assert r.advice.int8_pays is True and "0.50x [0.50, 0.50] at batch 1" in r.advice.line
     monkeypatch.setattr(R, "time_pair", lambda a, b, **kw: ([[150] * 10] * 4, [[100] * 10] * 4))
-    slower = runner.run_bench(tiny, formats=["onnx", "int8"], batch_sizes=[1], threads=[1], runs=40, warmup=0,
-                              isolate=False, progress=False)
-    assert slower["int8_vs_fp32"]["rows"][0]["verdict"] == "slower" and slower["advice"]["ship"] == "model.onnx"
-    only = runner.run_bench(tiny, formats=["onnx"], batch_sizes=[1], threads=[1], runs=2, warmup=0, isolate=False,
-                            progress=False)
-    assert only["int8_vs_fp32"] is None
+    slower = runner.run_bench(tiny, _quick(formats=("onnx", "int8"), runs=40))
+    assert slower.int8_vs_fp32.rows[0].verdict == "slower" and slower.advice.ship == "model.onnx"
+    only = runner.run_bench(tiny, _quick(formats=("onnx",)))
+    assert only.int8_vs_fp32 is None
 
 
 def test_missing_file_is_listed_not_available(tiny, tmp_path):
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "model.onnx").write_bytes((tiny / "model.onnx").read_bytes())
-    r = runner.run_bench(partial, formats=["onnx", "int8"], batch_sizes=[1], threads=[1], runs=2, warmup=0,
-                         isolate=False, progress=False)
-    entries = {e["format"]: e for e in r["formats"]}
-    assert entries["int8"]["status"] == "not available" and "--quantize" in entries["int8"]["reason"]
-    assert "not available" in report.render_table(r) and r["advice"]["basis"] == "cpu flags"
+    r = runner.run_bench(partial, _quick(formats=("onnx", "int8")))
+    assert r.entry("int8").status == "not available" and "--quantize" in r.entry("int8").reason
+    assert "not available" in report.render_table(r) and r.advice.basis == "cpu flags"
+
+
+def test_eager_is_not_available_for_a_network_the_zoo_does_not_define(tiny, tmp_path):
+    """A user's own network: its checkpoint names no zoo model, so the eager row (which rebuilds zoo networks
+    by name) is listed as not available with the reason, not failed; progress is a callable of messages."""
+    import torch
+
+    from mnist_edge.training.checkpoint import FORMAT
+
+    folder = tmp_path / "mynet"
+    folder.mkdir()
+    ckpt = torch.load(tiny / "checkpoint.pt", weights_only=True)
+    torch.save({**ckpt, "format": FORMAT, "model": "mynet"}, folder / "checkpoint.pt")
+    (folder / "model.onnx").write_bytes((tiny / "model.onnx").read_bytes())
+    messages = []
+    r = runner.run_bench(folder, _quick(formats=("eager", "onnx")), progress=messages.append)
+    eager = r.entry("eager")
+    assert eager.status == "not available" and "'mynet', not a zoo network" in eager.reason
+    assert r.entry("onnx").ok and [x.format for x in r.results] == ["onnx"]
+    assert messages and all(m.startswith("bench [") for m in messages)
+    assert "not available: checkpoint.pt holds 'mynet'" in report.render_table(r)
 
 
 def test_compare_command_reads_two_reports(tmp_path, capsys):
     a, b = tmp_path / "pi4.json", tmp_path / "pi5.json"
-    report.write_json(_report(), a)
-    report.write_json(_report(fp32_p50=(0.5, 10.0)), b)
+    _report().write(a)
+    _report(fp32_p50=(0.5, 10.0)).write(b)
     assert main(["bench", "--compare", str(a), str(b), "--markdown", str(tmp_path / "c.md")]) == 0
     out = capsys.readouterr().out
     assert "0.50" in out and "B/A" in out and (tmp_path / "c.md").read_text().startswith("## mnist-edge bench")
@@ -470,12 +541,12 @@ sys.exit(rc)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr
-    r = report.load_report(tmp_path / "t.json")
-    status = {e["format"]: (e["status"], e.get("reason")) for e in r["formats"]}
+    r = BenchReport.from_json(tmp_path / "t.json")
+    status = {e.format: (e.status, e.reason) for e in r.formats}
     assert status["eager"][0] == status["torchscript"][0] == "not available"
     assert "torch is not installed" in status["eager"][1]
     assert status["onnx"][0] == status["int8"][0] == "ok"
-    assert r["environment"]["versions"]["torch"] is None and "not available" in proc.stdout
+    assert r.environment.versions["torch"] is None and "not available" in proc.stdout
 
 
 def test_files_are_hash_checked_against_the_manifest_before_loading(tiny, tmp_path):
@@ -490,24 +561,21 @@ def test_files_are_hash_checked_against_the_manifest_before_loading(tiny, tmp_pa
     data = bytearray((folder / "model.pt").read_bytes())
     data[len(data) // 2] ^= 1  # one flipped bit in the TorchScript file
     (folder / "model.pt").write_bytes(bytes(data))
-    r = runner.run_bench(folder, formats=["torchscript", "onnx"], batch_sizes=[1], threads=[1], runs=2, warmup=0,
-                         isolate=False, progress=False)
-    ts, onnx = r["formats"]
-    assert ts["status"] == "failed" and "model.pt" in ts["reason"] and "SHA-256" in ts["reason"]
-    assert onnx["status"] == "ok" and onnx["verified"] is True
-    assert r["model"]["name"] == "mlp" and not any("not hash-checked" in w for w in r["warnings"])
+    r = runner.run_bench(folder, _quick(formats=("torchscript", "onnx")))
+    ts, onnx = r.formats
+    assert ts.status == "failed" and "model.pt" in ts.reason and "SHA-256" in ts.reason
+    assert onnx.ok and onnx.verified is True
+    assert r.model.name == "mlp" and not any("not hash-checked" in w for w in r.warnings)
 
 
 def test_bench_reads_a_real_export_folder(artifact_dir):
     """The exporter's folder (conftest: short-trained bn_cnn, full gates): every file found and hash-checked.
     (Accuracy across formats is checked on the tiny model above; on bn_cnn it would take seconds per format.)"""
-    r = runner.run_bench(artifact_dir, batch_sizes=[1, 7], threads=[1], runs=3, warmup=1, isolate=False,
-                         progress=False)
-    entries = {e["format"]: e for e in r["formats"]}
-    assert all(e["status"] == "ok" and e["verified"] for e in entries.values()), entries
-    assert r["model"]["name"] == "bn_cnn" and len(r["results"]) == 8
-    assert not any("not hash-checked" in w for w in r["warnings"])
+    r = runner.run_bench(artifact_dir, _quick(formats=tuple(FORMATS), batch_sizes=(1, 7), runs=3, warmup=1))
+    assert all(e.ok and e.verified for e in r.formats), r.formats
+    assert r.model.name == "bn_cnn" and len(r.results) == 8
+    assert not any("not hash-checked" in w for w in r.warnings)
     # measured: a file to ship, or none when the ratio's interval includes 1 (a busy machine can't tell)
-    assert r["advice"]["basis"] == "measured"
-    assert r["advice"]["ship"] in ("model.onnx", "model.int8.onnx") or (
-        r["advice"]["ship"] is None and r["advice"]["int8_pays"] is None and "ndetermined" in r["advice"]["line"])
+    assert r.advice.basis == "measured"
+    assert r.advice.ship in ("model.onnx", "model.int8.onnx") or (
+        r.advice.ship is None and r.advice.int8_pays is None and "ndetermined" in r.advice.line)

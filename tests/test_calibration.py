@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from mnist_edge import calibration as cal
+from mnist_edge.evaluate import confidence as cal
 from mnist_edge.contract import META_KEYS
 from mnist_edge.errors import ContractError, UsageError
 
@@ -72,24 +72,26 @@ def test_temperature_metadata_absent_means_one_and_malformed_is_refused():
 
 
 def test_fit_split_is_the_held_out_validation_split_or_says_it_was_seen(mnist_dir):
-    from mnist_edge.data import train_val_split
-    from mnist_edge.export.calibrate import fit_split
+    from mnist_edge.data.dataset import load_digits
+    from mnist_edge.data.mnist import train_val_split
+    from mnist_edge.exporter.temperature import fit_split
 
+    train = load_digits(mnist_dir, ("train",)).train
     ckpt = {"recipe": {"val_size": 12_000}, "metrics": {"seed": 3, "limit_train": None}}
-    x, y, rec = fit_split(ckpt, mnist_dir)
+    x, y, rec = fit_split(ckpt, train)
     val = train_val_split(60_000, 12_000, 3)[1]
     assert rec["images"] == 12_000 and not rec["seen_in_training"] and rec["split"].startswith("validation")
     assert rec["indices_sha256"] == hashlib.sha256(val.astype(np.int64).tobytes()).hexdigest()
-    _, _, seen = fit_split({"recipe": {"val_size": 0}, "metrics": {"seed": 0}}, mnist_dir)
+    _, _, seen = fit_split({"recipe": {"val_size": 0}, "metrics": {"seed": 0}}, train)
     assert seen["seen_in_training"] and "seen in training" in seen["split"] and seen["images"] == 12_000
     assert x.shape == (12_000, 1, 28, 28) and x.dtype == np.uint8 and y.dtype == np.int64
 
 
 def test_a_temperature_fitted_on_seen_digits_is_recorded_but_not_applied(mnist_dir):
-    from mnist_edge.data import load_mnist
-    from mnist_edge.export.calibrate import calibrate
-    from mnist_edge.models import build_edge_model
-    from mnist_edge.zoo import get_spec
+    from mnist_edge.data.dataset import load_digits
+    from mnist_edge.exporter.temperature import fit
+    from mnist_edge.zoo.networks import build_edge_model
+    from mnist_edge.zoo.registry import get_spec
 
     import torch
 
@@ -97,12 +99,12 @@ def test_a_temperature_fitted_on_seen_digits_is_recorded_but_not_applied(mnist_d
     edge = build_edge_model(get_spec("mlp")).eval()
     with torch.no_grad():
         edge.net.body[-1].weight.mul_(20.0)  # an over-confident net: the NLL-optimal T is far from 1
-    x, y = load_mnist("test", data_dir=mnist_dir)
-    x, y = np.ascontiguousarray(x[:500, None]), y[:500].astype(np.int64)
-    seen = calibrate(edge, {"recipe": {"val_size": 0}, "metrics": {"seed": 0}}, x, y, mnist_dir)
+    data = load_digits(mnist_dir)
+    x, y = np.ascontiguousarray(data.test.images[:500, None]), data.test.labels[:500]
+    seen = fit(edge, {"recipe": {"val_size": 0}, "metrics": {"seed": 0}}, x, y, data.train)
     assert seen["fitted_on"]["seen_in_training"] and seen["temperature"] == 1.0 == edge.temperature
     assert abs(seen["fitted_temperature"] - 1.0) > 0.1 and seen["applied"] is False
-    held = calibrate(edge, {"recipe": {"val_size": 2_000}, "metrics": {"seed": 0}}, x, y, mnist_dir)
+    held = fit(edge, {"recipe": {"val_size": 2_000}, "metrics": {"seed": 0}}, x, y, data.train)
     assert held["temperature"] == held["fitted_temperature"] == edge.temperature and held["applied"] is True
 
 
@@ -112,10 +114,10 @@ def exported_pair(tmp_path_factory):
     with the temperature key removed (a file exported before calibration)."""
     import onnx
 
-    from mnist_edge.export import records
-    from mnist_edge.export.onnx_export import export_onnx, save_onnx
-    from mnist_edge.models import build_edge_model
-    from mnist_edge.zoo import get_spec
+    from mnist_edge.exporter import records
+    from mnist_edge.exporter.onnx_export import export_onnx, save_onnx
+    from mnist_edge.zoo.networks import build_edge_model
+    from mnist_edge.zoo.registry import get_spec
 
     import torch
 
@@ -193,7 +195,7 @@ def test_predict_cli_min_confidence_in_text_and_json(exported_pair, mnist_dir, t
     from PIL import Image
 
     from mnist_edge.cli import main
-    from mnist_edge.data import load_mnist
+    from mnist_edge.data.mnist import load_mnist
     from mnist_edge.runtime import load
     from mnist_edge.runtime.images import load_image
 
@@ -220,7 +222,7 @@ def test_predict_cli_min_confidence_in_text_and_json(exported_pair, mnist_dir, t
 
 
 def test_the_export_gate_fails_a_graph_whose_probabilities_lack_the_temperature():
-    from mnist_edge.export.gates import probabilities_check
+    from mnist_edge.evaluate.gates import probabilities_check
 
     z = np.random.default_rng(4).normal(0, 5, size=(50, 10)).astype(np.float32)
     assert probabilities_check("m.onnx", 64, (z, cal.softmax(z, 2.0).astype(np.float32)), 2.0).passed

@@ -12,8 +12,8 @@ import pytest
 
 from mnist_edge import files as mio
 from mnist_edge.cli import COMMANDS, build_parser, main
-from mnist_edge.export.reports import EXPORT_SCHEMA, VERIFY_SCHEMA
-from mnist_edge.zoo import get_spec
+from mnist_edge.documents import EXPORT_SCHEMA, VERIFY_SCHEMA
+from mnist_edge.zoo.registry import get_spec
 
 
 def _help(capsys, *argv) -> str:
@@ -120,9 +120,9 @@ def test_export_json_document_on_failure(tmp_path, capsys):
 
 
 def test_export_document_lists_files_and_checks():
-    from mnist_edge.export.gates import Check
-    from mnist_edge.export.pipeline import ExportResult
-    from mnist_edge.export.reports import export_document
+    from mnist_edge.evaluate.gates import Check
+    from mnist_edge.exporter.pipeline import ExportResult
+    from mnist_edge.documents.commands import export_document
 
     manifest = {"files": {"model.onnx": {"size": 10, "sha256": "ab" * 32, "accuracy": 99.0, "agreement": 100.0,
                                          "max_abs_diff": 1e-6, "reference": "pytorch", "extra": 1}},

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mnist_edge import hwcaps, machine as environment
+from mnist_edge.system import hwcaps
+from mnist_edge.system import machine as environment
 from mnist_edge.bench import advice, report, runner
+from mnist_edge.bench.document import SCHEMA, BenchReport, Environment, EnvironmentEnd
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "cpu"
 
@@ -95,15 +97,19 @@ def _env(monkeypatch, machine: str, name: str) -> dict:
     return environment.collect_environment()
 
 
-def _report(env: dict, int8_speedup: float | None) -> dict:
-    rows = []
-    for fmt, p50 in (("onnx", 1.0), ("int8", None if int8_speedup is None else 1.0 / int8_speedup)):
-        if p50 is not None:
-            rows.append({"format": fmt, "batch": 1, "threads": 1, "runs": 200, "p50_ms": p50})
+def _report(env: dict, int8_speedup: float | None) -> BenchReport:
+    def row(fmt, p50):
+        return {"format": fmt, "batch": 1, "threads": 1, "runs": 200, "p50_ms": p50, "p90_ms": p50, "p99_ms": p50,
+                "mean_ms": p50, "std_ms": 0.0, "min_ms": p50, "max_ms": p50, "throughput_ips": 1000 / p50,
+                "load_ms": 1.0, "first_ms": 1.0, "cold_start_ms": 2.0, "provider": "CPUExecutionProvider"}
+
+    rows = [row("onnx", 1.0)] + ([row("int8", 1.0 / int8_speedup)] if int8_speedup is not None else [])
     formats = [{"format": "onnx", "status": "ok"},
                {"format": "int8", "status": "ok" if int8_speedup is not None else "not available"}]
-    r = {"environment": env, "settings": {"device": "cpu"}, "formats": formats, "results": rows}
-    r["advice"] = advice.advise(r)
+    r = BenchReport.from_dict({"schema": SCHEMA, "created_utc": "2026-01-01T00:00:00Z", "environment": env,
+                               "model": {"name": "bn_cnn", "folder": "x"}, "settings": {"device": "cpu"},
+                               "formats": formats, "results": rows, "warnings": [], "advice": {"line": ""}})
+    r.advice = advice.advise(r)
     return r
 
 
@@ -112,30 +118,30 @@ def _report(env: dict, int8_speedup: float | None) -> dict:
 @pytest.mark.parametrize("speedup", [35.0, 1.5, 0.8, None])
 def test_the_advice_never_contradicts_itself_or_the_report(monkeypatch, machine, name, speedup):
     env = _env(monkeypatch, machine, name)
-    a = _report(env, speedup)["advice"]
-    line = a["line"]
-    assert a["ship"] == {True: "model.int8.onnx", False: "model.onnx", None: None}[a["int8_pays"]]
-    assert set(re.findall(r"model(?:\.int8)?\.onnx", line)) <= {a["ship"]}  # names no file but the shipped one
+    a = _report(env, speedup).advice
+    line = a.line
+    assert a.ship == {True: "model.int8.onnx", False: "model.onnx", None: None}[a.int8_pays]
+    assert set(re.findall(r"model(?:\.int8)?\.onnx", line)) <= {a.ship}  # names no file but the shipped one
     if name == "qemu_arm64_on_x86":
-        assert a["basis"] == "emulation" and "Timings mean nothing" in line and a["ship"] is None
-        assert a["int8_speedup"] is None and "35" not in line and "pays here" not in line
+        assert a.basis == "emulation" and "Timings mean nothing" in line and a.ship is None
+        assert a.int8_speedup is None and "35" not in line and "pays here" not in line
         assert "dot-product" not in line  # no claim about the CPU either way
         return
     dot_product = env["cpu"]["flags"].get("asimddp") or env["cpu"]["flags"].get("avx512_vnni")
     assert ("no dot-product" in line or "no VNNI" in line) is (not dot_product)
-    assert a["basis"] == ("measured" if speedup else "cpu flags")
+    assert a.basis == ("measured" if speedup else "cpu flags")
     assert ("int8 pays here" in line) is (speedup is not None and speedup >= advice.PAYS_AT)
 
 
 def test_the_report_warns_under_emulation_and_names_the_flags_source(monkeypatch):
     env = _env(monkeypatch, "aarch64", "qemu_arm64_on_x86")
-    warnings = runner._warnings(env, {}, [], [], True)
+    warnings = runner._warnings(Environment.from_dict(env), EnvironmentEnd(), [], [], True)
     assert env["cpu"]["emulation_note"] in warnings
     assert env["cpu"]["flags"]["asimddp"] and env["cpu"]["flags"]["i8mm"]
-    cpu_line = report.environment_lines({"environment": env, "model": {"name": "bn_cnn", "folder": "x"},
-                                         "settings": {"runs": 200, "warmup": 20}})[0]
+    cpu_line = report.environment_lines(_report(env, None))[0]
     assert cpu_line.startswith("CPU: emulated (host: Intel(R) Xeon(R)") and "(aarch64," in cpu_line
     assert "flags (from AT_HWCAP/AT_HWCAP2): asimd asimddp i8mm sve" in cpu_line
     pi = _env(monkeypatch, "aarch64", "pi5")
-    assert pi["cpu"]["emulated"] is False and not [w for w in runner._warnings(pi, {}, [], [], True)
+    assert pi["cpu"]["emulated"] is False and not [w for w in runner._warnings(Environment.from_dict(pi),
+                                                                               EnvironmentEnd(), [], [], True)
                                                    if "emulated" in w]

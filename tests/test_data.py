@@ -1,4 +1,4 @@
-"""Tests for mnist_edge.data and mnist_edge.download: locating, strict IDX parsing, hashes, download, splits.
+"""Tests for mnist_edge.data.mnist and mnist_edge.data.download: locating, strict IDX parsing, hashes, download, splits.
 
 The real MNIST files come from $MNIST_EDGE_DATA (CI: ../shared/data/mnist); the test fails, not skips,
 without it. Downloads go to a local HTTP server on 127.0.0.1; no test touches the network.
@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_edge import data, download
-from mnist_edge.data import (
+from mnist_edge.data import mnist as data
+from mnist_edge.data import download
+from mnist_edge.data.mnist import (
     DATASET_SHA256,
     ENV_VAR,
     FILES,
@@ -33,7 +34,7 @@ from mnist_edge.data import (
     parse_idx,
     train_val_split,
 )
-from mnist_edge.download import download_cap, download_mnist
+from mnist_edge.data.download import download_cap, download_mnist
 from mnist_edge.errors import ChecksumError, DataNotFoundError, DownloadError, IdxFormatError, UsageError
 
 TEST_NAMES = data.SPLITS["test"]
@@ -101,7 +102,7 @@ def test_unknown_split_lists_choices(mnist_dir):
 
 
 def test_no_torch_import():
-    code = "import sys, mnist_edge.data, mnist_edge.download; sys.exit('torch' in sys.modules)"
+    code = "import sys, mnist_edge.data.mnist, mnist_edge.data.download; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

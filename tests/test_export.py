@@ -26,14 +26,15 @@ import pytest
 from mnist_edge.cli import interrupted_message, main
 from mnist_edge.contract import META_KEYS
 from mnist_edge.errors import CheckpointError, ExportError, GateError, UsageError
-from mnist_edge.export import gates as G
-from mnist_edge.export import pipeline, swap
-from mnist_edge.export.quantize import QuantizeOptions, custom_source, quantize_int8
+from mnist_edge.evaluate import gates as G
+from mnist_edge.exporter import default_checkpoint, from_checkpoint, pipeline, swap
+from mnist_edge.int8.quantize import QuantizeOptions, custom_source, quantize_int8
 from mnist_edge.files import forget_replaced, sha256_file
 from mnist_edge.manifest import verify_files
-from mnist_edge.zoo import MODELS
+from mnist_edge.zoo.registry import MODELS
 
 from conftest import EXPORTED, SHORT_TRAINED_THRESHOLDS
+from helpers_export import export_checkpoint
 
 # Written out, not taken from MODELS, so that a model added to the registry fails the test below.
 ZOO = ["cnn_small", "cnn_small_1conv", "mlp", "cnn", "bn_cnn", "lenet5", "lenet5_mod", "mlp_wide", "cnn_dropout",
@@ -102,7 +103,7 @@ def assert_export_folder(folder: Path, name: str, checkpoint: Path, images: int,
         assert json.loads(meta[META_KEYS["versions"]])["torch"].startswith("2.")
         if precision == "int8":
             # the model's registered recipe (mnist_edge/int8_recipes/NAME.json), applied as recorded
-            from mnist_edge.export.recipes import load_recipe
+            from mnist_edge.int8.recipes import load_recipe
 
             opts = load_recipe(name).options
             ops = [n.op_type for n in model.graph.node]
@@ -128,7 +129,7 @@ def test_zoo_model_exports_and_passes_every_gate(name, short_trained, exported_b
     SHORT_TRAINED_THRESHOLDS (the real int8 limits are applied to the committed models in
     test_exported.py); bn_cnn is the session's CLI export of the committed checkpoint, with the real ones."""
     if name == "bn_cnn":  # the CLI export of the session, on all 10,000 test images
-        from mnist_edge.checkpoint import read_checkpoint
+        from mnist_edge.training.checkpoint import read_checkpoint
 
         checkpoint = EXPORTED / "bn_cnn" / "checkpoint.pt"
         manifest = assert_export_folder(exported_bn_cnn.path, name, checkpoint, 10_000)
@@ -136,16 +137,16 @@ def test_zoo_model_exports_and_passes_every_gate(name, short_trained, exported_b
         return
     trained = short_trained(name)
     folder = tmp_path / name
-    result = pipeline.export_model(name, checkpoint=trained.checkpoint, out=folder, quantize=True,
-                                   data_dir=mnist_dir, eval_limit=ZOO_EVAL_LIMIT, thresholds=SHORT_TRAINED_THRESHOLDS)
+    result = export_checkpoint(trained.checkpoint, folder, mnist_dir, quantize=True,
+                                   eval_limit=ZOO_EVAL_LIMIT, thresholds=SHORT_TRAINED_THRESHOLDS)
     assert all(c.passed for c in result.checks) and result.out == folder
     assert_export_folder(folder, name, trained.checkpoint, ZOO_EVAL_LIMIT, SHORT_TRAINED_THRESHOLDS)
 
 
-def test_thresholds_are_checked_and_the_real_ones_are_the_default(short_trained, tmp_path):
+def test_thresholds_are_checked_and_the_real_ones_are_the_default(short_trained, mnist_dir, tmp_path):
     bad = {**G.THRESHOLDS, "int8": {"agreement_pct": 99.5}}
     with pytest.raises(UsageError, match="thresholds"):
-        pipeline.export_model(MECH, checkpoint=short_trained(MECH).checkpoint, out=tmp_path / "o",
+        export_checkpoint(short_trained(MECH).checkpoint, tmp_path / "o", mnist_dir,
                               thresholds=bad)
     assert G.check_thresholds(None) is G.THRESHOLDS
     assert not (tmp_path / "o").exists()
@@ -172,7 +173,7 @@ def test_cli_prints_a_clean_table_and_leaves_no_temporary_folders(exported_bn_cn
 
 
 def test_torchscript_loads_with_plain_torch_and_without_mnist_edge(artifact_dir, edge_model, mnist_dir, tmp_path):
-    from mnist_edge.data import load_mnist
+    from mnist_edge.data.mnist import load_mnist
 
     x = load_mnist("test", mnist_dir)[0][:500, None].copy()
     np.save(tmp_path / "x.npy", x)
@@ -198,7 +199,7 @@ def test_torchscript_loads_with_plain_torch_and_without_mnist_edge(artifact_dir,
 @pytest.mark.parametrize("fname", ["model.onnx", "model.int8.onnx"])
 def test_onnx_runs_in_a_fresh_process_with_only_numpy_and_onnxruntime(fname, artifact_dir, edge_model, mnist_dir,
                                                                        tmp_path):
-    from mnist_edge.data import load_mnist
+    from mnist_edge.data.mnist import load_mnist
 
     x = load_mnist("test", mnist_dir)[0][:1000, None].copy()
     np.save(tmp_path / "x.npy", x)
@@ -231,8 +232,8 @@ def test_int8_calibrated_on_blank_images_fails_the_int8_gate(artifact_dir, short
     out = previous_folder(artifact_dir, tmp_path)
     before = snapshot(out)
     with pytest.raises(GateError) as e:
-        pipeline.export_model(MECH, checkpoint=short_trained(MECH).checkpoint, out=out, quantize=True,
-                              data_dir=mnist_dir, eval_limit=1000,
+        export_checkpoint(short_trained(MECH).checkpoint, out, mnist_dir, quantize=True,
+                              eval_limit=1000,
                               calibration_images=np.zeros((200, 28, 28), np.uint8))
     msg = str(e.value)
     assert "model.int8.onnx @ batch 1: agreement_pct" in msg and "model.int8.onnx @ batch 64: accuracy_drop_pp" in msg
@@ -244,7 +245,9 @@ def test_int8_calibrated_on_blank_images_fails_the_int8_gate(artifact_dir, short
 
 def test_a_batch_size_baked_into_the_onnx_file_fails_the_gate(artifact_dir, short_trained, mnist_dir, tmp_path,
                                                                monkeypatch):
-    real_export = pipeline.export_onnx
+    from mnist_edge.exporter import onnx_export
+
+    real_export = onnx_export.export_onnx
 
     def export_with_fixed_batch(edge, path, **kw):
         info = real_export(edge, path, **kw)
@@ -254,12 +257,12 @@ def test_a_batch_size_baked_into_the_onnx_file_fails_the_gate(artifact_dir, shor
         onnx.save(m, path)
         return info
 
-    monkeypatch.setattr(pipeline, "export_onnx", export_with_fixed_batch)
+    monkeypatch.setattr(onnx_export, "export_onnx", export_with_fixed_batch)
     out = previous_folder(artifact_dir, tmp_path)
     before = snapshot(out)
     with pytest.raises(GateError) as e:
-        pipeline.export_model(MECH, checkpoint=short_trained(MECH).checkpoint, out=out,
-                              data_dir=mnist_dir, eval_limit=640)
+        export_checkpoint(short_trained(MECH).checkpoint, out, mnist_dir,
+                              eval_limit=640)
     msg = str(e.value)
     assert "model.onnx: contract failed: input batch dimension is fixed at 64" in msg
     assert "model.onnx @ batch 1: max_abs_diff failed" in msg and "model.onnx @ batch 7: max_abs_diff failed" in msg
@@ -304,7 +307,7 @@ def test_a_failed_or_interrupted_export_leaves_the_previous_folder_byte_identica
         raise exc
 
     if target == "quantize_int8":
-        monkeypatch.setattr("mnist_edge.export.quantize.quantize_int8", fail)
+        monkeypatch.setattr("mnist_edge.int8.quantize.quantize_int8", fail)
     elif target == "rename":
         real_rename = os.rename
         monkeypatch.setattr(swap, "_exchange", lambda a, b: False)  # e.g. a filesystem without RENAME_EXCHANGE
@@ -314,12 +317,15 @@ def test_a_failed_or_interrupted_export_leaves_the_previous_folder_byte_identica
                 raise exc
             return real_rename(src, dst)
         monkeypatch.setattr(swap.os, "rename", rename)
-    else:
-        monkeypatch.setattr(swap if target == "_exchange" else pipeline, target, fail)
+    elif target == "_exchange":
+        monkeypatch.setattr(swap, target, fail)
+    else:  # looked up in its module at each call
+        monkeypatch.setattr({"export_onnx": "mnist_edge.exporter.onnx_export.export_onnx",
+                             "write_manifest": "mnist_edge.manifest.write_manifest"}[target], fail)
     expected = ExportError if isinstance(exc, OSError) else type(exc)
     with pytest.raises(expected) as e:
-        pipeline.export_model(MECH, checkpoint=short_trained(MECH).checkpoint, out=out,
-                              quantize=target in ("export_onnx", "quantize_int8"), data_dir=mnist_dir,
+        export_checkpoint(short_trained(MECH).checkpoint, out, mnist_dir,
+                              quantize=target in ("export_onnx", "quantize_int8"),
                               eval_limit=500)
     if expected is ExportError:
         assert "is unchanged" in str(e.value)
@@ -350,7 +356,7 @@ def test_ctrl_c_just_after_the_swap_reports_the_new_folder_and_leftovers_of_kill
     checkpoint = short_trained(MECH).checkpoint  # trained (and its checkpoint written) before the record
     forget_replaced()
     with pytest.raises(KeyboardInterrupt):
-        pipeline.export_model(MECH, checkpoint=checkpoint, out=out, data_dir=mnist_dir, eval_limit=300)
+        export_checkpoint(checkpoint, out, mnist_dir, eval_limit=300)
     msg = interrupted_message()  # what the CLI prints for a KeyboardInterrupt
     assert msg.startswith(f"interrupted after replacing {out} (complete and in place)"), msg
     assert "model.int8.onnx" not in {p.name for p in out.iterdir()}  # the new (non-quantized) export is there
@@ -364,8 +370,8 @@ def test_a_new_export_carries_other_files_over_and_drops_stale_artifacts(artifac
     out = previous_folder(artifact_dir, tmp_path)
     os.chmod(out, 0o750)
     monkeypatch.setattr(swap, "_exchange", lambda a, b: False)  # exercise the two-rename swap too
-    result = pipeline.export_model(MECH, checkpoint=short_trained(MECH).checkpoint, out=out,
-                                   data_dir=mnist_dir, eval_limit=300)
+    result = export_checkpoint(short_trained(MECH).checkpoint, out, mnist_dir,
+                                   eval_limit=300)
     names = {p.name for p in out.iterdir()}
     assert names == {"checkpoint.pt", "model.pt", "model.onnx", "manifest.json", "selftest.bin",
                      "notes.txt"}  # no stale int8
@@ -377,16 +383,20 @@ def test_a_new_export_carries_other_files_over_and_drops_stale_artifacts(artifac
     assert sorted(p.name for p in out.parent.iterdir()) == [MECH]
 
 
-def test_default_paths_use_the_committed_checkpoint_in_exported_name(short_trained, mnist_dir, tmp_path, monkeypatch):
+def test_by_default_export_reads_the_committed_checkpoint_and_writes_into_runs_export(short_trained, mnist_dir,
+                                                                                      tmp_path, monkeypatch):
+    """`mnist-edge export --model NAME` never overwrites the committed exported/NAME: it writes runs/export/NAME."""
     monkeypatch.chdir(tmp_path)
     committed = tmp_path / "exported" / "mlp" / "checkpoint.pt"
     committed.parent.mkdir(parents=True)
     shutil.copyfile(short_trained("mlp").checkpoint, committed)
-    before = committed.read_bytes()
-    result = pipeline.export_model("mlp", data_dir=mnist_dir, eval_limit=200)
-    assert result.out == Path("exported/mlp")
-    assert committed.read_bytes() == before  # the committed checkpoint survives the folder swap
-    assert verify_files(committed.parent)["files"]["checkpoint.pt"]["sha256"] == sha256_file(committed)
+    before = snapshot(committed.parent)
+    code, out, err = run_cli("export", "--model", "mlp", "--data", str(mnist_dir), "--quiet")
+    assert code == 0, err
+    assert "runs/export/mlp/" in out.splitlines()[0]
+    assert snapshot(committed.parent) == before  # the committed folder is untouched
+    assert verify_files(tmp_path / "runs" / "export" / "mlp")["files"]["checkpoint.pt"]["sha256"] == \
+        sha256_file(committed)
 
 
 # --- bad input: typed errors, one line at the CLI, nothing changed ------------------------------------------
@@ -401,7 +411,7 @@ def run_cli(*argv) -> tuple[int, str, str]:
 def test_missing_committed_checkpoint_says_how_to_train_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match=r"exported/bn_cnn/checkpoint.pt.*mnist-edge train --model bn_cnn"):
-        pipeline.export_model("bn_cnn")
+        from_checkpoint(default_checkpoint("bn_cnn"), model="bn_cnn")
     code, out, err = run_cli("export", "--model", "bn_cnn")
     assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
     assert err.startswith("mnist-edge export: error: ") and "mnist-edge train --model bn_cnn" in err
@@ -410,11 +420,11 @@ def test_missing_committed_checkpoint_says_how_to_train_one(tmp_path, monkeypatc
 
 def test_a_checkpoint_of_another_model_is_refused(short_trained, tmp_path):
     with pytest.raises(CheckpointError, match="holds model 'mlp', not 'bn_cnn'"):
-        pipeline.export_model("bn_cnn", checkpoint=short_trained("mlp").checkpoint, out=tmp_path / "o")
+        from_checkpoint(short_trained("mlp").checkpoint, model="bn_cnn")
     assert not (tmp_path / "o").exists()
 
 
-def test_read_only_output_folder_is_an_error_and_keeps_its_artifacts(artifact_dir, short_trained, tmp_path):
+def test_read_only_output_folder_is_an_error_and_keeps_its_artifacts(artifact_dir, mnist_dir, short_trained, tmp_path):
     out = previous_folder(artifact_dir, tmp_path)
     before = snapshot(out)
     os.chmod(out, 0o555)
@@ -467,10 +477,10 @@ def test_every_quantization_option_is_applied_and_recorded(artifact_dir, tmp_pat
 def test_opset_can_go_lower_and_fails_loudly_where_the_exporter_cannot(tmp_path):
     import torch
 
-    from mnist_edge.export.onnx_export import export_onnx
-    from mnist_edge.export.ort_eval import make_session, ort_logits
-    from mnist_edge.models import build_edge_model
-    from mnist_edge.zoo import get_spec
+    from mnist_edge.exporter.onnx_export import export_onnx
+    from mnist_edge.evaluate.ort_eval import make_session, ort_logits
+    from mnist_edge.zoo.networks import build_edge_model
+    from mnist_edge.zoo.registry import get_spec
 
     torch.manual_seed(0)
     edge = build_edge_model(get_spec("bn_cnn")).eval()  # untrained weights: what matters is the graph

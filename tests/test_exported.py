@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_edge.checkpoint import load_checkpoint
-from mnist_edge.data import load_mnist
-from mnist_edge.export.gates import THRESHOLDS
-from mnist_edge.export.ort_eval import accuracy_pct, make_session, ort_logits
+from mnist_edge.training.checkpoint import load_checkpoint
+from mnist_edge.data.mnist import load_mnist
+from mnist_edge.evaluate.gates import THRESHOLDS
+from mnist_edge.evaluate.ort_eval import accuracy_pct, make_session, ort_logits
 from mnist_edge.manifest import read_manifest, verify_files
-from mnist_edge.models import build_edge_model
-from mnist_edge.zoo import MODELS, get_spec
+from mnist_edge.zoo.networks import build_edge_model
+from mnist_edge.zoo.registry import MODELS, get_spec
 
 EXPORTED = Path(__file__).resolve().parent.parent / "exported"
 REQUIRED = ("checkpoint.pt", "model.pt", "model.onnx", "model.int8.onnx", "manifest.json",
@@ -67,9 +67,9 @@ def test_committed_probabilities_are_calibrated_by_the_recorded_temperature(name
     EdgeModel carrying T (the oracle); T was fitted on unseen images exactly when the recipe held some out."""
     import json
 
-    from mnist_edge.calibration import softmax
+    from mnist_edge.evaluate.confidence import softmax
     from mnist_edge.contract import META_KEYS
-    from mnist_edge.export.ort_eval import make_session
+    from mnist_edge.evaluate.ort_eval import make_session
     from mnist_edge.runtime import load
     from mnist_edge.torchrun import load_torchscript
 

@@ -7,12 +7,14 @@ import sys
 import pytest
 import torch
 
-from mnist_edge.busy import BUSY_SHARE, OtherLoad, busy_line
-from mnist_edge.checkpoint import read_checkpoint
+from mnist_edge.data.dataset import load_digits
 from mnist_edge.errors import UsageError
-from mnist_edge.train import make_optimizer, make_recipe, make_scheduler, train
-from mnist_edge.training_recipes import FAST, RECIPE_NAMES, recipe_for
-from mnist_edge.zoo import MODELS, Recipe, get_spec
+from mnist_edge.system.busy import BUSY_SHARE, OtherLoad, busy_line
+from mnist_edge.training.checkpoint import read_checkpoint
+from mnist_edge.training.loop import TrainOptions, train
+from mnist_edge.training.optim import make_optimizer, make_scheduler
+from mnist_edge.zoo.registry import MODELS, Recipe, get_spec
+from mnist_edge.zoo.training import FAST, RECIPE_NAMES, make_recipe, recipe_for, zoo_training
 
 
 def test_every_seed_model_has_a_fast_recipe_that_states_itself():
@@ -32,6 +34,8 @@ def test_every_seed_model_has_a_fast_recipe_that_states_itself():
         assert make_recipe(spec, "fast") == fast  # no override: the registered recipe itself
     ours = get_spec("edge_cnn")  # no seed: its own recipe is the only one, under both names
     assert recipe_for(ours, "fast") is recipe_for(ours, "seed") is ours.recipe
+    assert [zoo_training(get_spec(m), r).recipe_label for m, r in (("bn_cnn", "fast"), ("edge_cnn", "fast"))] == [
+        "fast", "its own"]  # what `mnist-edge train`'s first line calls the recipe
 
 
 def test_unknown_recipe_names_the_valid_ones():
@@ -68,24 +72,27 @@ def test_step_schedule_is_per_epoch_and_a_bad_schedule_is_named():
 def test_fast_recipe_run_records_its_name_and_saves_plain_contiguous_weights(mnist_dir, tmp_path):
     # bn_cnn's fast recipe trains channels-last with label smoothing and a per-batch schedule
     lines = []
-    r = train("bn_cnn", data_dir=mnist_dir, recipe="fast", epochs=1, limit_train=512, seed=0,
-              out=tmp_path / "c.pt", plot=False, test_each_epoch=False, log=lines.append)
+    job = zoo_training(get_spec("bn_cnn"), "fast", epochs=1)
+    options = TrainOptions(limit_train=512, seed=0, out=tmp_path / "c.pt", plot=False, test_each_epoch=False,
+                           progress=lines.append, recipe_name=job.recipe_name)
+    r = train(job.build_net, job.recipe, load_digits(mnist_dir), name=job.name, contract=job.contract,
+              net_args=job.net_args, options=options)
     ckpt = read_checkpoint(tmp_path / "c.pt")
     assert ckpt["metrics"]["recipe_name"] == "fast"
     assert ckpt["recipe"]["schedule"] == "onecycle" and ckpt["recipe"]["channels_last"] is True
     assert all(t.is_contiguous() for t in ckpt["state_dict"].values())
-    assert lines[0].startswith("bn_cnn: fast recipe, 1 epochs of batch 256")
+    assert lines[0].startswith("bn_cnn epoch 1/1: train loss ")  # no bar asked for: one line per epoch
     assert 0 <= r.test_accuracy <= 100 and r.history[0]["lr"] < FAST["bn_cnn"].lr  # one-cycle: ended low
 
 
 def test_weight_average_ramps_up_and_is_the_model_the_recipe_returns():
-    from mnist_edge.train import _EpochLoop
+    from mnist_edge.training.epoch import EpochLoop
 
     r = Recipe(optimizer="sgd", lr=0.5, batch_size=8, epochs=1, ema=0.9)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 2))
     x, y = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8), torch.tensor([0, 1] * 4)
-    loop = _EpochLoop(net, lambda v: v, make_optimizer(r, net.parameters()), None, r,
-                      torch.Generator().manual_seed(0), x, y)
+    loop = EpochLoop(net, lambda v: v, make_optimizer(r, net.parameters()), None, r,
+                     torch.Generator().manual_seed(0), (x, y))
     start = {k: v.clone() for k, v in net.state_dict().items()}
     assert loop.model() is not net
     loop.run_epoch(None)  # one step; its decay is (1 + 1) / (10 + 1), ramping up to the recipe's 0.9
@@ -98,12 +105,16 @@ def test_weight_average_ramps_up_and_is_the_model_the_recipe_returns():
 def test_the_first_status_line_comes_before_torch_is_loaded(mnist_dir):
     # What a user waits for before seeing anything: the line must not wait for torch's ~3 s import.
     code = ("import sys\n"
-            "from mnist_edge.train import train\n"
-            "seen = []\n"
-            "def log(line):\n"
-            "    seen.append('torch' in sys.modules)\n"
-            "    raise SystemExit(0 if seen == [False] else 1)\n"
-            f"train('mlp', data_dir={str(mnist_dir)!r}, epochs=1, limit_train=64, log=log)\n"
+            "from mnist_edge.cli import main\n"
+            "class Err:\n"
+            "    def write(self, text):\n"
+            "        if text.strip():\n"
+            "            first = text.startswith('mlp: seed recipe, 1 epochs of batch 64')\n"
+            "            raise SystemExit(0 if first and 'torch' not in sys.modules else 1)\n"
+            "    def flush(self):\n"
+            "        pass\n"
+            "sys.stderr = Err()\n"
+            f"main(['train', '--model', 'mlp', '--epochs', '1', '--limit-train', '64', '--data', {str(mnist_dir)!r}])\n"
             "sys.exit(2)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr

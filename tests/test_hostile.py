@@ -246,7 +246,7 @@ def deny(monkeypatch):
 
 
 def test_4_unreadable_manifest_or_model_is_a_typed_error_in_predict_verify_and_export(bn_copy, tmp_path, deny):
-    from mnist_edge.export.verify import verify_artifacts
+    from mnist_edge.evaluate.verify import verify_artifacts
 
     deny(bn_copy / "model.int8.onnx")
     code, _, err = run_cli("verify", str(bn_copy), "--hashes-only")
@@ -311,9 +311,9 @@ def test_5_torchscript_on_a_full_disk_is_an_export_error_not_an_abort():
     """/dev/full answers every write with ENOSPC: torch.jit.save's own file writer aborted the process."""
     import torch
 
-    from mnist_edge.export.torchscript import export_torchscript
-    from mnist_edge.models import build_edge_model
-    from mnist_edge.zoo import get_spec
+    from mnist_edge.exporter.torchscript import export_torchscript
+    from mnist_edge.zoo.networks import build_edge_model
+    from mnist_edge.zoo.registry import get_spec
 
     torch.manual_seed(0)
     edge = build_edge_model(get_spec("mlp")).eval()
@@ -324,7 +324,7 @@ def test_5_torchscript_on_a_full_disk_is_an_export_error_not_an_abort():
 def test_5_checkpoint_on_a_full_disk_is_a_write_error_and_keeps_the_old_file(tmp_path, monkeypatch):
     import torch
 
-    from mnist_edge.checkpoint import save_checkpoint
+    from mnist_edge.training.checkpoint import save_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(b"previous")
@@ -347,7 +347,7 @@ def test_5_an_os_error_no_library_call_translated_is_one_line_at_the_cli(monkeyp
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", "exported/README.md")
 
-    monkeypatch.setattr("mnist_edge.cards.write_cards", full)
+    monkeypatch.setattr("mnist_edge.cards.card.write_cards", full)
     code, _, err = run_cli("card", "--exported", str(tmp_path))
     assert "No space left on device: 'exported/README.md'" in one_line_error(code, err)
 
@@ -360,7 +360,7 @@ def _age(path: Path, seconds: float = 3600) -> None:
 
 
 def test_6_leftovers_of_killed_runs_are_removed_only_when_ours_old_and_unlocked(tmp_path):
-    from mnist_edge.export.pipeline import stale_pattern
+    from mnist_edge.exporter.pipeline import stale_pattern
 
     killed = tmp_path / ".bn_cnn.export-ab12cd34"
     live = tmp_path / ".bn_cnn.export-zz99yy88"
@@ -438,7 +438,7 @@ def test_7_ctrl_c_at_the_replace_is_held_until_the_record_is_made(tmp_path, defa
 # --- 8. verify and sparse external data -----------------------------------------------------------------
 
 def test_8_verify_refuses_external_data_in_a_sparse_initializer(tmp_path, mnist_dir):
-    from mnist_edge.export.verify import verify_artifacts
+    from mnist_edge.evaluate.verify import verify_artifacts
 
     (tmp_path / "model.onnx").write_bytes(contract_model_bytes(sparse_external=True))
     write_manifest(tmp_path, {"model": "mlp", "evaluation": {"images": 10, "batch_sizes": [2]}, "files": {
@@ -483,20 +483,30 @@ def test_9_bench_never_loads_torchscript_no_manifest_vouches_for(tmp_path, monke
     ({"epochs": 0}, "--epochs must be a positive finite number"),
 ])
 def test_10_bad_training_options_are_usage_errors_before_any_work(kw, message, monkeypatch):
-    from mnist_edge import train as T
+    from mnist_edge.training.options import TrainOptions
+    from mnist_edge.zoo.registry import get_spec
+    from mnist_edge.zoo.training import zoo_training
 
-    monkeypatch.setattr("mnist_edge.data.load_mnist", lambda *a, **k: pytest.fail("data was loaded"))
+    monkeypatch.setattr("mnist_edge.data.mnist.load_mnist", lambda *a, **k: pytest.fail("data was loaded"))
+    recipe_kw = {k: v for k, v in kw.items() if k in ("lr", "epochs")}
     with pytest.raises(UsageError, match=message):
-        T.train("mlp", **kw)
+        zoo_training(get_spec("mlp"), **recipe_kw)
+        TrainOptions(**{k: v for k, v in kw.items() if k not in recipe_kw})
 
 
 def test_10_training_that_diverges_is_an_error_and_writes_nothing(mnist_dir, tmp_path):
-    from mnist_edge.train import train
+    from mnist_edge.data.dataset import load_digits
+    from mnist_edge.training.loop import train
+    from mnist_edge.training.options import TrainOptions
+    from mnist_edge.zoo.registry import get_spec
+    from mnist_edge.zoo.training import zoo_training
 
     out = tmp_path / "checkpoint.pt"
+    job = zoo_training(get_spec("mlp"), epochs=1, batch_size=32, lr=1e30)
+    options = TrainOptions(limit_train=256, out=out, plot=False, threads=1)
     with pytest.raises(TrainingError, match=r"training mlp diverged in epoch 1: the loss is (nan|inf).*smaller --lr"):
-        train("mlp", data_dir=mnist_dir, epochs=1, batch_size=32, limit_train=256, lr=1e30, out=out, plot=False,
-              threads=1)
+        train(job.build_net, job.recipe, load_digits(mnist_dir), name=job.name, contract=job.contract,
+              net_args=job.net_args, options=options)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -505,7 +515,7 @@ def test_10_training_that_diverges_is_an_error_and_writes_nothing(mnist_dir, tmp
 def test_11_a_checkpoint_with_wrong_keys_is_a_checkpoint_error(tmp_path, bn_copy):
     import torch
 
-    from mnist_edge.checkpoint import FORMAT, load_checkpoint, read_checkpoint
+    from mnist_edge.training.checkpoint import FORMAT, load_checkpoint, read_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     torch.save({"format": FORMAT, "model": "mlp", "state_dict": {}}, path)
@@ -523,12 +533,12 @@ def test_11_a_checkpoint_with_wrong_keys_is_a_checkpoint_error(tmp_path, bn_copy
 
 
 def test_11_card_with_a_broken_bench_json_or_odd_checkpoint_is_typed(tmp_path, bn_copy):
-    from mnist_edge.cards import write_cards
+    from mnist_edge.cards.card import write_cards
 
     exported = bn_copy.parent
     (bn_copy / "bench.json").write_text("{")
     code, _, err = run_cli("card", "--exported", str(exported), "--model", "bn_cnn")
-    assert "bench.json is not JSON" in one_line_error(code, err)
+    assert "bench.json' is not valid JSON" in one_line_error(code, err)
     (bn_copy / "bench.json").unlink()
     import torch
 
@@ -548,7 +558,7 @@ class _Payload:
 
 @pytest.mark.parametrize("protocol", [2, 4])
 def test_12_a_pickle_with_a_payload_is_refused_as_not_weights_only(tmp_path, protocol):
-    from mnist_edge.checkpoint import read_checkpoint
+    from mnist_edge.training.checkpoint import read_checkpoint
 
     p = tmp_path / "checkpoint.pt"
     p.write_bytes(pickle.dumps({"format": "mnist-edge-checkpoint/1", "x": _Payload()}, protocol=protocol))
@@ -562,7 +572,7 @@ def test_12_a_pickle_with_a_payload_is_refused_as_not_weights_only(tmp_path, pro
 
 
 def test_12_verify_no_torchscript_says_so(model_dir, mnist_dir):
-    from mnist_edge.export.verify import verify_artifacts
+    from mnist_edge.evaluate.verify import verify_artifacts
 
     report = verify_artifacts(model_dir, data_dir=mnist_dir, torchscript=False)
     status = {r["file"]: r["status"] for r in report.rows}
@@ -616,7 +626,7 @@ def test_13_demo_closes_idle_connections_and_queues_a_burst(tmp_path, monkeypatc
 # --- 14. download deadline ------------------------------------------------------------------------------
 
 def test_14_a_mirror_trickling_one_byte_a_second_is_cut_off_by_the_deadline(tmp_path):
-    from mnist_edge.download import download_mnist
+    from mnist_edge.data.download import download_mnist
 
     stop = threading.Event()
 

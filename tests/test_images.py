@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_edge.data import load_mnist
+from mnist_edge.data.mnist import load_mnist
 from mnist_edge.errors import InputError
 from mnist_edge.runtime import images as imgmod
 from mnist_edge.runtime import load, load_image, load_images, normalize_digit

@@ -22,8 +22,8 @@ import pytest
 from mnist_edge import packaged
 from mnist_edge.cli import main
 from mnist_edge.errors import ArtifactError
-from mnist_edge.export.verify import ABSENT, verify_artifacts
-from mnist_edge.extras import COMMAND_EXTRAS
+from mnist_edge.evaluate.verify import ABSENT, verify_artifacts
+from mnist_edge.system.extras import COMMAND_EXTRAS
 from mnist_edge.runtime import classifier, load
 
 ROOT = Path(__file__).resolve().parents[1]

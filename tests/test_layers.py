@@ -1,7 +1,9 @@
-"""The package's layers point one way, with no import circle, and the runtime reaches neither torch nor onnx.
+"""The package's layers point one way, packages never import each other both ways, and the runtime reaches
+neither torch nor onnx.
 
 Every ``import`` in the package is read from the source (at module level and inside functions alike: a
-lazy import is still a dependency), so this holds whatever a test run happens to import.
+lazy import is still a dependency), so this holds whatever a test run happens to import. Layers are
+assigned by package (``mnist_edge/<package>/``); each module of the package root is a unit of its own.
 """
 
 from __future__ import annotations
@@ -10,9 +12,20 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mnist_edge"
-# Above the base: the export layer and the benchmark (peers), then what presents them, then the CLI.
-MIDDLE = ("mnist_edge.export", "mnist_edge.bench")
-TOP = ("mnist_edge.cards", "mnist_edge.demo", "mnist_edge.cli", "mnist_edge.__main__")
+
+# Each unit's layer: a unit may import units of its own layer or below, never above. Root modules not
+# named here are the base (layer 0): errors, files, artifacts, contract, manifest, packaged, torchrun, ...
+LAYERS = {
+    "system": 0, "zoo": 0, "documents": 0,
+    "runtime": 1,  # numpy + onnxruntime only
+    "data": 2,  # reads image folders through the runtime's image reader
+    "training": 3, "evaluate": 3,
+    "bench": 4, "int8": 4,
+    "exporter": 5,  # torch conversion and the export pipeline: uses training, evaluate, int8
+    "cards": 6, "demo": 6,
+    "cli": 7, "__main__": 7,
+    "mnist_edge": 7,  # the package's own __init__: the public facade, export() and train(), imports lazily
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -56,18 +69,38 @@ def imports(name: str) -> set[str]:
 GRAPH = {name: imports(name) for name in MODULES}
 
 
+def unit(name: str) -> str:
+    """The package (or root module) a module belongs to: ``mnist_edge.int8.search`` -> ``int8``."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else "mnist_edge"
+
+
 def layer(name: str) -> int:
-    if name.startswith(TOP):
-        return 2
-    return 1 if name.startswith(MIDDLE) else 0
+    return LAYERS.get(unit(name), 0)
+
+
+def test_every_package_has_a_layer():
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert packages <= set(LAYERS), f"give these packages a layer: {sorted(packages - set(LAYERS))}"
 
 
 def test_layers_point_one_way():
     wrong = [f"{a} -> {b}" for a, deps in GRAPH.items() for b in deps
-             if b in MODULES and layer(b) > layer(a) and not (a == "mnist_edge.__main__")]
+             if b in MODULES and layer(b) > layer(a)]
     assert wrong == [], "a lower layer imports a higher one: " + "; ".join(sorted(wrong))
-    assert not any(d.startswith("mnist_edge.cli") for a, deps in GRAPH.items() if not a.startswith(
-        ("mnist_edge.cli", "mnist_edge.__main__")) for d in deps), "only the CLI itself imports mnist_edge.cli"
+    assert not any(unit(d) == "cli" for a, deps in GRAPH.items() if unit(a) not in ("cli", "__main__")
+                   for d in deps), "only the CLI itself imports mnist_edge.cli"
+
+
+def test_no_two_units_import_each_other():
+    """Packages (and root modules) form a graph without circles: no package imports one that imports it."""
+    edges = {}
+    for a, deps in GRAPH.items():
+        for b in deps:
+            if b in MODULES and unit(a) != unit(b) and unit(a) != "mnist_edge" and unit(b) != "mnist_edge":
+                edges.setdefault(unit(a), set()).add(unit(b))
+    both = sorted(f"{a} <-> {b}" for a, bs in edges.items() for b in bs if a < b and a in edges.get(b, ()))
+    assert both == []
 
 
 def test_no_import_circle():
@@ -90,8 +123,9 @@ def test_no_import_circle():
     assert cycles == []
 
 
-# What a runtime-only install (numpy + onnxruntime) runs: the runtime and the robustness suite.
-RUNTIME_ONLY = ("mnist_edge.runtime", "mnist_edge.robustness")
+# What a runtime-only install (numpy + onnxruntime) runs: the runtime and the robustness suite (self-test
+# bundles too, checking TorchScript only where torch is installed).
+RUNTIME_ONLY = ("mnist_edge.runtime", "mnist_edge.evaluate.robustness")
 
 
 def test_the_runtime_reaches_neither_torch_nor_onnx():
@@ -104,10 +138,15 @@ def test_the_runtime_reaches_neither_torch_nor_onnx():
         todo += [d for d in GRAPH[m] if d in MODULES]
     offenders = sorted(f"{m} imports {d}" for m in reach for d in GRAPH[m] & {"torch", "onnx", "onnxscript"})
     assert offenders == []
-    assert not any(m.startswith(MIDDLE + TOP) for m in reach), sorted(m for m in reach if m.startswith(MIDDLE + TOP))
+    assert not any(layer(m) > 3 for m in reach), sorted(m for m in reach if layer(m) > 3)
+
+
+def test_the_package_root_stays_small():
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(root) <= 12, root
 
 
 def test_the_walk_sees_lazy_imports():
     assert "torch" in GRAPH["mnist_edge.torchrun"]  # imported only inside functions there
-    assert "mnist_edge.export.pipeline" in GRAPH["mnist_edge.cli.export_cmd"] or \
-        "mnist_edge.export" in GRAPH["mnist_edge.cli.export_cmd"]
+    assert "mnist_edge.exporter.pipeline" in GRAPH["mnist_edge.cli.export_cmd"] or \
+        "mnist_edge.exporter" in GRAPH["mnist_edge.cli.export_cmd"]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mnist_edge.cli import main
-from mnist_edge.data import load_mnist
+from mnist_edge.data.mnist import load_mnist
 from mnist_edge.runtime import classifier, load
 from mnist_edge.runtime.images import load_image
 

@@ -1,4 +1,4 @@
-"""The int8 recipe search, its diagnosis and fallback, the recipe registry, and export's use of it.
+"""The int8 recipe search, its diagnosis and fallback, its typed result, the recipe registry, and export's use of it.
 
 Tiny budgets throughout: gates on a few hundred test images, 100 calibration images, timing with 2
 repeats of 1 call (the timing is exercised, never asserted on: speed is measured by `mnist-edge quantize`
@@ -18,17 +18,20 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from helpers_export import export_checkpoint
 
-from mnist_edge.data import load_mnist
-from mnist_edge.errors import GateError, UsageError
-from mnist_edge.export import pipeline
-from mnist_edge.export import ratio as R
-from mnist_edge.export import recipes
-from mnist_edge.export.diagnose import optimized_ops, tensor_errors
-from mnist_edge.export.quantize import QuantizeOptions, custom_source, quantize_int8
-from mnist_edge.export import search
-from mnist_edge.export.search import search_int8
+from mnist_edge.data.mnist import load_mnist
+from mnist_edge.errors import ArtifactError, GateError, UsageError
+from mnist_edge.bench import ratio as R
+from mnist_edge.int8 import recipes
+from mnist_edge.int8.diagnose import optimized_ops, tensor_errors
+from mnist_edge.int8.quantize import QuantizeOptions, quantize_int8
+from mnist_edge.int8 import search
+from mnist_edge.int8.result import SearchResult
+from mnist_edge.int8.search import search_int8
+from mnist_edge.int8.settings import SearchSettings
 
+EXPORTED = Path(__file__).resolve().parents[1] / "exported"
 EVAL = 500
 CHEAP = QuantizeOptions(calibration_samples=100)
 # with the one-class images below, deliberately bad: the top 1% of each range clipped too. One class and a tight percentile: on the committed bn_cnn (the session's artifact_dir) the first recipe fails the
@@ -43,15 +46,15 @@ def test_images(mnist_dir):
 
 
 @pytest.fixture(scope="module")
-def one_class(mnist_dir):
-    """100 training images of the digit 1 only: a deliberately bad calibration set."""
-    x, y = load_mnist("train", data_dir=mnist_dir)
-    images = x[y == 1][:100]
-    return images, dict(custom_source(images), only_class=1)
+def digits(mnist_dir):
+    """Both MNIST splits in memory, loaded once: what the CLI hands the search."""
+    from mnist_edge.data.dataset import load_digits
+
+    return load_digits(mnist_dir)
 
 
 def _calibration(mnist_dir):
-    from mnist_edge.export.quantize import training_calibration_images
+    from mnist_edge.int8.quantize import training_calibration_images
 
     return training_calibration_images(100, 0, mnist_dir)
 
@@ -72,24 +75,116 @@ def test_options_round_trip_through_json_and_refuse_typos():
         QuantizeOptions(percentile=101).validate()
 
 
+def _result(model="bn_cnn", **changes) -> SearchResult:
+    """A small search result for registry tests: one trial, no timing (nothing here measures)."""
+    from mnist_edge.int8.result import Machine, SearchInfo, Timing, Trial
+
+    options = QuantizeOptions(keep_float=("Conv[0]",))
+    trial = Trial("base", "base", options, passed=True, agreement=100.0, accuracy=99.0, accuracy_drop_pp=0.0)
+    info = SearchInfo("search", 1, 1.0, "model.onnx", 10, [1], {"agreement_pct": 99.5}, Timing([1], 2, 1, 6), {})
+    fields = dict(model=model, options=options, verdict="does not pay", recommended="model.onnx",
+                  summary="int8 does not pay", chosen=trial, machine=Machine("cpu", "x86_64", None, 2, None, None, 1),
+                  search=info, trials=[trial])
+    return SearchResult(**{**fields, **changes})
+
+
 def test_a_recipe_is_read_from_the_registry_or_a_file_and_checked(tmp_path, monkeypatch):
-    monkeypatch.setattr(recipes, "REGISTRY", tmp_path / "registry")
+    monkeypatch.setattr(recipes, "REGISTRY", tmp_path / "zoo.json")
     assert recipes.load_recipe("bn_cnn").source == "default"
     assert recipes.load_recipe("bn_cnn").options == QuantizeOptions()
-    doc = {"schema": recipes.SCHEMA, "model": "bn_cnn", "options": {"keep_float": ["Conv[0]"]},
-           "verdict": "does not pay", "recommended": "model.onnx", "summary": "int8 does not pay"}
-    recipes.write_json(doc, recipes.registered_path("bn_cnn"))
+    assert recipes.load_recipe("bn_cnn").record() == {"source": "default", "verdict": None,
+                                                      "recommended": "model.int8.onnx"}
+    # --register FILE: one entry per model, only what export needs; other entries are kept
+    recipes.register_recipe(recipes.REGISTRY, "lenet5", _result("lenet5", verdict="pays", recommended="model.int8.onnx"))
+    written = recipes.register_recipe(recipes.REGISTRY, "bn_cnn", _result())
+    entries = json.loads(written.read_text())
+    assert sorted(entries) == ["bn_cnn", "lenet5"] and sorted(entries["bn_cnn"]) == sorted(recipes.ENTRY_KEYS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zoo.json"]  # the temporary file was renamed
     reg = recipes.load_recipe("bn_cnn")
-    assert reg.source == "registry:bn_cnn.json" and reg.options.keep_float == ("Conv[0]",)
-    assert reg.record()["recommended"] == "model.onnx" and reg.record()["summary"] == "int8 does not pay"
+    assert reg.source == "registry:bn_cnn" and reg.options.keep_float == ("Conv[0]",)
+    assert reg.record() == {"source": "registry:bn_cnn", "verdict": "does not pay", "recommended": "model.onnx",
+                            "summary": "int8 does not pay"}
+    assert recipes.load_recipe("lenet5").verdict == "pays"
+    # an explicit file: a registry (this model's entry), an entry, or a whole search result
+    assert recipes.load_recipe("bn_cnn", written).source == f"{written}#bn_cnn"
+    with pytest.raises(UsageError, match="holds no recipe for 'mlp'; it holds: bn_cnn, lenet5"):
+        recipes.load_recipe("mlp", written)
+    full = _result().write(tmp_path / "int8_recipe.json")
+    assert recipes.load_recipe("bn_cnn", full).record()["summary"] == "int8 does not pay"
     with pytest.raises(UsageError, match="searched for model 'bn_cnn', not 'lenet5'"):
-        recipes.load_recipe("lenet5", recipes.registered_path("bn_cnn"))
+        recipes.load_recipe("lenet5", full)
+    with pytest.raises(UsageError, match="is an int8 recipe, not a registry"):
+        recipes.register_recipe(full, "bn_cnn", _result())
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps(dict(doc, recommended="model.pt")))
+    bad.write_text(json.dumps(dict(entries["bn_cnn"], recommended="model.pt")))
     with pytest.raises(UsageError, match="recommended 'model.pt' must be 'model.onnx' or 'model.int8.onnx'"):
         recipes.load_recipe("bn_cnn", bad)
+    bad.write_text(json.dumps({"bn_cnn": dict(entries["bn_cnn"], verdict="maybe")}))
+    with pytest.raises(UsageError, match=r"registry '.*bad.json', model 'bn_cnn': verdict 'maybe' is not one of"):
+        recipes.register_recipe(bad, "mlp", _result())
     with pytest.raises(UsageError, match="does not exist"):
         recipes.load_recipe("bn_cnn", tmp_path / "missing.json")
+    # quantize starts a search from the defaults, a check from the registered recipe, either from --recipe
+    assert recipes.starting_options("bn_cnn", search=True) == QuantizeOptions()
+    assert recipes.starting_options("bn_cnn", search=False).keep_float == ("Conv[0]",)
+    given = _result(options=QuantizeOptions(op_types=("Conv",))).write(tmp_path / "given.json")
+    assert recipes.starting_options("bn_cnn", given, search=True).op_types == ("Conv",)
+
+
+def test_the_zoo_registry_holds_each_searched_models_options_and_verdict():
+    """The package's registry against the evidence beside the artifacts: each entry is the committed search
+    result's options and conclusion, and nothing else."""
+    zoo = json.loads(recipes.REGISTRY.read_text())
+    searched = {p.parent.name: SearchResult.from_json(p) for p in EXPORTED.glob("*/int8_recipe.json")}
+    assert sorted(zoo) == sorted(searched)
+    for name, result in searched.items():
+        assert zoo[name] == recipes.registry_entry(result), name
+        assert recipes.load_recipe(name).options == result.options
+
+
+def test_every_committed_search_result_round_trips_and_a_bad_field_is_named(tmp_path):
+    paths = sorted(EXPORTED.glob("*/int8_recipe.json"))
+    assert paths
+    for path in paths:
+        assert SearchResult.from_json(path).to_json() == json.loads(path.read_text()), path
+    doc = json.loads(paths[0].read_text())
+    doc["trials"][1]["ratios"]["64"]["low"] = "fast"
+    bad = tmp_path / "int8_recipe.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match=r"int8_recipe.json': field trials\[1\].ratios.64.low must be a finite number, "
+                                            r"got 'fast'"):
+        SearchResult.from_json(bad)
+    del doc["trials"][1]["ratios"]["64"]["low"], doc["machine"]
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="field machine must be a JSON object, it is missing"):
+        SearchResult.from_json(bad)
+    bad.write_text(json.dumps(dict(doc, schema="mnist-edge-bench/1")))
+    with pytest.raises(ArtifactError, match="is not a int8 recipe document"):
+        SearchResult.from_json(bad)
+
+
+def test_a_card_takes_the_verdicts_evidence_from_the_search_result_beside_the_files():
+    from dataclasses import replace
+
+    from mnist_edge import artifacts as A
+    from mnist_edge.cards.int8 import int8_recipe_lines, int8_verdict, load_search
+
+    result = load_search(EXPORTED / "bn_cnn")
+    rec = {"source": "registry:bn_cnn", "verdict": result.verdict, "recommended": result.recommended,
+           "summary": result.summary}
+    manifest = {"int8_recipe": rec, "files": {A.INT8: {"quantization": result.options.to_dict()}}}
+    evidence = {k: result.to_json()[k] for k in ("chosen", "machine", "search")}
+    old = dict(manifest, int8_recipe={**rec, **evidence})  # a manifest written while it still carried the evidence
+    lines = int8_recipe_lines(manifest, result)
+    assert lines == int8_recipe_lines(old)
+    b1, b64 = result.chosen.ratios[1].text(), result.chosen.ratios[64].text()
+    assert f"on {result.machine.cpu} " in lines[3] and f"{result.search.trials} trials" in lines[3]
+    assert f"at batch 1 {b1}, at batch 64 {b64}" in lines[3]
+    assert int8_verdict(manifest, result) == int8_verdict(old) == f"{result.verdict} ({b1} / {b64})"
+    # a later search in the folder is not the evidence for this recipe: the recipe's own conclusion only
+    later = replace(result, summary="another search")
+    assert int8_recipe_lines(manifest, later)[3] == f"Verdict: **int8 {rec['verdict']}** ({rec['summary']})."
+    assert int8_verdict(manifest, later) == f"{result.verdict} (- / -)"
 
 
 # --- exact layout rewrites (a hand-built graph; no data, no clock) ------------------------------------------------
@@ -117,8 +212,8 @@ def _pool_relu_flatten_graph():
 
 
 def test_layout_rewrites_are_exact_keep_node_names_and_name_the_valid_pools(tmp_path):
-    from mnist_edge.export.rewrites import apply_rewrites, flatten_sites, swappable_pools
-    from mnist_edge.export.search import layout_variants
+    from mnist_edge.int8.rewrites import apply_rewrites, flatten_sites, swappable_pools
+    from mnist_edge.int8.search import layout_variants
 
     model = _pool_relu_flatten_graph()
     assert swappable_pools(model) == ["MaxPool[0]"] and flatten_sites(model) == 1
@@ -164,8 +259,8 @@ def test_the_nhwc_flatten_quantizes_its_transpose_so_no_requantization_is_left(t
     drops the pair either way.)"""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from mnist_edge.export.candidates import nhwc_flatten
-    from mnist_edge.export.rewrites import apply_rewrites
+    from mnist_edge.int8.candidates import nhwc_flatten
+    from mnist_edge.int8.rewrites import apply_rewrites
 
     model = _pool_relu_flatten_graph()
     apply_rewrites(model, relu_pools=("MaxPool[0]",), flatten=True)
@@ -228,9 +323,9 @@ def _conv_chain_graph(between=("Tanh", "AveragePool"), c_mid=6, c_out=16):
 def test_channel_padding_is_exact_and_offered_only_where_zero_channels_stay_zero(tmp_path):
     from onnx import numpy_helper
 
-    from mnist_edge.export.candidates import pad_variants
-    from mnist_edge.export.channel_pad import paddable_convs
-    from mnist_edge.export.rewrites import apply_rewrites
+    from mnist_edge.int8.candidates import pad_variants
+    from mnist_edge.int8.channel_pad import paddable_convs
+    from mnist_edge.int8.rewrites import apply_rewrites
 
     model = _conv_chain_graph()
     assert paddable_convs(model) == ["Conv[1]"]
@@ -273,8 +368,8 @@ def test_channel_padding_is_exact_and_offered_only_where_zero_channels_stay_zero
 
 
 def test_a_pool_after_a_float_conv_moves_before_its_activation_exactly(tmp_path):
-    from mnist_edge.export.candidates import float_side_pools, speed_variants
-    from mnist_edge.export.rewrites import apply_rewrites, pools_after_activation
+    from mnist_edge.int8.candidates import float_side_pools, speed_variants
+    from mnist_edge.int8.rewrites import apply_rewrites, pools_after_activation
 
     x = np.random.default_rng(4).normal(size=(4, 1, 8, 8)).astype(np.float32)
     run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
@@ -306,7 +401,7 @@ def test_a_pool_after_a_float_conv_moves_before_its_activation_exactly(tmp_path)
 
 
 def test_the_cards_profile_table_has_one_row_per_op_and_names_what_the_optimizer_left():
-    from mnist_edge.export.diagnose import profile_markdown
+    from mnist_edge.int8.diagnose import profile_markdown
 
     def prof(ops, total):
         return {"ms_per_call": total, "ops": [{"op": o, "ms": ms, "share": ms / total} for o, ms in ops], "runs": 20}
@@ -388,7 +483,7 @@ def test_diagnosis_ranks_tensors_and_counts_what_the_optimizer_left(artifact_dir
     assert any(n.startswith("Conv[") for r in rows for n in r["nodes"])
     ops = optimized_ops(artifact_dir / "model.int8.onnx")
     # bn_cnn's convs fuse into int8 kernels, except those its registered recipe keeps in float
-    from mnist_edge.export.recipes import load_recipe
+    from mnist_edge.int8.recipes import load_recipe
 
     kept = [k for k in load_recipe("bn_cnn").options.keep_float if k.startswith("Conv[")]
     assert ops.get("QLinearConv", 0) >= 1 and ops.get("Conv", 0) == len(kept)
@@ -397,35 +492,41 @@ def test_diagnosis_ranks_tensors_and_counts_what_the_optimizer_left(artifact_dir
 # --- the fallback on a deliberately bad calibration set --------------------------------------------------------
 
 def test_bad_calibration_fails_then_the_fallback_keeps_the_worst_layers_float_until_it_passes(
-        artifact_dir, one_class, test_images, tmp_path):
-    images, source = one_class
-    x, y = test_images
+        artifact_dir, digits, tmp_path):
     scratch, kept = tmp_path / "scratch", tmp_path / "failed"
     scratch.mkdir()
-    doc = search_int8(artifact_dir / "model.onnx", model="bn_cnn", calibration_images=images,
-                      calibration_source=source, x_eval=x, y_eval=y, base=BAD, full=False, repeats=2, calls=1,
-                      keep_failed=kept, tmp_root=scratch)
-    first, last = doc["trials"][0], doc["trials"][-1]
-    assert not first["passed"] and "gate failed (" in first["error"]
-    worst = first["error"].split("worst tensors: ")[1]
+    # 100 training images of the digit 1 only: a deliberately bad calibration set
+    settings = SearchSettings(search=False, repeats=2, calls=1, eval_limit=EVAL, keep_failed=kept, calibration_class=1)
+    result = search_int8(artifact_dir / "model.onnx", digits, BAD, settings, name="bn_cnn", workdir=scratch)
+    assert result.search.calibration["only_class"] == 1 and result.search.calibration["images"] == 100
+    assert result.search.eval_images == EVAL and result.search.mode == "single recipe with fallback"
+    first, last = result.trials[0], result.trials[-1]
+    assert not first.passed and "gate failed (" in first.error
+    worst = first.error.split("worst tensors: ")[1]
     assert worst.count(" dB, accumulated") == 3  # the three worst tensors, each with its SQNR
-    assert [r["tensor"] for r in first["worst_tensors"][:3]][0] in worst
-    assert last["passed"] and last["stage"] == "fallback" and last["options"]["keep_float"]
-    assert doc["chosen"]["name"] == last["name"] and doc["options"] == last["options"]
-    assert all(len(t["options"]["keep_float"]) > len(p["options"]["keep_float"])
-               for p, t in zip(doc["trials"], doc["trials"][1:]))  # one more layer in float at each step
-    failed = [t for t in doc["trials"] if not t["passed"]]
-    assert sorted(Path(t["kept"]).name for t in failed) == sorted(p.name for p in kept.iterdir())
-    ort.InferenceSession(failed[0]["kept"], providers=["CPUExecutionProvider"])  # kept for inspection, loadable
+    assert [r["tensor"] for r in first.worst_tensors[:3]][0] in worst
+    assert last.passed and last.stage == "fallback" and last.options.keep_float
+    assert result.chosen.name == last.name and result.options == last.options
+    assert all(len(t.options.keep_float) > len(p.options.keep_float)
+               for p, t in zip(result.trials, result.trials[1:]))  # one more layer in float at each step
+    failed = [t for t in result.trials if not t.passed]
+    assert sorted(Path(t.kept).name for t in failed) == sorted(p.name for p in kept.iterdir())
+    ort.InferenceSession(failed[0].kept, providers=["CPUExecutionProvider"])  # kept for inspection, loadable
     assert list(scratch.iterdir()) == []  # nothing else left behind
+    written = result.write(tmp_path / "int8_recipe.json")  # failed trials (errors, worst tensors) round-trip too
+    assert SearchResult.from_json(written).to_json() == json.loads(written.read_text()) == result.to_json()
+    with pytest.raises(UsageError, match="--calibration-class 10 is not a class of the training images; their "
+                                         "classes are: 0, 1, 2"):
+        search_int8(artifact_dir / "model.onnx", digits, BAD, SearchSettings(calibration_class=10), name="bn_cnn")
+    with pytest.raises(UsageError, match="--calibration-class is a demonstration of bad calibration"):
+        SearchSettings(calibration_class=1, register=tmp_path / "r.json").validate()
 
 
 def test_an_int8_gate_failure_in_export_names_the_three_worst_tensors(artifact_dir, short_trained, mnist_dir,
                                                                       tmp_path):
     with pytest.raises(GateError) as e:
-        pipeline.export_model("mlp", checkpoint=short_trained("mlp").checkpoint, out=tmp_path / "o",
-                              quantize=True, data_dir=mnist_dir, eval_limit=300, quantize_options=CHEAP,
-                              calibration_images=np.zeros((100, 28, 28), np.uint8))
+        export_checkpoint(short_trained("mlp").checkpoint, tmp_path / "o", mnist_dir, quantize=True, eval_limit=300,
+                          quantize_options=CHEAP, calibration_images=np.zeros((100, 28, 28), np.uint8))
     msg = str(e.value)
     assert "worst int8 tensors: " in msg and msg.count(" dB, accumulated") == 3
     assert "mnist-edge quantize --model mlp --search" in msg and not (tmp_path / "o").exists()
@@ -438,11 +539,13 @@ def test_export_uses_the_recipe_and_records_the_recommended_file(short_trained, 
            "summary": "int8 does not pay on this machine for this model",
            "options": CHEAP.with_(keep_float=("Gemm[0]",)).to_dict()}
     recipe = recipes.write_json(doc, tmp_path / "recipe.json")
-    result = pipeline.export_model("mlp", checkpoint=short_trained("mlp").checkpoint, out=tmp_path / "o",
-                                   quantize=True, data_dir=mnist_dir, eval_limit=300, recipe=recipe)
+    result = export_checkpoint(short_trained("mlp").checkpoint, tmp_path / "o", mnist_dir, quantize=True,
+                               eval_limit=300, recipe=recipe)
     m = result.manifest
-    assert m["recommended"] == "model.onnx" and m["int8_recipe"]["verdict"] == "does not pay"
-    assert m["int8_recipe"]["source"] == str(recipe)
+    assert m["recommended"] == "model.onnx"
+    # the recipe's conclusion only: the evidence (trials, machine) stays in the search's int8_recipe.json
+    assert m["int8_recipe"] == {"source": str(recipe), "verdict": "does not pay", "recommended": "model.onnx",
+                                "summary": "int8 does not pay on this machine for this model"}
     q = m["files"]["model.int8.onnx"]["quantization"]
     assert q["keep_float"] == ["Gemm[0]"] and q["calibration_samples"] == 100
     assert any("pre-processing" in msg for msg in q["onnxruntime_messages"])
@@ -456,33 +559,47 @@ def test_export_uses_the_recipe_and_records_the_recommended_file(short_trained, 
 
 def test_search_runs_without_torch_and_writes_recipe_plot_and_trials(artifact_dir, mnist_dir, tmp_path):
     start = recipes.write_json({"schema": recipes.SCHEMA, "options": CHEAP.to_dict()}, tmp_path / "start.json")
-    out = tmp_path / "out"
+    out, registry = tmp_path / "out", tmp_path / "registry.json"
     code = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
             "from mnist_edge.cli import main\n"
             f"sys.exit(main(['quantize', '--model', 'bn_cnn', '--onnx', {str(artifact_dir / 'model.onnx')!r}, "
             f"'--search', '--recipe', {str(start)!r}, '--out', {str(out)!r}, '--eval-limit', '300', "
-            f"'--repeats', '2', '--calls', '1', '--data', {str(mnist_dir)!r}]))")
+            f"'--repeats', '2', '--calls', '1', '--data', {str(mnist_dir)!r}, '--register', {str(registry)!r}]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "trial 1 base" in proc.stderr and "trial 9" in proc.stderr  # progress while it runs
     doc = json.loads((out / "int8_recipe.json").read_text())
     assert (out / "int8_search.png").stat().st_size > 1000
-    parsed = recipes.parse_recipe(doc, "search output")
-    assert doc["search"]["trials"] == len(doc["trials"]) >= 9 and doc["machine"]["threads"] == 1
-    names = [t["name"] for t in doc["trials"]]
+    result = SearchResult.from_json(out / "int8_recipe.json")
+    assert result.to_json() == doc
+    assert result.search.trials == len(result.trials) >= 9 and result.machine.threads == 1
+    names = [t.name for t in result.trials]
     assert {"base", "preprocess", "u8s8", "per-tensor", "reduce-range", "first-float"} <= set(names)
-    assert any(t["stage"] == "calibration" and "entropy" in t["name"] for t in doc["trials"])
-    for t in doc["trials"]:
-        if t["passed"]:
-            for r in t["ratios"].values():
-                assert r["low"] <= r["ratio"] <= r["high"]
-                assert r["repeats"] == (2 * search.CONFIRM_FACTOR if t["stage"] == "confirm" else 2)
-    chosen = doc["chosen"]
-    assert chosen["passed"] and doc["options"] == chosen["options"]
+    assert any(t.stage == "calibration" and "entropy" in t.name for t in result.trials)
+    for t in result.trials:
+        if t.passed:
+            for r in t.ratios.values():
+                assert r.low <= r.ratio <= r.high
+                assert r.repeats == (2 * search.CONFIRM_FACTOR if t.stage == "confirm" else 2)
+    chosen = result.chosen
+    assert chosen.passed and result.options == chosen.options
     # the published ratios are the confirm stage's: the chosen recipe timed again with more repeats
-    assert chosen["stage"] == "confirm" and doc["trials"][-1] == chosen and doc["search"]["timing"]["confirm_repeats"] == 6
-    assert sum(t["options"] == chosen["options"] for t in doc["trials"]) == 2
-    assert parsed.recommended == ("model.int8.onnx" if doc["verdict"] == "pays" else "model.onnx")
-    assert doc["verdict"] in recipes.VERDICTS and doc["model"] in doc["summary"]
-    assert f"{len(doc['trials'])} trials" in proc.stdout and doc["recommended"] in proc.stdout
+    assert chosen.stage == "confirm" and result.trials[-1] == chosen and result.search.timing.confirm_repeats == 6
+    assert sum(t.options == chosen.options for t in result.trials) == 2
+    assert result.recommended == ("model.int8.onnx" if result.verdict == "pays" else "model.onnx")
+    assert result.verdict in recipes.VERDICTS and result.model in result.summary
+    assert f"{len(result.trials)} trials" in proc.stdout and result.recommended in proc.stdout
+    # --register FILE: this model's entry, the options and the conclusion only; export reads it with --recipe
+    assert json.loads(registry.read_text()) == {"bn_cnn": recipes.registry_entry(result)}
+    assert recipes.load_recipe("bn_cnn", registry).options == result.options
+
+
+def test_quantize_register_names_its_file_and_an_unknown_model_names_the_zoo(capsys):
+    from mnist_edge.cli import main
+
+    assert main(["quantize", "--model", "bn_cnn", "--register"]) == 1
+    err = capsys.readouterr().err
+    assert "--register needs the registry file" in err and "--register mnist_edge/zoo/int8_recipes.json" in err
+    assert main(["quantize", "--model", "nonet"]) == 1
+    assert "unknown model 'nonet'" in capsys.readouterr().err

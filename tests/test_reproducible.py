@@ -5,7 +5,7 @@ What is byte-identical across CPUs and what may differ (docs/reproducibility.md)
 TorchScript files hold the checkpoint's weights and a graph built without running a kernel, so their
 bytes are compared exactly. The int8 file's activation scales come from onnxruntime running the fp32
 model over the calibration images: another CPU's kernels can move a range in its last bits, so int8 is
-compared by structure, weights and scales within INT8_SCALE_RTOL, and by identical labels.
+compared by structure, metadata, weights and scales within INT8_SCALE_RTOL, and by identical labels.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from mnist_edge.export.ort_eval import make_session, ort_logits
-from mnist_edge.export.pipeline import created_time
+from mnist_edge.evaluate.ort_eval import make_session, ort_logits
+from mnist_edge.exporter.records import created_time
 from mnist_edge.files import sha256_file
 from mnist_edge.manifest import read_manifest
-from mnist_edge.zoo import MODELS
+from mnist_edge.zoo.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORTED = ROOT / "exported"
@@ -60,6 +60,8 @@ def int8_differences(a: Path, b: Path) -> list[str]:
     """What differs between two int8 ONNX files beyond what another CPU's calibration may move."""
     ma, mb = onnx.load(a), onnx.load(b)
     problems = []
+    meta_a, meta_b = ({p.key: p.value for p in m.metadata_props} for m in (ma, mb))
+    problems += [f"metadata {k} differs" for k in sorted(meta_a.keys() | meta_b.keys()) if meta_a.get(k) != meta_b.get(k)]
     if [(n.op_type, list(n.input), list(n.output)) for n in ma.graph.node] != \
             [(n.op_type, list(n.input), list(n.output)) for n in mb.graph.node]:
         problems.append("graph structure differs")
@@ -93,7 +95,7 @@ def test_committed_bn_cnn_reexports_to_the_committed_files(artifact_dir, mnist_d
     ours, theirs = artifact_dir / "model.int8.onnx", EXPORTED / "bn_cnn" / "model.int8.onnx"
     if sha256_file(ours) != committed["model.int8.onnx"]["sha256"]:
         assert int8_differences(ours, theirs) == []
-    from mnist_edge.data import load_mnist
+    from mnist_edge.data.mnist import load_mnist
 
     x, _ = load_mnist("test", data_dir=mnist_dir)
     x = np.ascontiguousarray(x[:, None])
@@ -110,6 +112,18 @@ def test_int8_comparison_catches_a_changed_scale(artifact_dir, tmp_path):
     problems = int8_differences(tmp_path / "changed.onnx", artifact_dir / "model.int8.onnx")
     assert len(problems) == 1 and problems[0].startswith(scale.name)
     assert int8_differences(artifact_dir / "model.int8.onnx", artifact_dir / "model.int8.onnx") == []
+
+
+def test_int8_comparison_catches_changed_metadata(artifact_dir, tmp_path):
+    """A stale int8 file (its recipe record missing fields today's code writes) is not reproduced."""
+    model = onnx.load(artifact_dir / "model.int8.onnx")
+    entry = next(p for p in model.metadata_props if p.key == "mnist_edge.quantization")
+    record = json.loads(entry.value)
+    record.pop("pad_multiple")
+    entry.value = json.dumps(record)
+    onnx.save(model, tmp_path / "stale.onnx")
+    assert int8_differences(tmp_path / "stale.onnx", artifact_dir / "model.int8.onnx") == \
+        ["metadata mnist_edge.quantization differs"]
 
 
 def identity_strings() -> list[bytes]:
@@ -138,11 +152,12 @@ def test_committed_artifacts_carry_no_machine_paths_or_names(name):
 SCRIPT = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from mnist_edge.export import export_model
+from mnist_edge.data.dataset import load_digits
+from mnist_edge.exporter import ExportOptions, export, from_checkpoint, int8_choice
 import mnist_edge
 assert mnist_edge.__file__.startswith(sys.argv[1]), mnist_edge.__file__
-export_model("mlp", checkpoint=sys.argv[2], out=sys.argv[3], quantize=True, data_dir=sys.argv[4],
-             eval_limit=200, thresholds=__import__("json").loads(sys.argv[5]))
+options = ExportOptions(int8=int8_choice("mlp"), eval_limit=200, thresholds=__import__("json").loads(sys.argv[5]))
+export(from_checkpoint(sys.argv[2]), load_digits(sys.argv[4]), options, out=sys.argv[3])
 """
 
 

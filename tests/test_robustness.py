@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from mnist_edge import robustness as R
+from mnist_edge.evaluate import robustness as R
 from mnist_edge.cli import main
 from mnist_edge.errors import ArtifactError, InputError, UsageError
 
@@ -145,7 +145,7 @@ def cli_report(model_dir, mnist_dir, tmp_path_factory):
 
 def test_the_cli_measures_both_files_and_agrees_with_the_manifest_and_the_runtime(cli_report, model_dir,
                                                                                   mnist_dir):
-    from mnist_edge.data import load_mnist
+    from mnist_edge.data.mnist import load_mnist
     from mnist_edge.runtime import load
 
     report = R.validate_report(cli_report, "r.json")
@@ -227,7 +227,7 @@ def test_it_runs_on_a_runtime_only_install(model_dir, mnist_dir):
 def test_cards_show_the_report_and_mark_files_measured_before_they_changed(cli_report, model_dir, tmp_path):
     import shutil
 
-    from mnist_edge import cards
+    from mnist_edge.cards import card as cards
 
     folder = tmp_path / "bn_cnn"
     folder.mkdir()
@@ -258,7 +258,7 @@ def test_every_committed_model_has_a_current_robustness_report():
     """exported/NAME/robustness.json measured the files there now, with today's suite (cheap: hashes only)."""
     from pathlib import Path
 
-    from mnist_edge.zoo import MODELS
+    from mnist_edge.zoo.registry import MODELS
 
     exported = Path(__file__).resolve().parents[1] / "exported"
     for name in (n for n in MODELS if (exported / n / "manifest.json").is_file()):

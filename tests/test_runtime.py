@@ -20,7 +20,7 @@ import onnxruntime as ort
 import pytest
 
 from mnist_edge import contract as C
-from mnist_edge.data import load_mnist
+from mnist_edge.data.mnist import load_mnist
 from mnist_edge.errors import ArtifactError, ContractError, DeviceError, InputError, UsageError
 from mnist_edge.runtime import load
 from mnist_edge.runtime.inputs import as_batch
@@ -427,7 +427,7 @@ def test_external_data_is_refused_before_onnxruntime_reads_it(artifact_dir, tmp_
     ("no metadata", lambda m: m.metadata_props.__delitem__(slice(None)), "lacks the metadata.*mnist_edge.contract"),
     ("no labels", lambda m: _set_meta(m, C.META_KEYS["labels"]), "lacks the metadata.*mnist_edge.labels"),
     ("contract 2", lambda m: _set_meta(m, C.META_KEYS["contract"], "2"), "contract version '2'"),
-    ("bad labels", lambda m: _set_meta(m, C.META_KEYS["labels"], '["a"]'), "labels must be a list of 10"),
+    ("bad labels", lambda m: _set_meta(m, C.META_KEYS["labels"], '["a"]'), "labels must be a list of 2 to 1000 distinct names"),
     ("bad json", lambda m: _set_meta(m, C.META_KEYS["input"], "{"), "is not JSON"),
     ("input renamed", lambda m: setattr(m.graph.input[0], "name", "pixels") or
      [n.input.__setitem__(i, "pixels") for n in m.graph.node for i, v in enumerate(n.input) if v == "image"],

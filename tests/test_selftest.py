@@ -17,7 +17,8 @@ import pytest
 from conftest import EXPORTED, SHORT_TRAINED_THRESHOLDS
 
 from mnist_edge.errors import ArtifactError, DeviceError, SelfTestError
-from mnist_edge.selftest import BUNDLE_NAME, pack, read_bundle, run_self_test, unpack
+from mnist_edge.evaluate.selftest import (BUNDLE_NAME, FORMAT, SelfTestReport, pack, read_bundle, run_self_test,
+                                          unpack)
 
 
 def _session(level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, rewrite=None):
@@ -83,12 +84,25 @@ def test_export_writes_the_bundle_into_the_manifest(artifact_dir):
         assert (z[:, -1] - z[:, -2] > 2 * spec["tolerance"]["max_abs_diff"]).all(), name
 
 
-def test_self_test_passes_on_the_export_machine(artifact_dir):
+def test_self_test_passes_on_the_export_machine(artifact_dir, tmp_path):
     report = run_self_test(artifact_dir, torchscript=True)
-    rows = {r["file"]: r for r in report.rows}
-    assert {f: r["status"] for f, r in rows.items()} == {"model.int8.onnx": "ok", "model.onnx": "ok", "model.pt": "ok"}
-    assert rows["model.int8.onnx"]["exact"]  # same machine, same kernels: bit-identical
-    assert rows["model.onnx"]["max_abs_diff"] < 1e-4 and rows["model.onnx"]["label_changes"] == 0
+    rows = {r.file: r for r in report.rows}
+    assert {f: r.status for f, r in rows.items()} == {"model.int8.onnx": "ok", "model.onnx": "ok", "model.pt": "ok"}
+    assert rows["model.int8.onnx"].exact  # same machine, same kernels: bit-identical
+    assert rows["model.onnx"].max_abs_diff < 1e-4 and rows["model.onnx"].label_changes == 0
+    # the --json document: its own schema (not the bundle's), read back field by field
+    doc = report.to_json()
+    assert doc["schema"] == "mnist-edge-selftest-report/1" != FORMAT
+    assert list(doc) == ["schema", "folder", "model", "device", "images", "seconds", "rows"]
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    assert SelfTestReport.from_json(tmp_path / "r.json") == report
+    doc["rows"][0]["max_abs_diff"] = -1
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match=r"rows\[0\].max_abs_diff is -1, expected a finite number >= 0"):
+        SelfTestReport.from_json(tmp_path / "bad.json")
+    (tmp_path / "bundle.json").write_text(json.dumps({**doc, "schema": FORMAT}))
+    with pytest.raises(ArtifactError, match="not a selftest report document"):
+        SelfTestReport.from_json(tmp_path / "bundle.json")
 
 
 def test_cli_self_test_needs_neither_mnist_nor_torch_nor_onnx(artifact_dir, tmp_path):
@@ -99,8 +113,10 @@ def test_cli_self_test_needs_neither_mnist_nor_torch_nor_onnx(artifact_dir, tmp_
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
                          timeout=120, check=False)
     assert out.returncode == 0, out.stderr
-    rows = {r["file"]: r["status"] for r in json.loads(out.stdout)["rows"]}
+    doc = json.loads(out.stdout)
+    rows = {r["file"]: r["status"] for r in doc["rows"]}
     assert rows == {"model.int8.onnx": "ok", "model.onnx": "ok", "model.pt": "skipped"}
+    assert doc["schema"] == "mnist-edge-selftest-report/1"
 
 
 def test_self_test_catches_slightly_perturbed_fp32_weights(artifact_dir):
@@ -122,13 +138,13 @@ def default_int8_dir(short_trained, mnist_dir, tmp_path_factory):
     """The short-trained mlp exported with onnxruntime's default int8 recipe: every layer in int8, so the
     logits are quantized and come in output steps, which the int8 tolerance is made of (bn_cnn's registered
     recipe keeps its last layer in float). The mlp exports in ~2 s, bn_cnn in ~20 s."""
-    from mnist_edge.export import export_model
-    from mnist_edge.export.quantize import QuantizeOptions
+    from helpers_export import export_checkpoint
+
+    from mnist_edge.int8.quantize import QuantizeOptions
 
     out = tmp_path_factory.mktemp("default_int8") / "mlp"
-    export_model("mlp", checkpoint=short_trained("mlp").checkpoint, out=out, quantize=True,
-                 quantize_options=QuantizeOptions(), data_dir=mnist_dir, eval_limit=1000,
-                 thresholds=SHORT_TRAINED_THRESHOLDS)
+    export_checkpoint(short_trained("mlp").checkpoint, out, mnist_dir, quantize=True,
+                      quantize_options=QuantizeOptions(), eval_limit=1000, thresholds=SHORT_TRAINED_THRESHOLDS)
     return out
 
 
@@ -140,9 +156,9 @@ def test_self_test_sees_int8_kernels_that_round_differently(default_int8_dir):
     assert header["selection"]["canaries"] > 0
     factory = _session(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     report = run_self_test(artifact_dir, torchscript=False, session_factory=factory)
-    int8 = next(r for r in report.rows if r["file"] == "model.int8.onnx")
-    assert not int8["exact"] and int8["moved_images"] >= 1
-    assert int8["max_abs_diff"] == pytest.approx(int8["tolerance"]["step"], rel=1e-3)  # exactly one step
+    int8 = next(r for r in report.rows if r.file == "model.int8.onnx")
+    assert not int8.exact and int8.moved_images >= 1
+    assert int8.max_abs_diff == pytest.approx(int8.tolerance.step, rel=1e-3)  # exactly one step
     with pytest.raises(SelfTestError, match=r"model\.int8\.onnx: batch (1|100): max \|Δ logits\| .* vs tolerance 0\b"):
         run_self_test(artifact_dir, torchscript=False, session_factory=factory, exact=True)
 
@@ -179,6 +195,17 @@ def test_self_test_refuses_a_changed_or_stale_bundle(artifact_dir, tmp_path):
         run_self_test(folder, torchscript=False)
     assert "model.int8.onnx: listed in the manifest, but the bundle has no reference outputs for it" in str(e.value)
     assert "model.onnx: the bundle's reference outputs are for other bytes" in str(e.value)
+    # a re-sealed bundle whose tolerance is not a number: that file fails, naming the field
+    header, arrays = unpack((artifact_dir / BUNDLE_NAME).read_bytes())
+    header["files"]["model.onnx"]["tolerance"]["max_abs_diff"] = [None]
+    del header["arrays"]
+    (folder / BUNDLE_NAME).write_bytes(pack(header, arrays))
+    m = read_manifest(artifact_dir)
+    m["files"][BUNDLE_NAME].update(file_record(folder / BUNDLE_NAME))
+    write_manifest(folder, m)
+    with pytest.raises(SelfTestError, match=r"model.onnx: .*files.model.onnx.tolerance.max_abs_diff is \[None\], "
+                                            r"expected a finite number >= 0"):
+        run_self_test(folder, torchscript=False)
 
 
 # --- node placement and strict mode ------------------------------------------------------------------------

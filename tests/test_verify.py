@@ -18,8 +18,8 @@ import pytest
 
 from mnist_edge.cli import main
 from mnist_edge.errors import ArtifactError, ContractError
-from mnist_edge.export.ort_eval import runtime_limits
-from mnist_edge.export.verify import verify_artifacts
+from mnist_edge.evaluate.ort_eval import runtime_limits
+from mnist_edge.evaluate.verify import verify_artifacts
 from mnist_edge.contract import META_KEYS
 from mnist_edge.manifest import MANIFEST_NAME, file_record, read_manifest, seal, verify_files, write_manifest
 from mnist_edge.runtime import load
@@ -96,7 +96,7 @@ def test_a_changed_file_is_caught_by_its_hash_before_anything_parses_it(name, ho
     monkeypatch.setattr(onnx, "load", must_not_parse)
     monkeypatch.setattr(onnxruntime, "InferenceSession", must_not_parse)
     monkeypatch.setattr(torch.jit, "load", must_not_parse)
-    monkeypatch.setattr("mnist_edge.data.load_mnist", must_not_parse)
+    monkeypatch.setattr("mnist_edge.data.mnist.load_mnist", must_not_parse)
     with pytest.raises(ArtifactError, match="fails its hash check") as e:
         verify_artifacts(folder)
     assert name in str(e.value) and ("SHA-256" in str(e.value) or "size" in str(e.value))

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mnist_edge.errors import UnknownModelError
-from mnist_edge.models import build_edge_model, build_net, count_macs, count_params
-from mnist_edge.zoo import MODELS, get_spec
+from mnist_edge.zoo.networks import build_edge_model, build_net, count_macs, count_params
+from mnist_edge.zoo.registry import MODELS, get_spec
 
 # Parameter counts we expect: the seeds' figures where given, our documented reading otherwise.
 EXPECTED_PARAMS = {
@@ -100,7 +100,7 @@ def test_list_shows_every_count_without_torch():
 
 
 def test_edge_net_downsampling_is_a_named_choice():
-    from mnist_edge.models import EdgeNet
+    from mnist_edge.zoo.networks import EdgeNet
 
     pool, stride = EdgeNet(first_down="pool"), EdgeNet(first_down="stride")
     assert count_params(pool) == count_params(stride) == 19_138

@@ -23,121 +23,114 @@ The measurement wins over the flags; where they disagree the line says so.
 from __future__ import annotations
 
 from mnist_edge import artifacts as A
+from mnist_edge.bench.document import Advice, BenchReport, PairRow, Speedup
+
 PAYS_AT = 1.10
 MAX_ACCURACY_DROP = 0.3  # percentage points, the export gate's limit
 FP32, INT8 = A.ONNX, A.INT8
 
 
-def _p50(rows, fmt):
-    return {(r["batch"], r["threads"]): r["p50_ms"] for r in rows if r["format"] == fmt}
-
-
-def _ci(rows, fmt):
-    return {(r["batch"], r["threads"]): r.get("p50_ci_ms") for r in rows if r["format"] == fmt}
-
-
-def speedup_interval(report, key) -> tuple[float, float] | None:
+def speedup_interval(report: BenchReport, key) -> tuple[float, float] | None:
     """The interval of fp32 p50 / int8 p50 at ``key`` (batch, threads) from the two p50 intervals, or None
     when the report does not carry them (reports before they were recorded)."""
-    a, b = _ci(report["results"], "onnx").get(key), _ci(report["results"], "int8").get(key)
-    if not a or not b or min(a[0], b[0]) <= 0:
+    a, b = report.row("onnx", *key), report.row("int8", *key)
+    if not a or not b or not a.p50_ci_ms or not b.p50_ci_ms:
         return None
-    return a[0] / b[1], a[1] / b[0]
+    return a.p50_ci_ms[0] / b.p50_ci_ms[1], a.p50_ci_ms[1] / b.p50_ci_ms[0]
 
 
-def int8_speedups(report) -> dict:
+def int8_speedups(report: BenchReport) -> dict:
     """{(batch, threads): fp32 p50 / int8 p50} for every case measured in both ONNX formats."""
-    fp32, int8 = _p50(report["results"], "onnx"), _p50(report["results"], "int8")
-    return {k: fp32[k] / int8[k] for k in sorted(fp32) if k in int8 and int8[k] > 0}
+    fp32, int8 = report.p50s("onnx"), report.p50s("int8")
+    return {k: fp32[k] / int8[k] for k in sorted(fp32) if k in int8}
 
 
-def paired_rows(report) -> list[dict]:
+def paired_rows(report: BenchReport) -> list[PairRow]:
     """The interleaved int8/fp32 rows at the fewest threads measured, by batch ([] when absent)."""
-    rows = ((report.get("int8_vs_fp32") or {}).get("rows")) or []
+    rows = report.paired_rows
     if not rows:
         return []
-    threads = min(r["threads"] for r in rows)
-    return sorted((r for r in rows if r["threads"] == threads), key=lambda r: r["batch"])
+    threads = min(r.threads for r in rows)
+    return sorted((r for r in rows if r.threads == threads), key=lambda r: r.batch)
 
 
-def _paired_advice(rows: list[dict], capable, why: str) -> dict:
+def _paired_advice(rows: list[PairRow], capable, why: str) -> Advice:
     first = rows[0]
-    how = ", ".join(f"{r['ratio']:.2f}x [{r['low']:.2f}, {r['high']:.2f}] at batch {r['batch']}" for r in rows)
-    how = (f"int8/fp32 p50 {how} ({first['threads']} thread{'s' if first['threads'] > 1 else ''}, timed "
+    how = ", ".join(f"{r.ratio:.2f}x [{r.low:.2f}, {r.high:.2f}] at batch {r.batch}" for r in rows)
+    how = (f"int8/fp32 p50 {how} ({first.threads} thread{'s' if first.threads > 1 else ''}, timed "
            f"interleaved in one process; 95% intervals)")
-    measured = {"batch": first["batch"], "threads": first["threads"], "value": 1 / first["ratio"],
-                "interval": [1 / first["high"], 1 / first["low"]]}
-    verdicts = [r["verdict"] for r in rows]
+    measured = Speedup(batch=first.batch, threads=first.threads, value=1 / first.ratio,
+                       interval=[1 / first.high, 1 / first.low])
+    verdicts = [r.verdict for r in rows]
     if all(v == "faster" for v in verdicts):
         line = f"int8 pays here: {how}; {why}. Ship model.int8.onnx."
         if capable is False:
             line = line[:-1] + " (faster even without int8 instructions)."
-        return {"int8_pays": True, "ship": INT8, "basis": "measured", "int8_speedup": measured, "line": line}
+        return Advice(int8_pays=True, ship=INT8, basis="measured", int8_speedup=measured, line=line)
     if "slower" in verdicts:
         line = f"int8 does not pay here: {how}; {why}. Ship model.onnx."
-        return {"int8_pays": False, "ship": FP32, "basis": "measured", "int8_speedup": measured, "line": line}
-    return {"int8_pays": None, "ship": None, "basis": "measured", "int8_speedup": measured,
-            "line": f"Undetermined: {how}; an interval includes 1, so these runs cannot tell which is faster. "
-                    "Measure again with more --runs on a quieter machine."}
+        return Advice(int8_pays=False, ship=FP32, basis="measured", int8_speedup=measured, line=line)
+    return Advice(basis="measured", int8_speedup=measured,
+                  line=f"Undetermined: {how}; an interval includes 1, so these runs cannot tell which is faster. "
+                       "Measure again with more --runs on a quieter machine.")
 
 
-def advise(report) -> dict:
-    """{"line", "int8_pays" (True/False/None), "ship" (file name or None), "int8_speedup", "basis"}."""
-    cpu = report["environment"]["cpu"]
-    capable, why = cpu.get("int8_instructions"), cpu.get("int8_note") or ""
-    entries = {e["format"]: e for e in report["formats"]}
-    device = report["settings"].get("device", "cpu")
-    speedups = int8_speedups(report)
-    out = {"int8_pays": None, "ship": None, "int8_speedup": None, "basis": None}
+def _unpaired_advice(report: BenchReport, speedups: dict, capable, why: str) -> Advice:
+    """Rule 4: the quotient of the two p50s at the smallest batch and thread count measured."""
+    (batch, threads), s = min(speedups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+    interval = speedup_interval(report, (batch, threads))
+    pays = s >= PAYS_AT
+    others = [f"{v:.2f}x at batch {b}" for (b, t), v in speedups.items() if t == threads and b != batch]
+    extra = f" ({', '.join(others)})" if others else ""
+    how = f"{s:.2f}x ONNX fp32's speed at batch {batch}, {threads} thread{'s' if threads > 1 else ''}{extra}"
+    measured = Speedup(batch=batch, threads=threads, value=s, interval=list(interval) if interval else None)
+    if interval and interval[0] <= 1.0 <= interval[1]:
+        return Advice(basis="measured", int8_speedup=measured,
+                      line=f"Undetermined: int8 runs at {how}, but the 95% interval of that ratio "
+                           f"({interval[0]:.2f}x to {interval[1]:.2f}x) includes 1: these runs cannot tell "
+                           "which is faster. Measure again with more --runs on a quieter machine.")
+    if interval:
+        how += f"; 95% interval {interval[0]:.2f}x to {interval[1]:.2f}x"
+    if pays:
+        line = f"int8 pays here: {how}; {why}. Ship model.int8.onnx."
+        if capable is False:
+            line = line[:-1] + " (faster even without int8 instructions)."
+    else:
+        line = f"int8 does not pay here: {how}; {why}. Ship model.onnx."
+        if capable:
+            line = (line[:-1] + " (unexpected with these instructions: check the machine's load and "
+                    "the onnxruntime version).")
+    return Advice(int8_pays=pays, ship=INT8 if pays else FP32, basis="measured", int8_speedup=measured, line=line)
 
-    if device.startswith("cuda"):
-        return {**out, "int8_pays": False, "ship": FP32, "basis": "device",
-                "line": "On CUDA ship model.onnx: onnxruntime runs the int8 QDQ model as float32 simulated "
-                        "quantization there (no int8 kernels), so int8 cannot pay."}
-    if cpu.get("emulated"):  # emulated timings rank formats by the emulator's costs, not a CPU's
-        return {**out, "basis": "emulation",
-                "line": f"Timings mean nothing here: this {cpu.get('arch') or 'CPU'} is emulated (qemu-user or the "
-                        f"like; host CPU: {cpu.get('host_cpu') or 'unknown'}), and neither they nor the emulated "
-                        "CPU's flags tell whether int8 pays on a real device. Run the benchmark on the device."}
-    acc = {f: (entries.get(f) or {}).get("accuracy") for f in ("onnx", "int8")}
+
+def advise(report: BenchReport) -> Advice:
+    """The advice of ``report`` (its ``advice`` field is not read), by the rule in the module docstring."""
+    cpu = report.environment.cpu
+    capable, why = cpu.int8_instructions, cpu.int8_note or ""
+    if report.settings.device.startswith("cuda"):
+        return Advice(int8_pays=False, ship=FP32, basis="device",
+                      line="On CUDA ship model.onnx: onnxruntime runs the int8 QDQ model as float32 simulated "
+                           "quantization there (no int8 kernels), so int8 cannot pay.")
+    if cpu.emulated:  # emulated timings rank formats by the emulator's costs, not a CPU's
+        return Advice(basis="emulation",
+                      line=f"Timings mean nothing here: this {cpu.arch or 'CPU'} is emulated (qemu-user or the "
+                           f"like; host CPU: {cpu.host_cpu or 'unknown'}), and neither they nor the emulated "
+                           "CPU's flags tell whether int8 pays on a real device. Run the benchmark on the device.")
+    acc = {f: getattr(report.entry(f), "accuracy", None) for f in ("onnx", "int8")}
     if acc["onnx"] is not None and acc["int8"] is not None and acc["onnx"] - acc["int8"] > MAX_ACCURACY_DROP:
-        return {**out, "int8_pays": False, "ship": FP32, "basis": "accuracy",
-                "line": f"int8 loses {acc['onnx'] - acc['int8']:.2f} accuracy points (limit "
-                        f"{MAX_ACCURACY_DROP}): ship model.onnx."}
+        return Advice(int8_pays=False, ship=FP32, basis="accuracy",
+                      line=f"int8 loses {acc['onnx'] - acc['int8']:.2f} accuracy points (limit "
+                           f"{MAX_ACCURACY_DROP}): ship model.onnx.")
     paired = paired_rows(report)
     if paired:
         return _paired_advice(paired, capable, why)
+    speedups = int8_speedups(report)
     if speedups:
-        (batch, threads), s = min(speedups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
-        interval = speedup_interval(report, (batch, threads))
-        pays = s >= PAYS_AT
-        others = [f"{v:.2f}x at batch {b}" for (b, t), v in speedups.items() if t == threads and b != batch]
-        extra = f" ({', '.join(others)})" if others else ""
-        how = f"{s:.2f}x ONNX fp32's speed at batch {batch}, {threads} thread{'s' if threads > 1 else ''}{extra}"
-        measured = {"batch": batch, "threads": threads, "value": s,
-                    "interval": list(interval) if interval else None}
-        if interval and interval[0] <= 1.0 <= interval[1]:
-            return {"int8_pays": None, "ship": None, "basis": "measured", "int8_speedup": measured,
-                    "line": f"Undetermined: int8 runs at {how}, but the 95% interval of that ratio "
-                            f"({interval[0]:.2f}x to {interval[1]:.2f}x) includes 1: these runs cannot tell "
-                            "which is faster. Measure again with more --runs on a quieter machine."}
-        if interval:
-            how += f"; 95% interval {interval[0]:.2f}x to {interval[1]:.2f}x"
-        if pays:
-            line = f"int8 pays here: {how}; {why}. Ship model.int8.onnx."
-            if capable is False:
-                line = line[:-1] + " (faster even without int8 instructions)."
-        else:
-            line = f"int8 does not pay here: {how}; {why}. Ship model.onnx."
-            if capable:
-                line = (line[:-1] + " (unexpected with these instructions: check the machine's load and "
-                        "the onnxruntime version).")
-        return {"int8_pays": pays, "ship": INT8 if pays else FP32, "basis": "measured",
-                "int8_speedup": measured, "line": line}
-    missing = [f"{f} {(entries.get(f) or {}).get('status', 'not requested')}" for f in ("onnx", "int8")
-               if (entries.get(f) or {}).get("status") != "ok"]
+        return _unpaired_advice(report, speedups, capable, why)
+    missing = [f"{f} {getattr(report.entry(f), 'status', 'not requested')}" for f in ("onnx", "int8")
+               if getattr(report.entry(f), "status", None) != "ok"]
     guess = {True: "int8 should pay here", False: "int8 is unlikely to pay here",
              None: "whether int8 pays here is unknown"}[capable]
     ship = {True: INT8, False: FP32, None: None}[capable]
-    return {**out, "int8_pays": capable, "ship": ship, "basis": "cpu flags",
-            "line": f"Not measured ({', '.join(missing)}); {why}: {guess}. Measure with --formats onnx int8."}
+    return Advice(int8_pays=capable, ship=ship, basis="cpu flags",
+                  line=f"Not measured ({', '.join(missing)}); {why}: {guess}. Measure with --formats onnx int8.")

@@ -4,7 +4,8 @@ Every format takes the same input, the exported contract's uint8 [N, 1, 28, 28],
 outputs (logits, probabilities):
 
 - ``eager``: PyTorch eager, the checkpoint rebuilt into ``EdgeModel`` (what the seeds' notebooks run),
-  called under ``torch.inference_mode()``.
+  called under ``torch.inference_mode()``; zoo networks only (a checkpoint of a network the zoo does not
+  define is "not available", with the reason).
 - ``torchscript``: ``model.pt`` through ``torch.jit.load``, same call.
 - ``onnx`` / ``int8``: ``model.onnx`` / ``model.int8.onnx`` loaded by the runtime users run
   (``mnist_edge.runtime.load``: hash check, contract check, its latency-tuned session options and its
@@ -51,6 +52,7 @@ class FormatSpec:
     file: str  # inside the artifact folder
     needs_torch: bool
     load: Callable[[Path, str, int], Loaded]  # (file, device, threads)
+    unavailable: Callable[[Path], str | None] | None = None  # why the file cannot run (in the worker: may need torch)
 
 
 def _torch_device(device: str):
@@ -77,11 +79,28 @@ def _torch_loaded(model, dev, threads: int) -> Loaded:
     return Loaded(call=call, logits=logits, provider=f"torch:{dev}", device=str(dev))
 
 
+def eager_unavailable(file: Path) -> str | None:
+    """Why the eager baseline cannot run this checkpoint (None: it can). It rebuilds the network from the
+    zoo by the name the checkpoint records: a network the zoo does not define has no class to rebuild here,
+    and its TorchScript row times the same network."""
+    from mnist_edge.errors import UnknownModelError
+    from mnist_edge.training.checkpoint import read_checkpoint
+    from mnist_edge.zoo.registry import get_spec
+
+    name = read_checkpoint(file)["model"]
+    try:
+        get_spec(name)
+    except UnknownModelError:
+        return (f"{file.name} holds '{name}', not a zoo network: the eager row rebuilds zoo networks only "
+                "(the torchscript row times the same network)")
+    return None
+
+
 def load_eager(file: Path, device: str, threads: int) -> Loaded:
     """The checkpoint rebuilt into the contract wrapper, in eval mode (a deliberate eager baseline)."""
-    from mnist_edge.checkpoint import load_checkpoint
-    from mnist_edge.models import build_edge_model
-    from mnist_edge.zoo import get_spec
+    from mnist_edge.training.checkpoint import load_checkpoint
+    from mnist_edge.zoo.networks import build_edge_model
+    from mnist_edge.zoo.registry import get_spec
 
     dev = _torch_device(device)
     net, ckpt = load_checkpoint(file)
@@ -144,7 +163,7 @@ def load_onnx(file: Path, device: str, threads: int) -> Loaded:
 FORMATS: dict[str, FormatSpec] = {
     s.name: s
     for s in [
-        FormatSpec("eager", "PyTorch eager", A.CHECKPOINT, True, load_eager),
+        FormatSpec("eager", "PyTorch eager", A.CHECKPOINT, True, load_eager, eager_unavailable),
         FormatSpec("torchscript", "TorchScript", A.TORCHSCRIPT, True, load_torchscript),
         FormatSpec("onnx", "ONNX fp32", A.ONNX, False, load_onnx),
         FormatSpec("int8", "ONNX int8", A.INT8, False, load_onnx),

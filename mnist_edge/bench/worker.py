@@ -8,6 +8,7 @@ that peak RSS is that format's alone, a crash (SIGILL from a wrong onnxruntime w
 and not the run, and torch's thread settings never leak into onnxruntime's. The protocol: a JSON config
 on stdin; on stdout, lines starting with ``PREFIX`` carrying JSON events ({"event": "case", ...} before
 each case, then one {"event": "result", ...} or {"event": "error", ...}); any other output is noise.
+The parent checks every result it receives (:mod:`mnist_edge.bench.document`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _import_ms(spec) -> float:
 def _accuracy(loaded, data_dir) -> dict:
     import numpy as np
 
-    from mnist_edge.data import load_mnist
+    from mnist_edge.data.mnist import load_mnist
 
     images, labels = load_mnist("test", data_dir)
     correct = 0
@@ -75,7 +76,8 @@ def verify_against_manifest(folder: Path, name: str) -> bool:
 
 def run_format(config: dict, emit=lambda event: None) -> dict:
     """Measure one format; ``config``: format, folder, batch_sizes, threads, runs|seconds, warmup, device,
-    accuracy, data. Returns the format's entry and its result rows (see report.py's schema)."""
+    accuracy, data. Returns the format's entry and its result rows (see document.py's schema), or
+    {"unavailable": reason} when the format cannot run from this folder."""
     from mnist_edge.bench.formats import FORMATS
     from mnist_edge.bench.timing import measure, summarize, time_once
     from mnist_edge.files import sha256_file
@@ -83,6 +85,9 @@ def run_format(config: dict, emit=lambda event: None) -> dict:
     spec = FORMATS[config["format"]]
     file = Path(config["folder"]) / spec.file
     verified = verify_against_manifest(file.parent, spec.file)
+    why = spec.unavailable(file) if spec.unavailable is not None else None
+    if why:
+        return {"unavailable": why}  # the runner lists the format as not available, with this reason
     import_ms = _import_ms(spec)
     rows, providers, notes, last = [], set(), [], None
     for threads in config["threads"]:
@@ -119,11 +124,11 @@ def run_format(config: dict, emit=lambda event: None) -> dict:
 
 def run_pair(config: dict, emit=lambda event: None) -> dict:
     """int8/fp32 p50 ratios with the int8 search's own method: both ONNX files loaded here, by the same loader
-    (the runtime's session options), and timed in alternating blocks (:func:`mnist_edge.export.ratio.time_pair`)
+    (the runtime's session options), and timed in alternating blocks (:func:`mnist_edge.bench.ratio.time_pair`)
     so a change of load on a shared machine falls on both; ``config``: folder, batch_sizes, threads, device,
     repeats, calls. Returns {"int8_vs_fp32": [row per (threads, batch)]}."""
     from mnist_edge.bench.formats import FORMATS
-    from mnist_edge.export import ratio as R
+    from mnist_edge.bench import ratio as R
 
     folder = Path(config["folder"])
     rows = []

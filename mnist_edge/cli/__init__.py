@@ -15,9 +15,9 @@ import re
 import sys
 import textwrap
 
-from mnist_edge import __version__
+from mnist_edge.version import __version__
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.extras import COMMAND_EXTRAS, EXTRAS, install_hint
+from mnist_edge.system.extras import COMMAND_EXTRAS, EXTRAS, install_hint
 
 # command name -> module in mnist_edge.cli (order is the order in --help)
 COMMANDS = ["list", "data", "train", "export", "quantize", "verify", "predict", "bench", "robustness", "card",
@@ -27,7 +27,7 @@ CHECKOUT_ONLY = {"demo": "a source checkout (examples/web, after npm ci there)"}
 EPILOG = ("A runtime-only install (numpy + onnxruntime) runs list, verify, bench, robustness and, with the 'images' extra "
           "(Pillow), predict; quantize needs the 'quantize' extra (onnx); train, export and card need the 'train' "
           "extra (torch, onnx, onnxscript). "
-          "See the README's install profiles.")
+          "See docs/install.md.")
 
 
 class _MarkedCommands:

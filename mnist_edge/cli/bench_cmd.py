@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from mnist_edge.cli import add_command
@@ -45,56 +46,90 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _command(args, formats, batch_sizes, threads) -> str:
+def _command(args, options) -> str:
     """The full command with every setting spelled out, so the report says how to reproduce it."""
     parts = ["mnist-edge", "bench"] + (["--model", args.model] if args.model else [])
-    parts += ["--formats", *formats, "--batch-sizes", *map(str, batch_sizes), "--threads", *map(str, threads)]
+    parts += ["--formats", *options.formats, "--batch-sizes", *map(str, options.batch_sizes),
+              "--threads", *map(str, options.threads)]
     parts += ["--seconds", str(args.seconds)] if args.seconds is not None else ["--runs", str(args.runs or 200)]
-    parts += ["--warmup", str(args.warmup if args.warmup is not None else 20), "--device", args.device]
+    parts += ["--warmup", str(options.warmup), "--device", args.device]
     parts += ["--accuracy"] * args.accuracy + ["--in-process"] * args.in_process
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def run(args) -> int:
-    from mnist_edge.bench import report as rep
-    from mnist_edge.bench.runner import (
-        DEFAULT_BATCH_SIZES,
-        DEFAULT_FORMATS,
-        DEFAULT_THREADS,
-        DEFAULT_WARMUP,
-        run_bench,
-    )
+class _StatusLine:
+    """Progress on stderr: one line per message, rewritten in place on a terminal."""
 
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.shown = False
+
+    def __call__(self, message: str) -> None:
+        self.stream.write("\r" + message.ljust(72) if self.tty else message + "\n")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.tty and self.shown:
+            self.stream.write("\r" + " " * 72 + "\r")
+            self.stream.flush()
+
+
+def _compare(args) -> int:
+    from mnist_edge.bench import report as rep
+    from mnist_edge.bench.document import BenchReport
+    from mnist_edge.files import write_text_atomic
+
+    cmp = rep.compare_reports(BenchReport.from_json(args.compare[0]), BenchReport.from_json(args.compare[1]))
+    print(rep.render_compare(cmp))
+    if args.json:
+        write_text_atomic(args.json, json.dumps(cmp, indent=2) + "\n")
+    if args.markdown:
+        write_text_atomic(args.markdown, rep.render_compare(cmp, markdown=True))
+    return 0
+
+
+def _options(args):
+    from mnist_edge.bench.options import DEFAULT_BATCH_SIZES, DEFAULT_FORMATS, DEFAULT_THREADS, DEFAULT_WARMUP
+    from mnist_edge.bench.options import BenchOptions
+
+    options = BenchOptions(formats=tuple(args.formats or DEFAULT_FORMATS),
+                           batch_sizes=tuple(args.batch_sizes or DEFAULT_BATCH_SIZES),
+                           threads=tuple(args.threads or DEFAULT_THREADS), runs=args.runs, seconds=args.seconds,
+                           warmup=DEFAULT_WARMUP if args.warmup is None else args.warmup, accuracy=args.accuracy,
+                           data_dir=args.data, device=args.device, isolate=not args.in_process)
+    return replace(options, command=_command(args, options))
+
+
+def run(args) -> int:
+    from mnist_edge.artifacts import resolve
+    from mnist_edge.bench import report as rep
+    from mnist_edge.bench.runner import run_bench
     from mnist_edge.files import write_text_atomic
 
     if args.compare:
-        cmp = rep.compare_reports(rep.load_report(args.compare[0]), rep.load_report(args.compare[1]))
-        print(rep.render_compare(cmp))
-        if args.json:
-            write_text_atomic(args.json, json.dumps(cmp, indent=2) + "\n")
-        if args.markdown:
-            write_text_atomic(args.markdown, rep.render_compare(cmp, markdown=True))
-        return 0
-    formats = args.formats or list(DEFAULT_FORMATS)
-    batch_sizes = args.batch_sizes or list(DEFAULT_BATCH_SIZES)
-    threads = args.threads or list(DEFAULT_THREADS)
-    report = run_bench(args.model, formats=formats, batch_sizes=batch_sizes, threads=threads, runs=args.runs,
-                       seconds=args.seconds, warmup=DEFAULT_WARMUP if args.warmup is None else args.warmup,
-                       accuracy=args.accuracy, data_dir=args.data, device=args.device,
-                       isolate=not args.in_process, progress=not args.no_progress,
-                       command=_command(args, formats, batch_sizes, threads))
+        return _compare(args)
+    options = _options(args)
+    folder = resolve(args.model).folder  # a model file stands for its folder: every format is measured
+    line = None if args.no_progress else _StatusLine()
+    try:
+        report = run_bench(folder, options, progress=line)
+    finally:
+        if line is not None:
+            line.close()
     print(rep.render_table(report, wide=args.wide))
     if args.json:
-        rep.write_json(report, args.json)
+        report.write(args.json)
         print(f"json: {args.json}")
     if args.markdown:
         write_text_atomic(args.markdown, rep.render_markdown(report))
         print(f"markdown: {args.markdown}")
-    bad = [e["format"] for e in report["formats"] if e["status"] == "failed"]
+    bad = [e.format for e in report.formats if e.status == "failed"]
     if bad:
         print(f"mnist-edge bench: error: failed: {', '.join(bad)} (reasons in the table)", file=sys.stderr)
         return 1
-    if not report["results"]:
+    if not report.results:
         print("mnist-edge bench: error: nothing was measured (no requested format is available here)",
               file=sys.stderr)
         return 1

@@ -25,8 +25,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mnist_edge.cards import write_cards
-    from mnist_edge.zoo import get_spec
+    from mnist_edge.cards.card import write_cards
+    from mnist_edge.zoo.registry import get_spec
 
     names = [get_spec(n).name for n in args.models] if args.models else None
     for path in write_cards(args.exported, names, pictures=not args.no_pictures, data_dir=args.data):

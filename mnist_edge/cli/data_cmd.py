@@ -25,12 +25,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mnist_edge.data import download_hint, status
+    from mnist_edge.data.mnist import download_hint, status
     from mnist_edge.errors import UsageError
 
     if args.action == "download":
-        from mnist_edge.download import download_mnist
-        from mnist_edge.data import data_home
+        from mnist_edge.data.download import download_mnist
+        from mnist_edge.data.mnist import data_home
 
         if not args.timeout > 0:
             raise UsageError(f"--timeout {args.timeout} must be a positive number of seconds")

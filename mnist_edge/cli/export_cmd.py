@@ -7,34 +7,72 @@ import sys
 
 from mnist_edge import artifacts as A
 from mnist_edge.cli import add_command
+from mnist_edge.contract import MNIST_MEAN, MNIST_STD
 
-# The int8 flags: each one changes one field of the model's registered recipe (QuantizeOptions); unset
-# flags leave the recipe's value. Plain names here so `--help` needs neither torch nor onnx.
-_QUANT_FLAGS = ("calibration_samples", "calibration_method", "percentile", "per_channel", "quant_format",
-                "activation_type", "weight_type", "reduce_range", "preprocess", "keep_float")
+# The int8 flags each change the field of the model's recipe (QuantizeOptions) of the same name;
+# mnist_edge.exporter.options.int8_choice merges them onto the recipe.
+INT8_GROUP = "int8 options (with --quantize; each changes one field of the model's recipe)"
 
 
 def register(sub) -> None:
-    # choices and defaults from the library (numpy only at import: --help needs neither torch nor onnx)
-    from mnist_edge.export.quantize import CALIBRATION_METHODS, QUANT_FORMATS, QUANT_TYPES
-    from mnist_edge.export.quantize import QuantizeOptions as DEFAULTS
     p = add_command(sub, "export", "export a trained model to TorchScript, ONNX and int8 ONNX, checked against PyTorch",
                     "Every artifact is checked against PyTorch on the 10,000 test images at batch sizes 1, 7 and "
                     "64; the output folder is replaced only when every check passes, with a manifest.json of "
                     "every file's SHA-256.",
                     ["mnist-edge export --model bn_cnn --quantize",
-                     "mnist-edge export --model lenet5 --checkpoint runs/lenet5/checkpoint.pt --out /tmp/lenet5",
-                     "mnist-edge export --model mlp --quantize --calibration-method entropy --json export.json"])
-    p.add_argument("--model", required=True, metavar="NAME", help="registry name (see: mnist-edge list)")
-    p.add_argument("--checkpoint", metavar="PATH", help="default: exported/NAME/checkpoint.pt, relative to the working directory")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: exported/NAME/, relative to the working directory)")
+                     "mnist-edge export --net my_model.py:MyNet --weights my_state.pt --name mynet --quantize --out DIR",
+                     "mnist-edge export --torchscript my_model.pt --name mynet --labels A,B,C --quantize --out DIR"])
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", metavar="NAME", help="a zoo model (see: mnist-edge list)")
+    what.add_argument("--net", metavar="FILE.py:CLASS",
+                      help="your own network class: FILE.py:CLASS or MODULE.PATH:CLASS. This RUNS your file (or "
+                           "imports your module) in this process, as `python FILE.py` would; the weights are still "
+                           "read weights-only")
+    what.add_argument("--torchscript", metavar="FILE", help="your own TorchScript file (torch.jit.save): it is code, "
+                                                          "loaded because you named it")
+    p.add_argument("--checkpoint", metavar="PATH", help="with --model: default exported/NAME/checkpoint.pt, relative to the "
+                                                         "working directory")
+    u = p.add_argument_group("your own model (with --net or --torchscript)")
+    u.add_argument("--weights", metavar="FILE", help="with --net: a state_dict saved with torch.save(model.state_dict(), "
+                                                     "FILE) (or a checkpoint holding one under 'state_dict')")
+    u.add_argument("--net-args", metavar="JSON", help="with --net: constructor arguments, e.g. '{\"width\": 32}'")
+    u.add_argument("--name", metavar="NAME", help="the model's name in its files (letters, digits, . _ -)")
+    u.add_argument("--labels", metavar="A,B,...", help="class names, one per network output (default 0,1,...,9)")
+    u.add_argument("--input-size", type=int, default=28, metavar="S",
+                   help="the network's input size: the 28x28 digit is padded to SxS inside the graph (default 28)")
+    u.add_argument("--mean", type=float, default=MNIST_MEAN, metavar="M",
+                   help=f"normalization the network was trained with, of pixels in [0, 1] (default {MNIST_MEAN})")
+    u.add_argument("--std", type=float, default=MNIST_STD, metavar="S", help=f"(default {MNIST_STD})")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/export/NAME/, relative to the working "
+                                                "directory; the committed zoo is regenerated with "
+                                                "scripts/regenerate-exported.sh)")
     p.add_argument("--quantize", action="store_true", help="also write a static int8 ONNX file (model.int8.onnx)")
     p.add_argument("--opset", type=int, default=18, metavar="N",
                    help="ONNX opset (default 18; 16-17 for older runtimes where the model converts)")
-    q = p.add_argument_group("int8 options (with --quantize; each changes one field of the model's recipe)")
+    _int8_flags(p)
+    p.add_argument("--data", metavar="PATH", help="MNIST folder (default: $MNIST_EDGE_DATA or the cache); for your own "
+                                                 "model also any MNIST-format IDX folder, an .npz (x, y) or a folder "
+                                                 "with train/ and test/ class folders")
+    p.add_argument("--eval-limit", type=int, metavar="N", help="gate on the first N test images (default: all; recorded)")
+    p.add_argument("--thresholds", metavar="JSON", help="the gates' limits instead of the defaults, as JSON with the keys "
+                   "torchscript, onnx and int8 (see the manifest's settings.thresholds); recorded in the manifest")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--json", metavar="FILE", help="also write the result as JSON (schema mnist-edge-export/1; "
+                                                  "'-': to stdout instead of the table); written on failure too")
+    p.set_defaults(func=run)
+
+
+def _int8_flags(p) -> None:
+    """The int8 group: --recipe and one flag per QuantizeOptions field (choices and defaults from the library,
+    numpy only at import: --help needs neither torch nor onnx)."""
+    from mnist_edge.int8.quantize import CALIBRATION_METHODS, QUANT_FORMATS, QUANT_TYPES
+    from mnist_edge.int8.quantize import QuantizeOptions as DEFAULTS
+
+    q = p.add_argument_group(INT8_GROUP)
     q.add_argument("--recipe", metavar="FILE",
-                   help="int8 recipe file (default: the model's registered recipe, mnist_edge/int8_recipes/NAME.json, "
-                        "found by `mnist-edge quantize --search`; without one, onnxruntime's defaults)")
+                   help="int8 recipe file, e.g. the int8_recipe.json `mnist-edge quantize --search` wrote (default: a zoo "
+                        "model's registered recipe, mnist_edge/zoo/int8_recipes.json; without one, onnxruntime's "
+                        "defaults)")
     q.add_argument("--calibration-samples", type=int, metavar="N", help=f"class-balanced training images (default {DEFAULTS.calibration_samples})")
     q.add_argument("--calibration-method", choices=CALIBRATION_METHODS,
                    help=f"default {DEFAULTS.calibration_method}")
@@ -50,45 +88,89 @@ def register(sub) -> None:
                    help="run onnxruntime's quant_pre_process first (default: off)")
     q.add_argument("--keep-float", action="append", metavar="OP[i]",
                    help="keep this node in float, e.g. Conv[0] (the first Conv); repeat for more")
-    p.add_argument("--data", metavar="DIR", help="MNIST folder (default: $MNIST_EDGE_DATA or the cache)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--json", metavar="FILE", help="also write the result as JSON (schema mnist-edge-export/1; "
-                                                  "'-': to stdout instead of the table); written on failure too")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from mnist_edge.errors import MnistEdgeError, UsageError
-    from mnist_edge.export import export_model
-    from mnist_edge.export.reports import export_document, write_document
-    from mnist_edge.zoo import get_spec
+    from mnist_edge.documents.commands import export_document, write_document
+    from mnist_edge.errors import MnistEdgeError
 
-    name = get_spec(args.model).name  # BN_CNN is bn_cnn
-    given = {k: getattr(args, k) for k in _QUANT_FLAGS if getattr(args, k) is not None}
-    if (given or args.recipe) and not args.quantize:
-        flags = ", ".join("--" + k.replace("_", "-") for k in [*given, *(["recipe"] if args.recipe else [])])
-        raise UsageError(f"{flags} only apply with --quantize")
-    options = None
-    if given:
-        from mnist_edge.export.recipes import load_recipe
-
-        if "keep_float" in given:
-            given["keep_float"] = tuple(given["keep_float"])
-        options = load_recipe(name, args.recipe).options.with_(**given)
+    user = args.net or args.torchscript
+    _check_flags(args, user)
+    name = args.name if user else _zoo_name(args.model)
+    out = args.out or A.export_folder(name)
     progress = None if args.quiet else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     try:
-        result = export_model(name, checkpoint=args.checkpoint, out=args.out, quantize=args.quantize,
-                              opset=args.opset, data_dir=args.data, progress=progress,
-                              recipe=args.recipe, quantize_options=options)
+        result = _export(args, user, name, out, progress)
     except MnistEdgeError as e:
         if args.json:
-            write_document(export_document(model=name, out=args.out, error=str(e)), args.json)
+            write_document(export_document(model=name, out=out, error=str(e)), args.json)
         raise
     if args.json:
         write_document(export_document(result), args.json)
     if args.json != "-":
         print(format_result(result))
     return 0
+
+
+def _export(args, user, name: str, out, progress):
+    from mnist_edge.exporter import entry
+
+    entry.preflight_all(out)  # the extra and the output folder, before anything is loaded
+    options = export_options(args, name)
+    if not user:
+        return entry.export_zoo(name, checkpoint=args.checkpoint, data_dir=args.data, options=options, out=out,
+                                progress=progress)
+    model = entry.UserModel(name=name, net=args.net, weights=args.weights, net_args=args.net_args,
+                            torchscript=args.torchscript, labels=tuple(args.labels.split(",")) if args.labels else None,
+                            input_size=args.input_size, mean=args.mean, std=args.std)
+    return entry.export_user(model, data_ref=args.data, options=options, out=out, progress=progress)
+
+
+def _zoo_name(model: str) -> str:
+    from mnist_edge.zoo.registry import get_spec
+
+    return get_spec(model).name  # BN_CNN is bn_cnn
+
+
+def _check_flags(args, user) -> None:
+    """Which flags go with which source, in one line each."""
+    from mnist_edge.errors import UsageError
+
+    if user and not args.name:
+        raise UsageError(f"{'--net' if args.net else '--torchscript'} needs --name NAME: the model's name in its files")
+    if user and args.checkpoint:
+        raise UsageError("--checkpoint is for a zoo model (--model); your own network's weights go in --weights")
+    if args.weights and not args.net:
+        raise UsageError("--weights goes with --net FILE.py:CLASS (a TorchScript file carries its own weights)")
+    if args.net and not args.weights:
+        raise UsageError("--net needs --weights FILE (a state_dict): an untrained network is not worth exporting")
+    own = [f for f in ("name", "labels", "net_args") if getattr(args, f)]
+    if not user and own:
+        raise UsageError(f"--{own[0].replace('_', '-')} describes your own network: use it with --net or --torchscript")
+
+
+def export_options(args, name: str):
+    """The ExportOptions the flags ask for: the int8 recipe (file or registered, with the int8 flags on top)
+    resolved by the library, the opset, the gates' image count and limits."""
+    import json
+    from dataclasses import fields
+
+    from mnist_edge.errors import UsageError
+    from mnist_edge.exporter import ExportOptions, int8_choice
+    from mnist_edge.int8.quantize import QuantizeOptions
+
+    given = {f.name: getattr(args, f.name) for f in fields(QuantizeOptions) if getattr(args, f.name, None) is not None}
+    if (given or args.recipe) and not args.quantize:
+        flags = ", ".join("--" + k.replace("_", "-") for k in [*given, *(["recipe"] if args.recipe else [])])
+        raise UsageError(f"{flags} only apply with --quantize")
+    thresholds = None
+    if args.thresholds:
+        try:
+            thresholds = json.loads(args.thresholds)
+        except ValueError as e:
+            raise UsageError(f"--thresholds is not JSON: {e}") from None
+    return ExportOptions(int8=int8_choice(name, args.recipe, given) if args.quantize else None, opset=args.opset,
+                         eval_limit=args.eval_limit, thresholds=thresholds).validated()
 
 
 def format_result(result) -> str:

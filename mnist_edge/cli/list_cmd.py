@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 def zoo_table() -> list[dict]:
     """One row per registry entry (no torch: parameter and MAC counts come from the registry)."""
-    from mnist_edge.zoo import MODELS
+    from mnist_edge.zoo.registry import MODELS
 
     return [{
         "name": name,

@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=1, metavar="K", help="also list the K most probable digits")
     p.add_argument("--min-confidence", type=float, metavar="P",
                    help="answer 'unsure' instead of a digit when its probability is below P, 0 < P < 1 "
-                        "(the README's 'Confidence you can act on' says what share of errors a P catches)")
+                        "(docs/confidence.md says what share of errors a P catches)")
     p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
     p.add_argument("--threads", type=int, metavar="N", help="onnxruntime threads (default: one per core)")
     p.add_argument("--save-inputs", metavar="DIR",

@@ -10,7 +10,7 @@ from mnist_edge.cli import add_command
 
 def register(sub) -> None:
     from mnist_edge.artifacts import MODEL_HELP, ONNX_FILES
-    from mnist_edge.robustness import CONDITIONS, NOISE_SIGMA, ROTATE_DEG, SCALES, SHIFT_PX
+    from mnist_edge.evaluate.robustness import CONDITIONS, NOISE_SIGMA, ROTATE_DEG, SCALES, SHIFT_PX
 
     p = add_command(sub, "robustness", "accuracy on test digits shifted, rotated, scaled, eroded, dilated or noisy",
                     f"Transforms the 10,000 MNIST test images into named conditions (shift by {SHIFT_PX} px in each "
@@ -45,7 +45,7 @@ def run(args) -> int:
     import json
 
     from mnist_edge.files import write_text_atomic
-    from mnist_edge.robustness import evaluate, render_table
+    from mnist_edge.evaluate.robustness import evaluate, render_table
 
     report = evaluate(args.model, precision=args.precision, names=args.conditions, data_dir=args.data,
                       threads=args.threads, command=_command(args))

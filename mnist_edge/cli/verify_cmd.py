@@ -33,15 +33,16 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="with --self-test: onnxruntime threads (default: its own)")
     p.add_argument("--strict-device", action="store_true",
                    help="with --self-test: fail when onnxruntime would run any node on the CPU although --device is a GPU")
-    p.add_argument("--json", metavar="FILE", help="also write the result as JSON (schema mnist-edge-verify/1, with --self-test mnist-edge-selftest/1; "
-                                                  "'-': to stdout instead of the table); written on failure too")
+    p.add_argument("--json", metavar="FILE",
+                   help="also write the result as JSON (schema mnist-edge-verify/1, with --self-test "
+                        "mnist-edge-selftest-report/1; '-': to stdout instead of the table); written on failure too")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from mnist_edge.errors import MnistEdgeError, UsageError
-    from mnist_edge.export.reports import verify_document, write_document
-    from mnist_edge.export.verify import verify_artifacts
+    from mnist_edge.documents.commands import verify_document, write_document
+    from mnist_edge.evaluate.verify import verify_artifacts
 
     if args.self_test:
         return _self_test(args)
@@ -77,7 +78,7 @@ def run(args) -> int:
 
 def _self_test(args) -> int:
     from mnist_edge.errors import UsageError
-    from mnist_edge.selftest import run_self_test
+    from mnist_edge.evaluate.selftest import run_self_test
 
     if args.hashes_only or args.data or args.tolerance != 0.1:
         raise UsageError("--self-test uses the folder's own images and tolerances; drop --hashes-only, --data "
@@ -86,11 +87,9 @@ def _self_test(args) -> int:
                            torchscript=False if args.no_torchscript else None, exact=args.exact,
                            strict=args.strict_device)
     if args.json:
-        from mnist_edge.export.reports import write_document
+        from mnist_edge.documents.commands import write_document
 
-        write_document({"schema": "mnist-edge-selftest/1", "folder": str(report.folder), "model": report.model,
-                        "device": report.device, "images": report.images, "seconds": round(report.seconds, 4),
-                        "rows": report.rows}, args.json)
+        write_document(report.to_json(), args.json)
         if args.json == "-":
             return 0
     fmt = "{:<16} {:>10} {:>10} {:>8} {:>7}  {}"
@@ -98,12 +97,12 @@ def _self_test(args) -> int:
           f"{report.seconds * 1000:.0f} ms")
     print(fmt.format("file", "max |Δ|", "tolerance", "labels", "moved", "status"))
     for r in report.rows:
-        diff = f"{r['max_abs_diff']:.3g}" if r["max_abs_diff"] is not None else "-"
-        tol = f"{r['tolerance']['max_abs_diff']:.3g}" if r.get("tolerance") else "-"
-        changed = "-" if r["label_changes"] is None else f"{r['label_changes']} diff"
-        moved = "-" if r["moved_images"] is None else str(r["moved_images"])
-        status = r["status"] + (" (bit-identical)" if r["exact"] else "") + (f" ({r['why']})" if r["why"] else "")
-        print(fmt.format(r["file"], diff, tol, changed, moved, status))
+        diff = f"{r.max_abs_diff:.3g}" if r.max_abs_diff is not None else "-"
+        tol = f"{r.tolerance.max_abs_diff:.3g}" if r.tolerance else "-"
+        changed = "-" if r.label_changes is None else f"{r.label_changes} diff"
+        moved = "-" if r.moved_images is None else str(r.moved_images)
+        status = r.status + (" (bit-identical)" if r.exact else "") + (f" ({r.why})" if r.why else "")
+        print(fmt.format(r.file, diff, tol, changed, moved, status))
     return 0
 
 

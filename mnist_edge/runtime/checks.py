@@ -37,9 +37,9 @@ def check_metadata(meta: dict, source: str) -> dict:
     if version != C.CONTRACT_VERSION:
         problems.append(f"contract version {version!r}, this runtime reads {C.CONTRACT_VERSION!r}")
     labels = _json(meta, "labels", problems)
-    if labels is not None and (not isinstance(labels, list) or len(labels) != C.NUM_CLASSES
-                               or not all(isinstance(x, str) for x in labels)):
-        problems.append(f"labels must be a list of {C.NUM_CLASSES} strings, got {labels!r:.120}")
+    if labels is not None and (not isinstance(labels, list) or not 2 <= len(labels) <= C.MAX_CLASSES
+                               or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels)):
+        problems.append(f"labels must be a list of 2 to {C.MAX_CLASSES} distinct names, got {labels!r:.120}")
     outputs = _json(meta, "outputs", problems)
     if outputs is not None and list(outputs) != list(C.OUTPUT_NAMES):
         problems.append(f"metadata outputs {outputs!r}, expected {list(C.OUTPUT_NAMES)}")
@@ -61,10 +61,11 @@ def check_metadata(meta: dict, source: str) -> dict:
     return {"labels": labels, "input": inp, "outputs": outputs}
 
 
-def check_session_io(session, source: str) -> None:
-    """The graph's real inputs/outputs: one ``image`` uint8 [batch, 1, 28, 28] -> float32 [batch, 10] x2."""
+def check_session_io(session, source: str, num_classes: int | None = None) -> None:
+    """The graph's real inputs/outputs: one ``image`` uint8 [batch, 1, 28, 28] -> float32 [batch, classes] x2,
+    with as many classes as the metadata names labels (``num_classes``)."""
     try:
-        problems = session_io_problems(session)
+        problems = session_io_problems(session, num_classes)
     except (UnicodeDecodeError, RuntimeError, ValueError) as e:  # onnxruntime decoding a corrupt name or dim
         raise ContractError(f"{source}: its inputs and outputs cannot be read ({type(e).__name__}: "
                             f"{str(e)[:120]}); the file is corrupt") from None
@@ -72,8 +73,9 @@ def check_session_io(session, source: str) -> None:
         raise ContractError(f"{source} does not follow contract {C.CONTRACT_VERSION}: " + "; ".join(problems))
 
 
-def session_io_problems(session) -> list[str]:
-    """How a session's inputs/outputs differ from the contract (empty: they match); the exporter's gate too."""
+def session_io_problems(session, num_classes: int | None = None) -> list[str]:
+    """How a session's inputs/outputs differ from the contract (empty: they match); the exporter's gate too.
+    ``num_classes`` None: any class count, the same for both outputs."""
     problems = []
     inputs = session.get_inputs()
     if len(inputs) != 1:
@@ -93,7 +95,9 @@ def session_io_problems(session) -> list[str]:
             continue
         if o.type != "tensor(float)":
             problems.append(f"output {name!r} type {o.type}, expected tensor(float)")
-        problems += _shape_problems(f"output {name!r}", o.shape, (C.NUM_CLASSES,))
+        if num_classes is None and o.shape is not None and len(o.shape) == 2 and isinstance(o.shape[1], int):
+            num_classes = o.shape[1]  # the first output fixes the class count the second must have
+        problems += _shape_problems(f"output {name!r}", o.shape, (num_classes if num_classes else "classes",))
     return problems
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from mnist_edge import contract as C
 from mnist_edge.artifacts import ONNX_FILES, resolve
-from mnist_edge.calibration import check_min_confidence, softmax, temperature_from_metadata
+from mnist_edge.runtime.confidence import check_min_confidence, softmax, temperature_from_metadata
 from mnist_edge.errors import ArtifactError, ContractError, UsageError, first_line
 from mnist_edge.runtime import checks
 from mnist_edge.runtime.inputs import as_batch
@@ -38,8 +38,9 @@ class Prediction:
 
     labels: int64 [N], the most probable class (the digit; ``Classifier.labels`` names them), or
       ``UNSURE`` (-1) where ``min_confidence`` was given and that class's probability is below it.
-    probabilities: float32 [N, 10], softmax(logits / T) with the model's temperature T (1 for files
-      exported before calibration). logits: float32 [N, 10], the model's output.
+    probabilities: float32 [N, K] over the K classes of ``Classifier.labels`` (10 digits for MNIST models),
+      softmax(logits / T) with the model's temperature T (1 for files exported before calibration).
+      logits: float32 [N, K], the model's output.
     topk: int64 [N, k], classes by decreasing probability, unsure or not (``topk[:, 0]`` is the best
       guess); ``topk_probabilities``: float32 [N, k].
     confident: bool [N], False exactly where ``labels`` is UNSURE (all True without min_confidence).
@@ -113,19 +114,19 @@ class Classifier:
         ``min_confidence`` P in (0, 1): an image whose most probable class has probability below P gets
         label ``UNSURE`` (-1) and ``confident`` False (a bad P is a UsageError).
         """
-        k = _check_top_k(top_k)
+        k = _check_top_k(top_k, len(self.labels))
         p_min = None if min_confidence is None else check_min_confidence(min_confidence)
         batch = as_batch(images)
         n = len(batch)
         if n == 0:
-            empty = np.zeros((0, C.NUM_CLASSES), np.float32)
+            empty = np.zeros((0, len(self.labels)), np.float32)
             return Prediction(np.zeros(0, np.int64), empty, empty.copy(), np.zeros((0, k), np.int64),
                               np.zeros(0, bool), p_min)
         logits = np.concatenate([_run(self._session, batch[start:start + CHUNK], self.path)
                                  for start in range(0, n, CHUNK)]).astype(np.float32, copy=False)
-        if logits.shape != (n, C.NUM_CLASSES):
+        if logits.shape != (n, len(self.labels)):
             raise ArtifactError(f"{self.path} returned logits of shape {logits.shape} for {n} images, "
-                                f"expected ({n}, {C.NUM_CLASSES})")
+                                f"expected ({n}, {len(self.labels)})")
         if not np.isfinite(logits).all():
             raise ArtifactError(f"{self.path} produced non-finite logits for finite input; the model is broken")
         # Rank by logits and take softmax(logits / T) here, in float64, rather than use the graph's
@@ -174,20 +175,20 @@ def _quiet_run_options():
     return ro
 
 
-def _dry_run(session, source: str) -> None:
+def _dry_run(session, source: str, classes: int) -> None:
     """Run two fixed images through a new session, so a model that loads but cannot run (a QLinearConv
     whose shapes a flipped byte broke, say) fails at load, not at the first predict."""
     probe = (np.arange(2 * 28 * 28, dtype=np.int64) * 37 % 256).astype(np.uint8).reshape(2, 1, 28, 28)
     logits = _run(session, probe, source)
-    if logits.shape != (2, C.NUM_CLASSES) or not np.isfinite(logits).all():
+    if logits.shape != (2, classes) or not np.isfinite(logits).all():
         raise ArtifactError(f"{source} does not work: on a test batch of 2 images it returned "
-                            f"{'non-finite logits' if logits.shape == (2, C.NUM_CLASSES) else f'shape {logits.shape}'}"
-                            f", expected finite float32 (2, {C.NUM_CLASSES})")
+                            f"{'non-finite logits' if logits.shape == (2, classes) else f'shape {logits.shape}'}"
+                            f", expected finite float32 (2, {classes})")
 
 
-def _check_top_k(top_k) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= C.NUM_CLASSES:
-        raise UsageError(f"top_k must be an integer from 1 to {C.NUM_CLASSES}, got {top_k!r}")
+def _check_top_k(top_k, classes: int) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= classes:
+        raise UsageError(f"top_k must be an integer from 1 to {classes}, got {top_k!r}")
     return int(top_k)
 
 
@@ -231,14 +232,15 @@ def load(path=None, *, device: str = "cpu", threads: int | None = None, precisio
                             f"{manifest['model']!r}")
     session, used, note = create_session(data, source=source, device=device, threads=threads, spinning=spinning,
                                          ir_version=info.ir_version, opset=info.onnx_opset, strict=strict)
-    checks.check_session_io(session, source)
-    _dry_run(session, source)
+    labels = tuple(parsed["labels"])
+    checks.check_session_io(session, source, len(labels))
+    _dry_run(session, source, len(labels))
     precision_meta = meta.get(C.META_KEYS["precision"], "unknown")
     notes = [note] if note else []
     if session.get_providers()[0] == CUDA and precision_meta == "int8":
         notes.append("int8 QDQ model on CUDA: onnxruntime has no int8 Conv/Gemm kernels for CUDA, so it runs "
                      "simulated quantization in float32 (no int8 speed-up); on a GPU load the fp32 model.onnx")
     return Classifier(path=file, sha256=sha256, verified=manifest is not None, model=meta[C.META_KEYS["model"]],
-                      precision=precision_meta, labels=tuple(parsed["labels"]), metadata=meta, device=used,
+                      precision=precision_meta, labels=labels, metadata=meta, device=used,
                       providers=tuple(session.get_providers()), notes=tuple(notes), ir_version=info.ir_version,
                       opset=info.onnx_opset, temperature=temperature, _session=session)

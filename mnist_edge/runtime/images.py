@@ -71,7 +71,7 @@ def _pil():
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
-        from mnist_edge.extras import install_hint
+        from mnist_edge.system.extras import install_hint
 
         raise InputError(f"reading image files needs Pillow, the optional extra 'images': {install_hint('images')}"
                          ) from None

@@ -92,8 +92,8 @@ def classify_files(images, *, model: str | os.PathLike | None = None, device: st
     ``device`` is a GPU. ``min_confidence`` P in (0, 1): an image whose best probability is below P is
     answered "unsure" (``label`` null, ``confident`` false).
     """
-    from mnist_edge.calibration import check_min_confidence
-    from mnist_edge.extras import require
+    from mnist_edge.runtime.confidence import check_min_confidence
+    from mnist_edge.system.extras import require
     from mnist_edge.runtime.placement import check_strict, measure_placement
     from mnist_edge.runtime.hashcheck import read_verified
 

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import re
 
-from mnist_edge.devices import parse_device
+from mnist_edge.system.devices import parse_device
 from mnist_edge.errors import ArtifactError, DeviceError, UsageError, first_line
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"

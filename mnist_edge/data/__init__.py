@@ -1,0 +1,1 @@
+"""Data sets on disk: MNIST's IDX files found, verified and parsed; verified downloads."""

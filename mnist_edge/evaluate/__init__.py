@@ -1,0 +1,1 @@
+"""Checking models: parity gates, verify, self-test bundles, the robustness suite, confidence calibration."""

@@ -1,0 +1,117 @@
+"""What an export records about itself: the ONNX metadata, the manifest (checks, measurements, settings,
+the int8 recipe and the recommended file) and its reproducible time; no wall clock, no machine path."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from mnist_edge import artifacts as A
+from mnist_edge.contract import CONTRACT_VERSION, INPUT_DTYPE, INPUT_NAME, INPUT_SHAPE, META_KEYS, OUTPUT_NAMES
+from mnist_edge.errors import ExportError, UsageError
+from mnist_edge.evaluate import gates as G
+from mnist_edge.exporter.onnx_export import metadata_json
+from mnist_edge.documents import SCHEMAS
+from mnist_edge.manifest import file_record
+
+CHECKPOINT_FORMAT = SCHEMAS["checkpoint"]  # of the checkpoint an export writes for an in-memory network
+
+def versions() -> dict:
+    import onnx
+    import onnxruntime
+    import onnxscript
+    import torch
+
+    from mnist_edge.version import __version__
+
+    return {"mnist_edge": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def created_time(ckpt: dict) -> str | None:
+    """The manifest's ``created``: ``$SOURCE_DATE_EPOCH`` when set, else when the checkpoint's training
+    finished (its own record), else None. Never the export's wall clock: the same checkpoint exported
+    with the same versions gives the same bytes, wherever and whenever it is exported."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        if not epoch.isdigit():
+            raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} must be a whole number of seconds since 1970")
+        return datetime.fromtimestamp(int(epoch), timezone.utc).isoformat(timespec="seconds")
+    finished = (ckpt.get("metrics") or {}).get("finished_utc")
+    return finished if isinstance(finished, str) else None
+
+
+def onnx_metadata(source, ckpt_sha: str, vers: dict, temperature: dict | None = None) -> dict[str, str]:
+    """The ``metadata_props`` every file of ``source`` (a ModelSource) carries."""
+    c = source.contract
+    values = {
+        "contract": CONTRACT_VERSION,
+        "model": source.name,
+        "labels": metadata_json(list(c.labels)),
+        "input": metadata_json({"name": INPUT_NAME, "dtype": INPUT_DTYPE, "shape": list(INPUT_SHAPE),
+                                "range": [0, 255], "pixels": "MNIST: 0 background, 255 ink"}),
+        "outputs": metadata_json(list(OUTPUT_NAMES)),
+        "normalization": metadata_json({"scale": 1 / 255, "mean": c.mean, "std": c.std,
+                                        "input_size": c.input_size, "pad": c.pad,
+                                        "formula": "(pad(image / 255, pad) - mean) / std, inside the graph"}),
+        "seed_file": source.seed_file,
+        "checkpoint_sha256": ckpt_sha,
+        "versions": metadata_json(vers),
+        "precision": "fp32",
+    }
+    if temperature is not None:  # mnist_edge.exporter.temperature.metadata_record
+        values["temperature"] = metadata_json(temperature)
+    return {META_KEYS[k]: v for k, v in values.items()}
+
+
+def build_manifest(plan, folder: Path, checks, measured) -> dict:
+    """The manifest of the export ``plan`` (a pipeline.Plan) whose files are in ``folder``."""
+    source, ckpt, ckpt_sha = plan.source, plan.source.record, plan.checkpoint_sha
+    files = {A.CHECKPOINT: dict(file_record(folder / A.CHECKPOINT), kind="checkpoint",
+                                format=ckpt.get("format", CHECKPOINT_FORMAT),
+                                test_accuracy=(ckpt.get("metrics") or {}).get("test_accuracy"))}
+    if files[A.CHECKPOINT]["sha256"] != ckpt_sha:
+        raise ExportError("the checkpoint copy changed during the export")
+    files.update(_model_entries(plan, folder, checks, measured))
+    c, opts = source.contract, plan.options
+    return {
+        "model": source.name,
+        "created": created_time(ckpt),
+        "contract": {"version": CONTRACT_VERSION,
+                     "input": {"name": INPUT_NAME, "dtype": INPUT_DTYPE, "shape": list(INPUT_SHAPE), "range": [0, 255]},
+                     "outputs": list(OUTPUT_NAMES), "labels": list(c.labels)},
+        "evaluation": {"split": "test", "images": plan.n_eval, "batch_sizes": list(opts.batch_sizes), "threads": 1},
+        "versions": plan.versions,
+        "settings": {"opset": opts.opset, "quantize": plan.quantization is not None,
+                     "quantization": plan.quantization, "thresholds": opts.thresholds,
+                     "seed_file": source.seed_file, "checkpoint_sha256": ckpt_sha,
+                     "normalization": {"mean": c.mean, "std": c.std, "input_size": c.input_size}},
+        "pytorch": {"accuracy": measured["pytorch"]["accuracy"]},
+        "checks": [ch.to_dict() for ch in checks],
+        "files": files,
+    }
+
+
+def _model_entries(plan, folder: Path, checks, measured) -> dict:
+    """The manifest's entry of each model file the gates measured: hash, size, format, what it measured."""
+    out = {}
+    kinds = {f.name: (f.format, f.precision) for f in A.LAYOUT.values() if f.kind == "model"}  # the layout's table
+    for name, (fmt, precision) in kinds.items():
+        if name not in measured:
+            continue
+        summary = G.summarize(checks, name)
+        entry = dict(file_record(folder / name), kind="model", format=fmt, precision=precision, **measured[name],
+                     label_mismatches=summary["worst"].get("label_mismatches"),
+                     by_batch=summary["by_batch"])
+        if fmt == "onnx":
+            entry.update(opset=plan.onnx_info["opset"], ir_version=plan.onnx_info["ir_version"])
+        if precision == "int8":
+            entry["accuracy_drop_pp"] = summary["worst"].get("accuracy_drop_pp")
+            entry["quantization"] = plan.quantization
+        out[name] = entry
+    return out

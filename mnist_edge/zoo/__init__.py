@@ -1,0 +1,1 @@
+"""The model zoo: the registry of documented models, their networks and their training recipes."""
