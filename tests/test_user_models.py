@@ -97,8 +97,11 @@ def test_a_users_residual_network_gets_every_command(residual_weights, mnist_dir
     Image.fromarray(test.images[0]).save(tmp_path / "digit.png")
     pred = json.loads(cli("predict", tmp_path / "digit.png", "--model", out, "--json").stdout)
     assert pred["results"][0]["top_k"][0]["label"] in [str(d) for d in range(10)]
-    bench = cli("bench", "--model", out, "--runs", "5", "--threads", "1", "--no-progress")
-    assert "model.int8.onnx" in bench.stdout or "int8" in bench.stdout
+    bench = cli("bench", "--model", out, "--runs", "5", "--threads", "1", "--no-progress", "--json", out / "bench.json")
+    assert "int8" in bench.stdout and "not available" in bench.stdout  # eager: no zoo class to rebuild
+    cli("card", "--folder", out)
+    card = (out / "README.md").read_text()
+    assert card.startswith("# `mynet`") and "| parameters |" in card and "model.int8.onnx" in card
 
 
 @pytest.mark.parametrize("module, cls, extra", [

@@ -3,7 +3,7 @@
 //
 // Everything it needs is the artifact folder (model.onnx, model.int8.onnx, manifest.json) and the contract
 // in docs/embedding.md: input "image" uint8 [batch, 1, 28, 28] (0 background, 255 ink), outputs "logits"
-// and "probabilities" float32 [batch, 10], class names in the metadata key "mnist_edge.labels".
+// and "probabilities" float32 [batch, classes], class names in the metadata key "mnist_edge.labels".
 //
 //   npm ci                                             # once (ONNXRUNTIME_NODE_INSTALL=skip when offline)
 //   node classify.mjs digit.png other.png              # PNG files: any size, dark-on-light or light-on-dark
@@ -295,10 +295,11 @@ async function classify(model, data, opts) {
     const n = Math.min(opts.batch, data.count - start);
     const image = new ort.Tensor("uint8", data.pixels.subarray(start * px, (start + n) * px), [n, 1, SIDE, SIDE]);
     const out = await model.session.run({ image });
-    const z = out.logits.data; // float32 [n, 10]
+    const z = out.logits.data; // float32 [n, classes]: one per name in the metadata's labels
+    const k = model.contract.labels.length;
     for (let i = 0; i < n; i++) {
       // Rank by the logits and take softmax(logits / T), as the Python runtime does (see fromLogits).
-      const { label: best, probabilities: p } = fromLogits(z.subarray(i * 10, i * 10 + 10), model.contract.temperature);
+      const { label: best, probabilities: p } = fromLogits(z.subarray(i * k, i * k + k), model.contract.temperature);
       labels[start + i] = best;
       confidence[start + i] = Number(p[best].toFixed(6));
       if (probabilities) probabilities[start + i] = p.map((v) => Number(v.toPrecision(7)));

@@ -3,7 +3,7 @@
 // Served by `mnist-edge demo`, which maps ./ort/ to node_modules/onnxruntime-web/dist/ (run `npm ci` in
 // examples/web once) and ./models/ to an exported artifact folder. Nothing is loaded from elsewhere.
 // The model contract (docs/embedding.md): input "image" uint8 [batch, 1, 28, 28], 0 background and 255 ink;
-// outputs "logits" and "probabilities" float32 [batch, 10]; class names in metadata "mnist_edge.labels".
+// outputs "logits" and "probabilities" float32 [batch, classes]; class names in metadata "mnist_edge.labels".
 
 import * as ort from "./ort/ort.wasm.min.mjs";
 import { fromLogits, normalizeDigit, readContract, readOnnxInfo, rgbaToGray, SIDE } from "./digit.mjs";

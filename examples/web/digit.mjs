@@ -437,7 +437,10 @@ export function readContract(metadata) {
     }
   };
   const labels = json("mnist_edge.labels");
-  if (!Array.isArray(labels) || labels.length !== 10) throw new Error("metadata mnist_edge.labels is not a list of 10 names");
+  // One name per output class: the ten digits for the zoo, any number from 2 for a model of your own.
+  if (!Array.isArray(labels) || labels.length < 2 || !labels.every((x) => typeof x === "string")) {
+    throw new Error("metadata mnist_edge.labels is not a list of class names");
+  }
   const input = json("mnist_edge.input");
   if (input?.name !== "image" || input?.dtype !== "uint8") {
     throw new Error(`metadata mnist_edge.input is ${metadata["mnist_edge.input"]}, expected image, uint8`);

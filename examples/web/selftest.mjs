@@ -3,7 +3,7 @@
 // (mnist_edge/selftest.py). Format mnist-edge-selftest/1, little-endian (docs/self-test.md):
 //   bytes 0-7 "MNSTEST1", bytes 8-11 uint32 H, H bytes of JSON header, zero padding to a multiple of 64;
 //   then the arrays, each at header.arrays[NAME].offset bytes from there: "images" uint8 [N,1,28,28],
-//   "labels" uint8 [N], "logits/FILE" float32 [N,10] per model file.
+//   "labels" uint8 [N], "logits/FILE" float32 [N, classes] per model file.
 
 const MAGIC = "MNSTEST1";
 const FORMAT = "mnist-edge-selftest/1";
@@ -48,14 +48,15 @@ export async function runSelfTest(ort, session, bundle, file) {
       const m = Math.min(batch, n - start);
       const image = new ort.Tensor("uint8", images.subarray(start * 784, (start + m) * 784), [m, 1, 28, 28]);
       const z = (await session.run({ image })).logits.data;
+      const k = z.length / m; // classes: the logits' second dimension (10 digits, or a model's own)
       for (let i = 0; i < m; i++) {
         let rowMax = 0, got = 0, want = 0;
-        for (let c = 0; c < 10; c++) {
-          const a = z[i * 10 + c], b = reference[(start + i) * 10 + c];
+        for (let c = 0; c < k; c++) {
+          const a = z[i * k + c], b = reference[(start + i) * k + c];
           if (!Number.isFinite(a)) rowMax = Infinity;
           rowMax = Math.max(rowMax, Math.abs(a - b));
-          if (a > z[i * 10 + got]) got = c;
-          if (b > reference[(start + i) * 10 + want]) want = c;
+          if (a > z[i * k + got]) got = c;
+          if (b > reference[(start + i) * k + want]) want = c;
         }
         batchMax = Math.max(batchMax, rowMax);
         if (got !== want) batchLabels++;

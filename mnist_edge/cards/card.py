@@ -207,7 +207,9 @@ def _files_lines(name: str, pictures: tuple) -> list[str]:
 def model_card(c: CardFolder, *, pictures: tuple = ()) -> str:
     """The card's markdown for a loaded folder (:func:`mnist_edge.cards.folder.load_card_folder`);
     ``pictures``: the names of the picture files present in the folder."""
-    spec = get_spec(c.name)
+    spec = MODELS.get(c.name)
+    if spec is None:
+        return user_card(c, pictures=pictures)
     name = spec.name
     lines = [f"# `{name}`", "",
              f"{spec.description}. " + (f"Seed document: `{spec.seed_file}`." if spec.seed_file else
@@ -229,6 +231,54 @@ def model_card(c: CardFolder, *, pictures: tuple = ()) -> str:
     lines += _files_lines(name, pictures)
     lines += ["## Reproduce", "", "```bash", reproduce(name), "```", ""]
     return "\n".join(lines)
+
+
+def user_card(c: CardFolder, *, pictures: tuple = ()) -> str:
+    """The card of a network of the user's own (no registry entry): what the folder's files say."""
+    norm = (c.manifest.get("settings") or {}).get("normalization") or {}
+    labels = (c.manifest.get("contract") or {}).get("labels") or []
+    size = norm.get("input_size", 28)
+    rows = ["| | |", "|---|---|",
+            f"| parameters | {_parameters(c.folder):,} |",
+            f"| input | uint8 [batch, 1, 28, 28], raw pixels; the graph scales by 1/255, normalizes with mean "
+            f"{norm.get('mean')}, std {norm.get('std')}" + (f", pads to {size}x{size}" if size != 28 else "") + " |",
+            f"| classes | {len(labels)}: {', '.join(labels[:12])}{', ...' if len(labels) > 12 else ''} |"]
+    if c.training.metrics.test_accuracy is not None:
+        rows.append(f"| accuracy when trained (PyTorch) | {c.training.metrics.test_accuracy:.2f}% |")
+    lines = [f"# `{c.name}`", "", "A network of your own, exported and gated by mnist-edge.", ""] + rows + [""]
+    if c.training.recipe:
+        lines += ["## Recipe", "", "| setting | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in c.training.recipe.items() if k != "notes"] + [""]
+    lines += _parity_lines(c)
+    lines += int8_lines(c.manifest, c.int8_report, c.search)
+    lines += confidence_lines(c.temperature)
+    lines += _latency_lines(c)
+    if c.robustness:
+        lines += [""] + robustness_lines(c.name, c.robustness, c.robustness_stale)
+    return "\n".join(lines) + "\n"
+
+
+def _parameters(folder: Path) -> int:
+    """Trainable parameters of the folder's checkpoint: its tensors less batch-norm's running statistics."""
+    from mnist_edge.training.checkpoint import read_checkpoint
+
+    state = read_checkpoint(folder / A.CHECKPOINT)["state_dict"]
+    skip = ("running_mean", "running_var", "num_batches_tracked")
+    return sum(int(t.numel()) for k, t in state.items() if not k.endswith(skip))
+
+
+def write_card(folder: str | Path) -> Path:
+    """Write ``folder/README.md``, the card of one export folder (a zoo model's or a network of your own)."""
+    from mnist_edge.system.extras import require
+
+    require("train", "writing model cards (they read the checkpoints)", ("torch",))
+    folder = Path(folder)
+    from mnist_edge.manifest import read_manifest
+
+    card = load_card_folder(folder, read_manifest(folder)["model"])
+    have = tuple(p for p in PICTURES if (folder / p).is_file())
+    write_text_atomic(folder / "README.md", model_card(card, pictures=have))
+    return folder / "README.md"
 
 
 def _restat_rows(record) -> list[str]:

@@ -15,8 +15,10 @@ def register(sub) -> None:
                     "misclassified test digits and the zoo's accuracy-against-latency plot (needs torch, "
                     "matplotlib and the MNIST test set).",
                     ["mnist-edge card", "mnist-edge card --model bn_cnn lenet5",
-                     "mnist-edge card --exported /tmp/exported --no-pictures"])
+                     "mnist-edge card --folder runs/export/mynet"])
     p.add_argument("--model", nargs="+", dest="models", help="zoo names (default: every exported folder)")
+    p.add_argument("--folder", type=Path, help="write the card of this one export folder (any model, your own "
+                                               "too) into FOLDER/README.md, and nothing else")
     p.add_argument("--exported", type=Path, default=Path("exported"), help="the exported/ folder")
     p.add_argument("--data", type=Path, help="MNIST folder for the pictures (default: $MNIST_EDGE_DATA, the cache)")
     p.add_argument("--no-pictures", action="store_true",
@@ -25,6 +27,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.folder:
+        from mnist_edge.cards.card import write_card
+
+        print(write_card(args.folder))
+        return 0
     from mnist_edge.cards.card import write_cards
     from mnist_edge.zoo.registry import get_spec
 

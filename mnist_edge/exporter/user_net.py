@@ -83,13 +83,10 @@ def read_state_dict(path: str | Path) -> dict:
 
     import torch
 
-    from mnist_edge.files import describe_os_error, read_regular
+    from mnist_edge.training.checkpoint import read_bounded
 
     path = Path(path)
-    try:
-        data = read_regular(path, MAX_WEIGHTS_BYTES)
-    except OSError as e:
-        raise CheckpointError(f"cannot read weights '{path}': {describe_os_error(e)}") from None
+    data = read_bounded(path, MAX_WEIGHTS_BYTES, "weights")
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

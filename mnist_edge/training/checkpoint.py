@@ -123,6 +123,15 @@ def _needs_code(err: Exception, data: bytes) -> bool:
         return False
 
 
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a weights file (a regular file of at most ``limit`` bytes), read once: the bytes torch
+    parses are the bytes that were checked; CheckpointError naming ``what`` and the path otherwise."""
+    try:
+        return read_regular(path, limit)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {what} '{path}': {describe_os_error(e)}") from None
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """The checkpoint dict, loaded with weights_only=True (anything needing pickled code is refused)."""
     import pickle
@@ -132,10 +141,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' does not exist (train one with: mnist-edge train --model NAME)")
-    try:
-        data = read_regular(path, MAX_CHECKPOINT_BYTES)
-    except OSError as e:
-        raise CheckpointError(f"cannot read checkpoint '{path}': {describe_os_error(e)}") from None
+    data = read_bounded(path, MAX_CHECKPOINT_BYTES, "checkpoint")
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
