@@ -101,10 +101,12 @@ def test_a_temperature_fitted_on_seen_digits_is_recorded_but_not_applied(mnist_d
         edge.net.body[-1].weight.mul_(20.0)  # an over-confident net: the NLL-optimal T is far from 1
     data = load_digits(mnist_dir)
     x, y = np.ascontiguousarray(data.test.images[:500, None]), data.test.labels[:500]
-    seen = fit(edge, {"recipe": {"val_size": 0}, "metrics": {"seed": 0}}, x, y, data.train)
+    from mnist_edge.exporter.reference import TorchReference
+
+    seen = fit(TorchReference(edge), {"recipe": {"val_size": 0}, "metrics": {"seed": 0}}, x, y, data.train)
     assert seen["fitted_on"]["seen_in_training"] and seen["temperature"] == 1.0 == edge.temperature
     assert abs(seen["fitted_temperature"] - 1.0) > 0.1 and seen["applied"] is False
-    held = fit(edge, {"recipe": {"val_size": 2_000}, "metrics": {"seed": 0}}, x, y, data.train)
+    held = fit(TorchReference(edge), {"recipe": {"val_size": 2_000}, "metrics": {"seed": 0}}, x, y, data.train)
     assert held["temperature"] == held["fitted_temperature"] == edge.temperature and held["applied"] is True
 
 

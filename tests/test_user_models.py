@@ -215,3 +215,54 @@ def test_train_net_writes_a_checkpoint_that_export_net_takes(mnist_dir, tmp_path
     cli("export", "--net", f"{NETS / 'residual_net.py'}:ResidualNet", "--weights", ckpt, "--name", "mynet",
         "--out", out, "--data", mnist_dir, "--eval-limit", EVAL, "--quiet")
     assert json.loads((out / "manifest.json").read_text())["model"] == "mynet"
+
+
+BLOCK_TORCH = ("import sys\n"
+               "sys.modules['torch'] = None  # unimportable: a float ONNX export must not need it\n"
+               "from mnist_edge.cli import main\n"
+               "sys.exit(main(sys.argv[1:]))\n")
+
+
+@pytest.mark.parametrize("external", [False, True], ids=["one-file", "external-data"])
+def test_a_float_onnx_made_elsewhere_is_wrapped_gated_and_verified_without_torch(external, residual_weights,
+                                                                                 mnist_dir, tmp_path):
+    import torch
+
+    net = _load("residual_net", "ResidualNet")().eval()
+    net.load_state_dict(torch.load(residual_weights, weights_only=True))
+    src = tmp_path / "src" / "theirs.onnx"
+    src.parent.mkdir()
+    batch = torch.export.Dim("batch", min=1)
+    # named "image" and "logits", as ours: the wrapper renames the user's tensors instead of clashing
+    torch.onnx.export(net, (torch.zeros(2, 1, 28, 28),), str(src), dynamo=True, external_data=external,
+                      input_names=["image"], output_names=["logits"], dynamic_shapes={"x": {0: batch}})
+    assert (src.parent / "theirs.onnx.data").exists() == external
+    out = tmp_path / "wrapped"
+    p = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "export", "--onnx", str(src), "--name", "theirs",
+                        "--quantize", "--out", str(out), "--data", str(mnist_dir), "--eval-limit", EVAL,
+                        "--thresholds", RELAXED, "--quiet"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-1500:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == ["model.int8.onnx", "model.onnx", "selftest.bin"]
+    assert "torch" not in manifest["versions"] and manifest["source.onnx"]["accuracy"] > 0
+    assert manifest["files"]["model.onnx"]["reference"] == "source.onnx"
+    assert "ok" in cli("verify", out, "--data", mnist_dir).stdout
+    assert "bit-identical" in cli("verify", "--self-test", out).stdout
+    from mnist_edge.runtime import load
+
+    assert load(out, precision="fp32").labels == tuple(str(d) for d in range(10))
+
+
+def test_a_float_onnx_that_does_not_fit_the_contract_is_refused(tmp_path, mnist_dir):
+    import torch
+
+    net = _load("other_nets", "Net32")().eval()
+    src = tmp_path / "net32.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 1, 32, 32),), str(src), dynamo=True, external_data=False,
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
+    assert "input [batch, 1, 32, 32] but the contract gives [batch, 1, 28, 28]" in _fails(
+        tmp_path, "--onnx", src, "--name", "n", "--data", mnist_dir)
+    fixed = tmp_path / "fixed.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 1, 32, 32),), str(fixed), dynamo=True, external_data=False)
+    assert "the batch dimension is fixed at 1" in _fails(tmp_path, "--onnx", fixed, "--name", "n", "--input-size",
+                                                          "32", "--data", mnist_dir)

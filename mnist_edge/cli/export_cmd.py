@@ -30,9 +30,12 @@ def register(sub) -> None:
                            "read weights-only")
     what.add_argument("--torchscript", metavar="FILE", help="your own TorchScript file (torch.jit.save): it is code, "
                                                           "loaded because you named it")
+    what.add_argument("--onnx", metavar="FILE", help="your own float ONNX classifier (one input [batch, 1, S, S], logits "
+                                                   "out), wrapped into the contract and gated against itself by "
+                                                   "onnxruntime; no torch needed")
     p.add_argument("--checkpoint", metavar="PATH", help="with --model: default exported/NAME/checkpoint.pt, relative to the "
                                                          "working directory")
-    u = p.add_argument_group("your own model (with --net or --torchscript)")
+    u = p.add_argument_group("your own model (with --net, --torchscript or --onnx)")
     u.add_argument("--weights", metavar="FILE", help="with --net: a state_dict saved with torch.save(model.state_dict(), "
                                                      "FILE) (or a checkpoint holding one under 'state_dict')")
     u.add_argument("--net-args", metavar="JSON", help="with --net: constructor arguments, e.g. '{\"width\": 32}'")
@@ -94,7 +97,7 @@ def run(args) -> int:
     from mnist_edge.documents.commands import export_document, write_document
     from mnist_edge.errors import MnistEdgeError
 
-    user = args.net or args.torchscript
+    user = args.net or args.torchscript or args.onnx
     _check_flags(args, user)
     name = args.name if user else _zoo_name(args.model)
     out = args.out or A.export_folder(name)
@@ -115,13 +118,13 @@ def run(args) -> int:
 def _export(args, user, name: str, out, progress):
     from mnist_edge.exporter import entry
 
-    entry.preflight_all(out)  # the extra and the output folder, before anything is loaded
+    entry.preflight_all(out, torch=not args.onnx)  # the extra and the output folder, before anything is loaded
     options = export_options(args, name)
     if not user:
         return entry.export_zoo(name, checkpoint=args.checkpoint, data_dir=args.data, options=options, out=out,
                                 progress=progress)
     model = entry.UserModel(name=name, net=args.net, weights=args.weights, net_args=args.net_args,
-                            torchscript=args.torchscript, labels=tuple(args.labels.split(",")) if args.labels else None,
+                            torchscript=args.torchscript, onnx=args.onnx, labels=tuple(args.labels.split(",")) if args.labels else None,
                             input_size=args.input_size, mean=args.mean, std=args.std)
     return entry.export_user(model, data_ref=args.data, options=options, out=out, progress=progress)
 
@@ -137,7 +140,8 @@ def _check_flags(args, user) -> None:
     from mnist_edge.errors import UsageError
 
     if user and not args.name:
-        raise UsageError(f"{'--net' if args.net else '--torchscript'} needs --name NAME: the model's name in its files")
+        which = "--net" if args.net else "--torchscript" if args.torchscript else "--onnx"
+        raise UsageError(f"{which} needs --name NAME: the model's name in its files")
     if user and args.checkpoint:
         raise UsageError("--checkpoint is for a zoo model (--model); your own network's weights go in --weights")
     if args.weights and not args.net:
@@ -146,7 +150,8 @@ def _check_flags(args, user) -> None:
         raise UsageError("--net needs --weights FILE (a state_dict): an untrained network is not worth exporting")
     own = [f for f in ("name", "labels", "net_args") if getattr(args, f)]
     if not user and own:
-        raise UsageError(f"--{own[0].replace('_', '-')} describes your own network: use it with --net or --torchscript")
+        raise UsageError(f"--{own[0].replace('_', '-')} describes your own network: use it with --net, --torchscript "
+                         "or --onnx")
 
 
 def export_options(args, name: str):
@@ -173,6 +178,12 @@ def export_options(args, name: str):
                          eval_limit=args.eval_limit, thresholds=thresholds).validated()
 
 
+def _reference_accuracy(m: dict) -> str:
+    if "pytorch" in m:
+        return f"PyTorch accuracy {m['pytorch']['accuracy']:.2f}%"
+    return f"your ONNX file's accuracy {m['source.onnx']['accuracy']:.2f}%"
+
+
 def format_result(result) -> str:
     """The short table the command prints: files written, then the checks that passed."""
     m = result.manifest
@@ -181,7 +192,7 @@ def format_result(result) -> str:
 
     lines = [f"exported {result.model} to {result.out}/ in {result.seconds:.1f} s "
              f"(opset {m['settings']['opset']}; checks on {ev['images']:,} test images at batch sizes "
-             f"{', '.join(map(str, ev['batch_sizes']))}; PyTorch accuracy {m['pytorch']['accuracy']:.2f}%)"]
+             f"{', '.join(map(str, ev['batch_sizes']))}; " + _reference_accuracy(m) + ")"]
     fmt = "{:<16} {:>9} {:>9} {:>11} {:>10} {:>12}"
     lines.append(fmt.format("file", "size", "accuracy", "vs", "agreement", "max|Δlogits|"))
     order = (A.CHECKPOINT, A.TORCHSCRIPT, A.ONNX, A.INT8)

@@ -14,12 +14,16 @@ from mnist_edge.errors import CheckpointError
 from mnist_edge.exporter.options import ExportOptions
 
 
-def preflight_all(out) -> None:
-    """Everything that must hold before any work: the train extra, and an output folder we may replace."""
+def preflight_all(out, torch: bool = True) -> None:
+    """Everything that must hold before any work: the extra (train; quantize for a float ONNX source, which
+    needs no torch), and an output folder we may replace."""
     from mnist_edge.exporter.pipeline import preflight
     from mnist_edge.system.extras import require
 
-    require("train", "export (TorchScript, ONNX, int8)", ("torch", "onnx", "onnxscript"))
+    if torch:
+        require("train", "export (TorchScript, ONNX, int8)", ("torch", "onnx", "onnxscript"))
+    else:
+        require("quantize", "export of an ONNX file (wrap, int8)", ("onnx",))
     preflight(Path(out))
 
 
@@ -43,13 +47,14 @@ def export_zoo(name: str, *, checkpoint, data_dir, options: ExportOptions, out, 
 @dataclass(frozen=True)
 class UserModel:
     """A user's network as the CLI names it: ``net`` (FILE.py:CLASS or MODULE:CLASS) with ``weights`` and
-    ``net_args`` (JSON), or ``torchscript``; its name and contract."""
+    ``net_args`` (JSON), or ``torchscript``, or ``onnx`` (a float ONNX file); its name and contract."""
 
     name: str
     net: str | None = None
     weights: str | None = None
     net_args: str | None = None
     torchscript: str | None = None
+    onnx: str | None = None
     labels: tuple | None = None
     input_size: int = 28
     mean: float = MNIST_MEAN
@@ -60,20 +65,26 @@ def export_user(model: UserModel, *, data_ref, options: ExportOptions, out, prog
     """`export --net/--torchscript`: the network built and loaded, checked against its contract, then the
     zoo's pipeline. ``data_ref``: None (MNIST), a folder or an ``.npz``."""
     from mnist_edge.data.sources import load_data
-    from mnist_edge.exporter import user_net as U
     from mnist_edge.exporter.pipeline import export
+
+    preflight_all(out, torch=model.onnx is None)
+    say = progress or (lambda msg: None)
+    say("loading the data")
+    data, data_labels = load_data(data_ref)
+    contract = make_contract(model.labels or data_labels, model.input_size, model.mean, model.std)
+    if model.onnx:
+        from mnist_edge.exporter.onnx_source import from_onnx
+
+        return export(from_onnx(model.onnx, name=model.name, contract=contract), data, options, out=out,
+                      progress=progress)
+    from mnist_edge.exporter import user_net as U
     from mnist_edge.exporter.source import from_net
 
-    preflight_all(out)
-    say = progress or (lambda msg: None)
     if model.net:
         net = U.build(U.load_class(model.net), model.net_args)
         U.load_weights(net, U.read_state_dict(model.weights), model.weights)
         architecture = (model.net, json.loads(model.net_args) if model.net_args else {})
     else:
         net, architecture = U.load_torchscript_net(model.torchscript), None
-    say("loading the data")
-    data, data_labels = load_data(data_ref)
-    contract = make_contract(model.labels or data_labels, model.input_size, model.mean, model.std)
     source = from_net(net, name=model.name, contract=contract, architecture=architecture, say=say)
     return export(source, data, options, out=out, progress=progress)

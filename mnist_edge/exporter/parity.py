@@ -1,5 +1,6 @@
-"""The export's gates run on the files as written: each format against PyTorch (int8 against fp32 ONNX), at
-every batch size, plus the contract and the probabilities; what each file measured, for the manifest."""
+"""The export's gates run on the files as written: each format against the reference (PyTorch, or the user's
+own float ONNX file; int8 against fp32 ONNX), at every batch size, plus the contract and the probabilities;
+what each file measured, for the manifest."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class GateRun:
     """Inputs of one gate run and what it collects. ``outputs``: file -> {batch size: logits or the
     exception that file raised}; ``sessions``: the onnxruntime sessions of the ONNX files."""
 
-    edge: object  # the EdgeModel, the reference
+    reference: object  # mnist_edge.exporter.reference: TorchReference or OnnxReference
     folder: Path
     x: np.ndarray  # uint8 [N, 1, 28, 28]
     y: np.ndarray  # int64 [N]
@@ -37,11 +38,15 @@ def _attempt(fn, *args):
         return e
 
 
-def run_gates(edge, folder: Path, x, y, *, batch_sizes, quantize: bool, thresholds: dict, say) -> tuple[list, dict]:
+def run_gates(reference, folder: Path, x, y, *, batch_sizes, quantize: bool, thresholds: dict,
+              say) -> tuple[list, dict]:
     """(checks, measured): every gate of the files in ``folder``, and per file its accuracy, reference,
     agreement and largest logit difference."""
-    run = GateRun(edge, folder, x, y, tuple(batch_sizes), thresholds, say)
-    ts = _torch_gates(run)
+    run = GateRun(reference, folder, x, y, tuple(batch_sizes), thresholds, say)
+    say(f"gates: {reference.label} reference on {len(x):,} test images at batch sizes "
+        f"{', '.join(map(str, run.batch_sizes))}")
+    run.outputs[reference.name] = {bs: reference.logits(x, bs) for bs in run.batch_sizes}
+    ts = _torch_gates(run) if (folder / A.TORCHSCRIPT).is_file() else None
     _onnx_gates(run, A.ONNX)
     if quantize:
         _onnx_gates(run, A.INT8)
@@ -53,20 +58,17 @@ def _torch_gates(run: GateRun):
     from mnist_edge.torchrun import load_torchscript, torch_logits, torch_threads
 
     with torch_threads(1):
-        run.say(f"gates: PyTorch reference on {len(run.x):,} test images at batch sizes "
-                f"{', '.join(map(str, run.batch_sizes))}")
-        run.outputs["pytorch"] = {bs: torch_logits(run.edge, run.x, bs) for bs in run.batch_sizes}
         run.say(f"gates: {A.TORCHSCRIPT}")
         ts, _ = load_torchscript(run.folder / A.TORCHSCRIPT)
         run.outputs[A.TORCHSCRIPT] = {bs: _attempt(torch_logits, ts, run.x, bs) for bs in run.batch_sizes}
-    run.checks += G.parity_checks(A.TORCHSCRIPT, run.outputs["pytorch"], run.outputs[A.TORCHSCRIPT],
+    run.checks += G.parity_checks(A.TORCHSCRIPT, run.outputs[run.reference.name], run.outputs[A.TORCHSCRIPT],
                                   **run.thresholds["torchscript"])
     return ts
 
 
 def _onnx_gates(run: GateRun, name: str) -> None:
-    """The contract and parity of one ONNX file: fp32 against PyTorch, int8 against fp32 ONNX (PyTorch's
-    logits standing in where a batch of the fp32 file failed)."""
+    """The contract and parity of one ONNX file: fp32 against the reference, int8 against fp32 ONNX (the
+    reference's logits standing in where a batch of the fp32 file failed)."""
     from mnist_edge.evaluate.ort_eval import make_session, ort_logits
     from mnist_edge.runtime.checks import session_io_problems
 
@@ -74,7 +76,7 @@ def _onnx_gates(run: GateRun, name: str) -> None:
     sess = run.sessions[name] = make_session(run.folder / name)
     run.checks.append(G.contract_check(name, session_io_problems(sess)))
     outs = run.outputs[name] = {bs: _attempt(ort_logits, sess, run.x, bs) for bs in run.batch_sizes}
-    ref = run.outputs["pytorch"]
+    ref = run.outputs[run.reference.name]
     if name == A.ONNX:
         run.checks += G.parity_checks(name, ref, outs, **run.thresholds["onnx"])
         return
@@ -87,12 +89,13 @@ def _probability_gates(run: GateRun, ts) -> None:
     from mnist_edge.evaluate.ort_eval import ort_outputs
     from mnist_edge.torchrun import torch_outputs, torch_threads
 
-    acc_bs, t = max(run.batch_sizes), run.edge.temperature
+    acc_bs, t = max(run.batch_sizes), run.reference.temperature
     run.say(f"gates: probabilities = softmax(logits / {t:g}) in every file")
     x_p = run.x[:G.PROBABILITY_IMAGES]
-    with torch_threads(1):
-        ts_both = _attempt(torch_outputs, ts, x_p, acc_bs)
-    run.checks.append(G.probabilities_check(A.TORCHSCRIPT, acc_bs, ts_both, t))
+    if ts is not None:
+        with torch_threads(1):
+            ts_both = _attempt(torch_outputs, ts, x_p, acc_bs)
+        run.checks.append(G.probabilities_check(A.TORCHSCRIPT, acc_bs, ts_both, t))
     for name, session in run.sessions.items():
         run.checks.append(G.probabilities_check(name, acc_bs, _attempt(ort_outputs, session, x_p, acc_bs), t))
 
@@ -103,7 +106,8 @@ def _measured(run: GateRun) -> dict:
     acc_bs, outputs = max(run.batch_sizes), run.outputs
     measured = {name: {"accuracy": round(float((outs[acc_bs].argmax(1) == run.y).mean() * 100), 4)
                        if isinstance(outs[acc_bs], np.ndarray) else None} for name, outs in outputs.items()}
-    for name, ref_name in ((A.TORCHSCRIPT, "pytorch"), (A.ONNX, "pytorch"), (A.INT8, A.ONNX)):
+    ref = run.reference.name
+    for name, ref_name in ((A.TORCHSCRIPT, ref), (A.ONNX, ref), (A.INT8, A.ONNX)):
         if name not in outputs:
             continue
         pairs = [(o, outputs[ref_name][bs]) for bs, o in outputs[name].items()

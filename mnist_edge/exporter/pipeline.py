@@ -61,7 +61,7 @@ class Plan:
     say: object  # progress: a callable taking one message
     checkpoint_sha: str = ""
     checkpoint_bytes: bytes = b""  # the folder's own checkpoint, for a source without one
-    edge: object = None  # the EdgeModel: the network with the contract's preprocessing and temperature
+    reference: object = None  # the oracle (mnist_edge.exporter.reference): PyTorch, or the user's ONNX file
     x_eval: np.ndarray | None = None  # uint8 [N, 1, 28, 28]
     y_eval: np.ndarray | None = None
     temperature: dict = field(default_factory=dict)
@@ -90,7 +90,10 @@ def export(source: ModelSource, data, options: ExportOptions | None = None, *, o
     from mnist_edge.system.extras import require
 
     t0 = time.perf_counter()
-    require("train", "export (TorchScript, ONNX, int8)", ("torch", "onnx", "onnxscript"))
+    if source.onnx is None:
+        require("train", "export (TorchScript, ONNX, int8)", ("torch", "onnx", "onnxscript"))
+    else:
+        require("quantize", "export of an ONNX file (wrap, int8)", ("onnx",))
     plan = Plan(source, data.need("train", "test"), (options or ExportOptions()).validated(), Path(out),
                 progress or (lambda msg: None))
     preflight(plan.out)
@@ -119,32 +122,51 @@ def export(source: ModelSource, data, options: ExportOptions | None = None, *, o
 
 
 def _prepare(plan: Plan) -> None:
-    """Hash the checkpoint, choose the evaluation images, wrap the network, fit T, draw calibration images."""
+    """Hash the source, choose the evaluation images, set up the reference, fit T, draw calibration images."""
     from mnist_edge.exporter.temperature import fit, metadata_record
-    from mnist_edge.files import describe_os_error, sha256_file
-    from mnist_edge.zoo.networks import EdgeModel
 
     src, opts = plan.source, plan.options
-    if src.checkpoint is None:  # a network handed over in memory: the folder gets a checkpoint of its own
-        plan.checkpoint_bytes = _own_checkpoint(src)
-        plan.checkpoint_sha = hashlib.sha256(plan.checkpoint_bytes).hexdigest()
-    else:
-        try:
-            plan.checkpoint_sha = sha256_file(src.checkpoint)
-        except OSError as e:
-            raise CheckpointError(f"cannot read checkpoint '{src.checkpoint}': {describe_os_error(e)}") from None
+    plan.checkpoint_sha = _source_sha(plan)
     test = plan.data.test.head(opts.eval_limit)
     plan.x_eval, plan.y_eval = np.ascontiguousarray(test.images[:, None]), test.labels
-    c = src.contract
-    plan.edge = EdgeModel(src.net, c.mean, c.std, c.input_size).eval()
+    plan.reference = _reference(src)
     plan.say("fitting the softmax temperature (on training images, never test images)")
-    t = plan.temperature = fit(plan.edge, src.record, plan.x_eval, plan.y_eval, plan.data.train)
+    t = plan.temperature = fit(plan.reference, src.record, plan.x_eval, plan.y_eval, plan.data.train)
     plan.say(f"temperature {t['temperature']:g} ({t['fitted_on']['split']}); ECE on the {plan.n_eval:,} test "
              f"images {t['test']['ece_before']:.4f} -> {t['test']['ece_after']:.4f}")
-    plan.versions = records.versions()
+    plan.versions = records.versions(torch=src.onnx is None)
     plan.metadata = records.onnx_metadata(src, plan.checkpoint_sha, plan.versions, metadata_record(t))
     if opts.quantize:
         plan.calibration = _calibration_images(plan)
+
+
+def _source_sha(plan: Plan) -> str:
+    """SHA-256 of what the files were made from: the checkpoint (ours for an in-memory network), or the
+    user's own ONNX file."""
+    from mnist_edge.files import describe_os_error, sha256_file
+
+    src = plan.source
+    if src.onnx is None and src.checkpoint is None:  # a network handed over in memory: a checkpoint of its own
+        plan.checkpoint_bytes = _own_checkpoint(src)
+        return hashlib.sha256(plan.checkpoint_bytes).hexdigest()
+    path = src.onnx if src.onnx is not None else src.checkpoint
+    try:
+        return sha256_file(path)
+    except OSError as e:
+        raise CheckpointError(f"cannot read '{path}': {describe_os_error(e)}") from None
+
+
+def _reference(src: ModelSource):
+    """The oracle: PyTorch on the network in its contract, or the user's ONNX file run by onnxruntime."""
+    from mnist_edge.exporter.reference import OnnxReference, TorchReference
+
+    c = src.contract
+    if src.onnx is not None:
+        # the graph as loaded: external data read in from beside the file (onnxruntime would refuse the path)
+        return OnnxReference(src.onnx_model.SerializeToString(), src.onnx_input, c, str(src.onnx))
+    from mnist_edge.zoo.networks import EdgeModel
+
+    return TorchReference(EdgeModel(src.net, c.mean, c.std, c.input_size).eval())
 
 
 def _own_checkpoint(src: ModelSource) -> bytes:
@@ -200,26 +222,52 @@ def _staging_folder(out: Path) -> tuple[Path, int]:
 
 
 def _write_formats(plan: Plan, tmp: Path) -> None:
-    """The checkpoint copy (checked against its hash), TorchScript, ONNX and, if asked, int8 ONNX."""
+    """The checkpoint copy (checked against its hash), TorchScript, ONNX and, if asked, int8 ONNX; for a
+    float ONNX source, its graph wrapped into the contract (no checkpoint, no TorchScript)."""
     from mnist_edge.exporter.onnx_export import export_onnx
     from mnist_edge.exporter.torchscript import export_torchscript
-    from mnist_edge.files import sha256_file
 
     src, opts = plan.source, plan.options
     _carry_over(plan.out, tmp)
+    if src.onnx is not None:
+        plan.say(f"writing {A.ONNX} (your graph, wrapped into the contract)")
+        plan.onnx_info = _write_wrapped(plan, tmp / A.ONNX)
+    else:
+        _copy_checkpoint(plan, tmp)
+        edge = plan.reference.edge
+        plan.say(f"writing {A.TORCHSCRIPT}")
+        export_torchscript(edge, tmp / A.TORCHSCRIPT, metadata=plan.metadata)
+        plan.say(f"writing {A.ONNX} (opset {opts.opset})")
+        plan.onnx_info = export_onnx(edge, tmp / A.ONNX, opset=opts.opset, metadata=plan.metadata,
+                                     doc=src.description)
+    if opts.quantize:
+        _write_int8(plan, tmp)
+
+
+def _copy_checkpoint(plan: Plan, tmp: Path) -> None:
+    from mnist_edge.files import sha256_file
+
+    src = plan.source
     if src.checkpoint is None:
         (tmp / A.CHECKPOINT).write_bytes(plan.checkpoint_bytes)
     else:
         shutil.copyfile(src.checkpoint, tmp / A.CHECKPOINT)
     if sha256_file(tmp / A.CHECKPOINT) != plan.checkpoint_sha:
         raise ExportError(f"checkpoint '{src.checkpoint}' changed while it was being exported")
-    plan.say(f"writing {A.TORCHSCRIPT}")
-    export_torchscript(plan.edge, tmp / A.TORCHSCRIPT, metadata=plan.metadata)
-    plan.say(f"writing {A.ONNX} (opset {opts.opset})")
-    plan.onnx_info = export_onnx(plan.edge, tmp / A.ONNX, opset=opts.opset, metadata=plan.metadata,
-                                 doc=src.description)
-    if opts.quantize:
-        _write_int8(plan, tmp)
+
+
+def _write_wrapped(plan: Plan, path: Path) -> dict:
+    """The user's float ONNX graph inside the contract, with our metadata, as one checked file."""
+    from mnist_edge.evaluate.ort_eval import MAX_IR_VERSION
+    from mnist_edge.exporter.onnx_export import save_onnx, set_metadata
+    from mnist_edge.exporter.onnx_source import wrap
+
+    model = wrap(plan.source.onnx_model, plan.source.onnx_input, plan.source.contract, plan.reference.temperature)
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    set_metadata(model, plan.metadata, doc=plan.source.description)
+    save_onnx(model, path)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {"opset": opset, "ir_version": model.ir_version}
 
 
 def _write_int8(plan: Plan, tmp: Path) -> None:
@@ -246,7 +294,7 @@ def _gate(plan: Plan, tmp: Path) -> tuple[list, dict]:
     from mnist_edge.exporter.parity import run_gates
 
     opts = plan.options
-    checks, measured = run_gates(plan.edge, tmp, plan.x_eval, plan.y_eval, batch_sizes=opts.batch_sizes,
+    checks, measured = run_gates(plan.reference, tmp, plan.x_eval, plan.y_eval, batch_sizes=opts.batch_sizes,
                                  quantize=opts.quantize, thresholds=opts.thresholds, say=plan.say)
     try:
         G.raise_on_failure(checks, plan.source.name)
@@ -266,7 +314,7 @@ def _write_manifest(plan: Plan, tmp: Path, checks: list, measured: dict) -> None
     from mnist_edge.manifest import write_manifest
 
     plan.say("writing selftest.bin (the folder's own test images and reference outputs)")
-    bundle = write_bundle(tmp, model=plan.source.name, edge=plan.edge, images=plan.data.test.images,
+    bundle = write_bundle(tmp, model=plan.source.name, reference=plan.reference, images=plan.data.test.images,
                           labels=plan.data.test.labels)
     manifest = records.build_manifest(plan, tmp, checks, measured)
     manifest["files"][A.SELFTEST] = bundle

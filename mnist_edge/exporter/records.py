@@ -20,17 +20,22 @@ from mnist_edge.manifest import file_record
 
 CHECKPOINT_FORMAT = SCHEMAS["checkpoint"]  # of the checkpoint an export writes for an in-memory network
 
-def versions() -> dict:
+def versions(torch: bool = True) -> dict:
+    """The versions the files were made with (``torch``: of torch and onnxscript too, which an export of a
+    float ONNX file does not use)."""
     import onnx
     import onnxruntime
-    import onnxscript
-    import torch
 
     from mnist_edge.version import __version__
 
-    return {"mnist_edge": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__,
+    made = {"mnist_edge": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
+    if torch:
+        import onnxscript
+        import torch as torch_module
+
+        made.update(torch=torch_module.__version__, onnxscript=onnxscript.__version__)
+    return made
 
 
 def created_time(ckpt: dict) -> str | None:
@@ -72,11 +77,13 @@ def onnx_metadata(source, ckpt_sha: str, vers: dict, temperature: dict | None = 
 def build_manifest(plan, folder: Path, checks, measured) -> dict:
     """The manifest of the export ``plan`` (a pipeline.Plan) whose files are in ``folder``."""
     source, ckpt, ckpt_sha = plan.source, plan.source.record, plan.checkpoint_sha
-    files = {A.CHECKPOINT: dict(file_record(folder / A.CHECKPOINT), kind="checkpoint",
-                                format=ckpt.get("format", CHECKPOINT_FORMAT),
-                                test_accuracy=(ckpt.get("metrics") or {}).get("test_accuracy"))}
-    if files[A.CHECKPOINT]["sha256"] != ckpt_sha:
-        raise ExportError("the checkpoint copy changed during the export")
+    files = {}
+    if (folder / A.CHECKPOINT).is_file():  # not for a float ONNX source: its sha256 is the source file's
+        files[A.CHECKPOINT] = dict(file_record(folder / A.CHECKPOINT), kind="checkpoint",
+                                   format=ckpt.get("format", CHECKPOINT_FORMAT),
+                                   test_accuracy=(ckpt.get("metrics") or {}).get("test_accuracy"))
+        if files[A.CHECKPOINT]["sha256"] != ckpt_sha:
+            raise ExportError("the checkpoint copy changed during the export")
     files.update(_model_entries(plan, folder, checks, measured))
     c, opts = source.contract, plan.options
     return {
@@ -91,7 +98,8 @@ def build_manifest(plan, folder: Path, checks, measured) -> dict:
                      "quantization": plan.quantization, "thresholds": opts.thresholds,
                      "seed_file": source.seed_file, "checkpoint_sha256": ckpt_sha,
                      "normalization": {"mean": c.mean, "std": c.std, "input_size": c.input_size}},
-        "pytorch": {"accuracy": measured["pytorch"]["accuracy"]},
+        # the reference's accuracy: "pytorch", or "source.onnx" for a float ONNX file made elsewhere
+        plan.reference.name: {"accuracy": measured[plan.reference.name]["accuracy"]},
         "checks": [ch.to_dict() for ch in checks],
         "files": files,
     }

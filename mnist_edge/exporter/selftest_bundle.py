@@ -97,14 +97,13 @@ def unfused_int8_logits(path: Path, images: np.ndarray) -> np.ndarray:
                            for i in range(0, len(images), CHUNK)])
 
 
-def reference_logits(folder: Path, kinds: dict[str, str], edge, images: np.ndarray) -> dict[str, np.ndarray]:
-    """{file: float32 [N, 10]}: PyTorch eager for the fp32 files, onnxruntime (runtime session) for int8."""
-    from mnist_edge.torchrun import torch_logits, torch_threads
+def reference_logits(folder: Path, kinds: dict[str, str], reference, images: np.ndarray) -> dict[str, np.ndarray]:
+    """{file: float32 [N, classes]}: the export's reference (PyTorch eager, or the user's own ONNX file) for
+    the fp32 files, onnxruntime (runtime session) for int8."""
     from mnist_edge.runtime.session import create_session
 
     out = {}
-    with torch_threads(1):
-        eager = torch_logits(edge, images, CHUNK)
+    eager = reference.logits(images, CHUNK)
     for name, kind in kinds.items():
         if kind in ("torchscript", "onnx"):
             out[name] = eager
@@ -135,10 +134,10 @@ def select(labels: np.ndarray, refs: dict[str, np.ndarray], tolerances: dict[str
     return np.stack(per_class, axis=1).reshape(-1)
 
 
-def write_bundle(folder: str | Path, *, model: str, edge, images: np.ndarray, labels: np.ndarray) -> dict:
+def write_bundle(folder: str | Path, *, model: str, reference, images: np.ndarray, labels: np.ndarray) -> dict:
     """Write ``folder/selftest.bin`` for the model files in ``folder``; returns its manifest entry.
 
-    ``edge``: the EdgeModel being exported (PyTorch reference); ``images`` uint8 [N, 28, 28] or
+    ``reference``: the export's oracle (:mod:`mnist_edge.exporter.reference`); ``images`` uint8 [N, 28, 28] or
     [N, 1, 28, 28] and ``labels`` [N]: the MNIST test set.
     """
     from mnist_edge.files import sha256_file, write_bytes_atomic
@@ -150,7 +149,7 @@ def write_bundle(folder: str | Path, *, model: str, edge, images: np.ndarray, la
     labels = np.asarray(labels).astype(np.int64)
     order = np.random.default_rng(SEED).permutation(len(images))[:CANDIDATES]
     cand = np.ascontiguousarray(images[order])
-    refs = reference_logits(folder, kinds, edge, cand)
+    refs = reference_logits(folder, kinds, reference, cand)
     tolerances = {name: dict(TOLERANCES[kind]) for name, kind in kinds.items()}
     canary = np.zeros(len(order), bool)
     for name, kind in kinds.items():
@@ -167,9 +166,10 @@ def write_bundle(folder: str | Path, *, model: str, edge, images: np.ndarray, la
     files = {}
     for name, kind in kinds.items():
         arrays[f"logits/{name}"] = refs[name][picked]
-        reference = ("onnxruntime on the export machine (CPU, 1 thread, all graph optimizations)"
-                     if kind == "int8" else "PyTorch eager on the export machine")
-        files[name] = {"sha256": sha256_file(folder / name), "reference": reference, "array": f"logits/{name}",
+        made_by = ("onnxruntime on the export machine (CPU, 1 thread, all graph optimizations)" if kind == "int8"
+                   else "PyTorch eager on the export machine" if reference.name == "pytorch"
+                   else "the source ONNX file, onnxruntime on the export machine")
+        files[name] = {"sha256": sha256_file(folder / name), "reference": made_by, "array": f"logits/{name}",
                        "tolerance": tolerances[name],
                        "runs": [{"batch_size": b, "images": n} for b, n in RUNS]}
     header = {"model": model, "images": len(idx), "files": files,

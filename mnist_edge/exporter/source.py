@@ -33,6 +33,11 @@ class ModelSource:
     # Without a checkpoint: what rebuilds the network (class reference, constructor arguments), written
     # into the folder's own weights-only checkpoint.pt; None for a TorchScript module (no class to name).
     architecture: tuple | None = None
+    # A float ONNX file made elsewhere instead of a network (then ``net`` is None): its path, its graph
+    # (mnist_edge.exporter.onnx_source.read_user_onnx) and the name of its input.
+    onnx: Path | None = None
+    onnx_model: object = field(default=None, compare=False)
+    onnx_input: str = ""
 
 
 def from_checkpoint(path: str | os.PathLike, *, model: str | None = None) -> ModelSource:

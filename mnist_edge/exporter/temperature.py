@@ -69,19 +69,16 @@ def fit_split(ckpt: dict, train) -> tuple[np.ndarray, np.ndarray, dict]:
     return np.ascontiguousarray(x[pool][:, None]), y[pool].astype(np.int64), record
 
 
-def fit(edge, ckpt: dict, x_test: np.ndarray, y_test: np.ndarray, train) -> dict:
-    """Fit T for ``edge`` (an EdgeModel), set ``edge.temperature`` to it and return the record: T, the
-    split, and ECE/NLL before and after on the fitting split (drawn from ``train``, see :func:`fit_split`)
-    and on ``x_test`` (uint8 [N, 1, 28, 28]), with the rejection tables of the test probabilities at T and at 1."""
-    from mnist_edge.torchrun import torch_logits, torch_threads
-
+def fit(reference, ckpt: dict, x_test: np.ndarray, y_test: np.ndarray, train) -> dict:
+    """Fit T for ``reference`` (an :mod:`mnist_edge.exporter.reference` oracle: its ``logits``), set its
+    ``temperature`` to it and return the record: T, the split, and ECE/NLL before and after on the fitting
+    split (drawn from ``train``, see :func:`fit_split`) and on ``x_test`` (uint8 [N, 1, 28, 28]), with the
+    rejection tables of the test probabilities at T and at 1."""
     x_fit, y_fit, fitted_on = fit_split(ckpt, train)
-    with torch_threads(1):
-        z_fit = torch_logits(edge, x_fit, FIT_BATCH)
-        z_test = torch_logits(edge, x_test, FIT_BATCH)
+    z_fit, z_test = reference.logits(x_fit, FIT_BATCH), reference.logits(x_test, FIT_BATCH)
     fitted = round(cal.fit_temperature(z_fit, y_fit), 3)
     t = 1.0 if fitted_on["seen_in_training"] else fitted  # a T from seen digits sharpens: not applied
-    edge.temperature = t
+    reference.temperature = t
     fit, test = cal.summary(z_fit, y_fit, t), cal.summary(z_test, y_test, t)
     return {"temperature": t, "fitted_temperature": fitted, "applied": t == fitted, "method": "temperature scaling: T minimises the NLL of softmax(logits / T) "
                                         "on the fitting split (golden-section search over log T)",
