@@ -579,3 +579,27 @@ def test_bench_reads_a_real_export_folder(artifact_dir):
     assert r.advice.basis == "measured"
     assert r.advice.ship in ("model.onnx", "model.int8.onnx") or (
         r.advice.ship is None and r.advice.int8_pays is None and "ndetermined" in r.advice.line)
+
+
+@pytest.mark.parametrize("verdicts", [("faster", "faster"), ("faster", "slower"), ("faster", "undetermined"),
+                                      ("undetermined", "undetermined"), ("slower", "slower")])
+def test_the_search_and_bench_name_the_same_file_from_the_same_timings(verdicts):
+    """One rule (bench.ratio.SHIP): the search's recommended file (what the manifest records) and bench's
+    advice agree for every combination of per-batch results; bench alone may say it cannot tell."""
+    from mnist_edge.bench.advice import _paired_advice
+    from mnist_edge.bench.document import PairRow
+    from mnist_edge.bench.ratio import SHIP
+    from mnist_edge.int8.quantize import QuantizeOptions
+    from mnist_edge.int8.result import Ratio
+    from mnist_edge.int8.search import Trial, verdict_of
+
+    bounds = {"faster": (0.5, 0.6), "slower": (1.2, 1.3), "undetermined": (0.9, 1.1)}
+    rows = [PairRow(batch=b, threads=1, ratio=sum(bounds[v]) / 2, low=bounds[v][0], high=bounds[v][1], verdict=v)
+            for b, v in zip((1, 64), verdicts)]
+    trial = Trial("t", "stage", QuantizeOptions(), passed=True,
+                  ratios={r.batch: Ratio(ratio=r.ratio, low=r.low, high=r.high, verdict=r.verdict, repeats=8, calls=10,
+                                                p50_ms=0.1, reference_p50_ms=0.1) for r in rows})
+    verdict, recommended = verdict_of(trial)
+    advice = _paired_advice(rows, True, "test")
+    assert recommended == SHIP[verdict]
+    assert advice.ship in (recommended, None) and (advice.ship is None) == (verdict == "undetermined")

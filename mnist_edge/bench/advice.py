@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from mnist_edge import artifacts as A
 from mnist_edge.bench.document import Advice, BenchReport, PairRow, Speedup
+from mnist_edge.bench.ratio import int8_verdict
 
 PAYS_AT = 1.10
 MAX_ACCURACY_DROP = 0.3  # percentage points, the export gate's limit
@@ -61,13 +62,13 @@ def _paired_advice(rows: list[PairRow], capable, why: str) -> Advice:
            f"interleaved in one process; 95% intervals)")
     measured = Speedup(batch=first.batch, threads=first.threads, value=1 / first.ratio,
                        interval=[1 / first.high, 1 / first.low])
-    verdicts = [r.verdict for r in rows]
-    if all(v == "faster" for v in verdicts):
+    verdict = int8_verdict(r.verdict for r in rows)  # the search's rule: the manifest's recommendation
+    if verdict == "pays":
         line = f"int8 pays here: {how}; {why}. Ship model.int8.onnx."
         if capable is False:
             line = line[:-1] + " (faster even without int8 instructions)."
         return Advice(int8_pays=True, ship=INT8, basis="measured", int8_speedup=measured, line=line)
-    if "slower" in verdicts:
+    if verdict == "does not pay":
         line = f"int8 does not pay here: {how}; {why}. Ship model.onnx."
         return Advice(int8_pays=False, ship=FP32, basis="measured", int8_speedup=measured, line=line)
     return Advice(basis="measured", int8_speedup=measured,

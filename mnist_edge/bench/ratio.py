@@ -70,6 +70,22 @@ def verdict(low: float, high: float) -> str:
     return "undetermined"
 
 
+# The one rule that names the file to ship, for the search's verdict (and so the manifest's ``recommended``)
+# and for bench's advice alike: int8 pays when it is faster, the interval of int8/fp32 below 1, at every
+# batch size timed; it does not pay when it is slower at any; else undetermined. Untimed: fp32.
+SHIP = {"pays": "model.int8.onnx", "does not pay": "model.onnx", "undetermined": "model.onnx", None: "model.onnx"}
+
+
+def int8_verdict(verdicts) -> str:
+    """"pays", "does not pay" or "undetermined" from the per-batch :func:`verdict` of int8 against fp32."""
+    verdicts = list(verdicts)
+    if verdicts and all(v == "faster" for v in verdicts):
+        return "pays"
+    if "slower" in verdicts:
+        return "does not pay"
+    return "undetermined"
+
+
 def format_ratio(r: dict) -> str:
     """``0.62x [0.58, 0.67]``"""
     return f"{r['ratio']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from mnist_edge import artifacts as A
+from mnist_edge.bench.ratio import SHIP
 from mnist_edge.errors import UsageError
 from mnist_edge.evaluate import gates as G
 from mnist_edge.exporter.onnx_export import DEFAULT_OPSET, check_opset
@@ -26,11 +26,12 @@ class Int8Choice:
 
     def record(self) -> dict:
         """The manifest's ``recommended`` and ``int8_recipe``: the recipe's verdict holds only for its own
-        options; options changed on top of it ship the int8 file with no verdict."""
+        options; options changed on top of it have none, so fp32 is recommended until a timing says otherwise
+        (one rule with bench's advice: :data:`mnist_edge.bench.ratio.SHIP`)."""
         record = self.recipe.record()
         if self.options != self.recipe.options:
             record.update(source=f"{record['source']}, options changed on the command line", verdict=None,
-                          recommended=A.INT8)
+                          recommended=SHIP[None])  # not timed: int8 is recommended only where it was
             record.pop("summary", None)  # about other options
         return {"recommended": record["recommended"], "int8_recipe": record}
 

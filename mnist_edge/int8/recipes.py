@@ -32,7 +32,7 @@ class Int8Recipe:
     """The options export quantizes with, and what the search that chose them concluded."""
 
     options: QuantizeOptions
-    recommended: str = INT8_FILE
+    recommended: str = FP32_FILE  # int8 only where a timing showed it pays (mnist_edge.bench.ratio.SHIP)
     verdict: str | None = None  # None: never searched (the default recipe)
     source: str = "default"  # "registry:NAME", a file path (with "#NAME" for a registry file), or "default"
     summary: str | None = None  # the search's one-line conclusion

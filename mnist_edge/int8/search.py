@@ -288,15 +288,11 @@ def run_search(s: Searcher, base: QuantizeOptions, *, full: bool = True) -> Tria
 
 
 def verdict_of(chosen: Trial | None) -> tuple[str, str]:
-    """(verdict, recommended file)."""
+    """(verdict, recommended file), by the rule bench's advice uses too (:data:`mnist_edge.bench.ratio.SHIP`)."""
     if chosen is None:
         return "no recipe passed", FP32_FILE
-    verdicts = [r.verdict for r in chosen.ratios.values()]
-    if verdicts and all(v == "faster" for v in verdicts):
-        return "pays", INT8_FILE
-    if "slower" in verdicts:
-        return "does not pay", FP32_FILE
-    return "undetermined", FP32_FILE
+    verdict = R.int8_verdict(r.verdict for r in chosen.ratios.values())
+    return verdict, R.SHIP[verdict]
 
 
 def summary_line(model: str, verdict: str, chosen: Trial | None) -> str:
