@@ -46,9 +46,10 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 class Contract:
     """What one model's files promise: the pixels they take and the classes they answer.
 
-    The graph takes raw uint8 pixels [batch, channels, 28, 28], pads them to ``input_size`` (LeNet-5's
-    32), computes ``(pixel / 255 - mean) / std`` itself, and returns ``logits`` and ``probabilities``
-    over ``labels``. ``mean`` and ``std`` are what the network was trained with.
+    The graph takes raw uint8 grey pixels [batch, 1, 28, 28], pads them to ``input_size`` (LeNet-5's 32),
+    repeats the grey channel ``channels`` times for a network that takes more than one, computes
+    ``(pixel / 255 - mean) / std`` itself, and returns ``logits`` and ``probabilities`` over ``labels``.
+    ``mean`` and ``std`` are what the network was trained with.
     """
 
     labels: tuple = LABELS
@@ -82,4 +83,6 @@ def make_contract(labels=None, input_size: int = 28, mean: float = MNIST_MEAN, s
             raise UsageError(f"{what} {v!r} must be a finite number (of pixels scaled to [0, 1])")
     if std <= 0:
         raise UsageError(f"std {std!r} must be positive")
+    if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= 16:
+        raise UsageError(f"channels {channels!r} must be a whole number from 1 to 16 (the grey digit goes into each)")
     return Contract(labels=labels, input_size=input_size, mean=float(mean), std=float(std), channels=channels)

@@ -124,14 +124,21 @@ def test_the_contract_prepares_the_pixels_as_the_exported_graph_does(digits):
     torch.testing.assert_close(got, (pixels / 255 - 0.5) / 0.25)
 
 
+def test_a_contract_of_three_channels_puts_the_grey_digit_into_each():
+    from mnist_edge.zoo.networks import EdgeModel
+
+    x = torch.rand(2, 1, 28, 28)
+    prepared = EdgeModel.of(Tiny(), Contract(channels=3, mean=0.5, std=0.25)).prepare(x)
+    assert prepared.shape == (2, 3, 28, 28)
+    assert all(torch.equal(prepared[:, c], (x[:, 0] - 0.5) / 0.25) for c in range(3))
+
+
 def test_what_train_cannot_use_is_a_one_line_error_before_any_work(digits):
     kw = dict(name="tiny", contract=Contract(), options=TrainOptions(plot=False))
     with pytest.raises(UsageError, match="unknown augment 'warp'; valid: seed002, edge"):
         train(Tiny(), dataclasses.replace(TINY_RECIPE, augment="warp"), digits, **kw)
     with pytest.raises(UsageError, match="callable building one, got str"):
         train(lambda: "net", TINY_RECIPE, digits, **kw)
-    with pytest.raises(UsageError, match="one-channel digits; the contract asks for 3"):
-        train(Tiny(), TINY_RECIPE, digits, name="tiny", contract=Contract(channels=3))
     with pytest.raises(DataError, match="has no test split"):
         train(Tiny(), TINY_RECIPE, Digits(digits.train, None), **kw)
 

@@ -47,6 +47,7 @@ def quick_train(net, mnist_dir, steps: int = 300, targets=None):
     size = getattr(net, "input_size", 28)
     if size != 28:
         x = torch.nn.functional.pad(x, ((size - 28) // 2,) * 4)
+    x = x.expand(-1, getattr(net, "channels", 1), -1, -1)
     x = (x - 0.1307) / 0.3081
     opt = torch.optim.Adam(net.parameters(), 2e-3)
     net.train()
@@ -107,19 +108,21 @@ def test_a_users_residual_network_gets_every_command(residual_weights, mnist_dir
 @pytest.mark.parametrize("module, cls, extra", [
     ("other_nets", "NormGeluMlp", []),
     ("other_nets", "Net32", ["--input-size", "32"]),
-], ids=["layernorm-gelu", "32x32"])
+    ("other_nets", "ThreeChannel", ["--channels", "3"]),
+], ids=["layernorm-gelu", "32x32", "3-channels"])
 def test_other_user_networks_export_with_int8_and_verify(module, cls, extra, mnist_dir, tmp_path):
     import torch
 
     net = _load(module, cls)()
     net.input_size = 32 if "32" in extra else 28
+    net.channels = 3 if "3" in extra else 1
     torch.save(quick_train(net, mnist_dir, steps=150), tmp_path / "w.pt")
     out = tmp_path / "out"
     cli("export", "--net", f"{module}:{cls}", "--weights", tmp_path / "w.pt", "--name", cls.lower(), *extra,
         "--quantize", "--out", out, "--data", mnist_dir, "--eval-limit", EVAL, "--thresholds", RELAXED, "--quiet")
     assert "ok" in cli("verify", out, "--data", mnist_dir).stdout
     meta = json.loads((out / "manifest.json").read_text())["settings"]["normalization"]
-    assert meta["input_size"] == (32 if extra else 28)
+    assert meta["input_size"] == (32 if "32" in extra else 28) and meta.get("channels", 1) == net.channels
 
 
 def test_26_classes_from_an_npz_with_labels(mnist_dir, tmp_path):
@@ -141,6 +144,8 @@ def test_26_classes_from_an_npz_with_labels(mnist_dir, tmp_path):
 
     clf = load(out)
     assert clf.labels == tuple(labels.split(","))
+    assert "ok" in cli("verify", out, "--data", tmp_path / "letters.npz").stdout  # gated on the .npz: checked on it
+    assert "not the data" in cli("verify", out, "--data", mnist_dir, check=False).stderr
     pred = clf.predict(d.test.images[:5], top_k=3)
     assert pred.probabilities.shape == (5, 26) and np.allclose(pred.probabilities.sum(1), 1, atol=1e-5)
 

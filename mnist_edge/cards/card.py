@@ -241,7 +241,8 @@ def user_card(c: CardFolder, *, pictures: tuple = ()) -> str:
     rows = ["| | |", "|---|---|",
             f"| parameters | {_parameters(c.folder):,} |",
             f"| input | uint8 [batch, 1, 28, 28], raw pixels; the graph scales by 1/255, normalizes with mean "
-            f"{norm.get('mean')}, std {norm.get('std')}" + (f", pads to {size}x{size}" if size != 28 else "") + " |",
+            f"{norm.get('mean')}, std {norm.get('std')}" + (f", pads to {size}x{size}" if size != 28 else "")
+            + (f", repeats the grey channel {norm['channels']} times" if norm.get("channels", 1) != 1 else "") + " |",
             f"| classes | {len(labels)}: {', '.join(labels[:12])}{', ...' if len(labels) > 12 else ''} |"]
     if c.training.metrics.test_accuracy is not None:
         rows.append(f"| accuracy when trained (PyTorch) | {c.training.metrics.test_accuracy:.2f}% |")

@@ -46,6 +46,8 @@ def register(sub) -> None:
     u.add_argument("--mean", type=float, default=MNIST_MEAN, metavar="M",
                    help=f"normalization the network was trained with, of pixels in [0, 1] (default {MNIST_MEAN})")
     u.add_argument("--std", type=float, default=MNIST_STD, metavar="S", help=f"(default {MNIST_STD})")
+    u.add_argument("--channels", type=int, default=1, metavar="C",
+                   help="input channels the network takes: the graph puts the grey digit into each (default 1)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/export/NAME/, relative to the working "
                                                 "directory; the committed zoo is regenerated with "
                                                 "scripts/regenerate-exported.sh)")
@@ -125,7 +127,7 @@ def _export(args, user, name: str, out, progress):
                                 progress=progress)
     model = entry.UserModel(name=name, net=args.net, weights=args.weights, net_args=args.net_args,
                             torchscript=args.torchscript, onnx=args.onnx, labels=tuple(args.labels.split(",")) if args.labels else None,
-                            input_size=args.input_size, mean=args.mean, std=args.std)
+                            input_size=args.input_size, mean=args.mean, std=args.std, channels=args.channels)
     return entry.export_user(model, data_ref=args.data, options=options, out=out, progress=progress)
 
 

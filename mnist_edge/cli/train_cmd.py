@@ -29,6 +29,8 @@ def register(sub) -> None:
     u.add_argument("--net-args", metavar="JSON", help="constructor arguments, e.g. '{\"width\": 32}'")
     u.add_argument("--labels", metavar="A,B,...", help="class names, one per output (default 0,1,...,9)")
     u.add_argument("--input-size", type=int, default=28, metavar="S", help="the network's input size (default 28)")
+    u.add_argument("--channels", type=int, default=1, metavar="C",
+                   help="input channels the network takes: the grey digit goes into each (default 1)")
     p.add_argument("--recipe", default="seed", choices=RECIPE_NAMES,
                    help="seed: the seed document's recipe (default); fast: our time-to-accuracy recipe")
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
@@ -74,7 +76,8 @@ def run_user(args) -> int:
     say = (lambda line: print(line, file=sys.stderr, flush=True))
     result = train_net(net, name=args.name, out=out, recipe=args.recipe, epochs=args.epochs, data=args.data,
                        labels=args.labels.split(",") if args.labels else None, input_size=args.input_size,
-                       seed=args.seed, limit_train=args.limit_train, architecture=(args.net, _json(args.net_args)),
+                       seed=args.seed, limit_train=args.limit_train, channels=args.channels,
+                       architecture=(args.net, _json(args.net_args)),
                        progress=say)
     print(f"{args.name} ({args.recipe} recipe): test accuracy {result.test_accuracy:.2f}%, "
           f"{len(result.history)} epochs, {result.seconds:.0f} s")

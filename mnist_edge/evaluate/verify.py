@@ -47,17 +47,20 @@ def verify_artifacts(folder: str | os.PathLike, *, data_dir=None, hashes_only: b
                      tolerance_pp: float = DEFAULT_TOLERANCE_PP, torchscript: bool | None = None) -> VerifyReport:
     """Verify ``folder``; raise ArtifactError naming every failure, or return the per-file report.
 
+    Hashes first; then (unless ``hashes_only``) each model's accuracy on the test images the export was
+    gated on: MNIST's (``data_dir``: its folder), or, for a model exported on data of its own, that data
+    (``data_dir``: its folder or .npz, checked against the hash the manifest records).
     ``torchscript``: None checks it where torch is importable, False skips it, True requires torch.
     """
     from mnist_edge.manifest import load_manifest, verify_files
     from mnist_edge.packaged import not_shipped
 
     folder = Path(folder)
-    if not hashes_only:
+    manifest = load_manifest(folder)
+    if not hashes_only and "data_sha256" not in (manifest.evaluation.extra if manifest.evaluation else {}):
         from mnist_edge.data.mnist import require_splits
 
         require_splits(data_dir, ("test",))
-    manifest = load_manifest(folder)
     raw = manifest.to_json()
     absent = not_shipped(folder, raw)  # the wheel's copy leaves out checkpoint and TorchScript
     files = {name: entry for name, entry in manifest.files.items() if name not in absent}
@@ -69,63 +72,90 @@ def verify_artifacts(folder: str | os.PathLike, *, data_dir=None, hashes_only: b
         report.rows += [{"file": name, "status": "hash ok", "accuracy": None,
                          "expected": entry.accuracy} for name, entry in files.items()]
         return report
-
-    from mnist_edge.data.mnist import load_mnist
-    from mnist_edge.evaluate.ort_eval import accuracy_pct, ort_logits
-    from mnist_edge.runtime.classifier import load
-    from mnist_edge.runtime.hashcheck import read_verified
-
-    n, batch = (manifest.evaluation.images, max(manifest.evaluation.batch_sizes)) if manifest.evaluation \
-        else (10_000, 64)
-    x, y = load_mnist("test", data_dir=data_dir)
-    if not isinstance(n, int) or not 1 <= n <= len(x):
-        raise ArtifactError(f"'{folder}/manifest.json' evaluates {n!r} test images; expected 1..{len(x)}")
-    x, y = np.ascontiguousarray(x[:n, None]), np.asarray(y[:n]).astype(np.int64)
-
+    images = (*_test_images(folder, manifest, data_dir), max(manifest.evaluation.batch_sizes) if manifest.evaluation
+              else 64)
     problems = []
-    use_torch = _torch_available() if torchscript is None else torchscript
     for name, entry in files.items():
         row = {"file": name, "status": "hash ok", "accuracy": None, "expected": entry.accuracy}
         report.rows.append(row)
-        if entry.kind != "model":
-            continue
-        try:
-            if entry.format == "onnx":
-                # The runtime's own load, the one path users run: the bytes hash-checked against this
-                # manifest are the bytes parsed (no onnx package needed), external data anywhere refused,
-                # the metadata contract and the model's name against the manifest's, the session's inputs
-                # and outputs, a dry run. Then the accuracy on the test set with that session.
-                clf = load(folder / name, threads=1)
-                row["accuracy"] = accuracy_pct(ort_logits(clf.session, x, batch), y)
-            elif entry.format == "torchscript":
-                if not use_torch:
-                    row["status"] = "skipped (--no-torchscript)" if torchscript is False \
-                        else "skipped (torch not installed)"
-                    continue
-                from mnist_edge.torchrun import load_torchscript, torch_logits, torch_threads
-
-                data, _, _ = read_verified(folder / name, raw)  # TorchScript is code: hash first
-                module, _ = load_torchscript(data)
-                with torch_threads(1):  # see torch_threads: 4x faster than 2 threads on a busy 2-core machine
-                    row["accuracy"] = accuracy_pct(torch_logits(module, x, batch), y)
-            else:
-                row["status"] = "hash ok (unknown format)"
-                continue
-        except ArtifactError as e:
-            row["status"] = "failed"
-            problems.append(f"{name}: {e}")
-            continue
-        except Exception as e:  # a loader's own exception types: report, never crash
-            row["status"] = "failed"
-            problems.append(f"{name}: {type(e).__name__}: {first_line(e)}")
-            continue
-        expected = entry.accuracy
-        if not isinstance(expected, (int, float)) or abs(row["accuracy"] - expected) > tolerance_pp:
-            row["status"] = "failed"
-            problems.append(f"{name}: accuracy {row['accuracy']:.2f}% on {n:,} test images, manifest says "
-                            f"{expected if expected is None else f'{expected:.2f}%'} (tolerance {tolerance_pp} pp)")
-        else:
-            row["status"] = "ok"
+        if entry.kind == "model":
+            problems += _check_model(folder / name, entry, raw, images, row, tolerance_pp, torchscript)
     if problems:
         raise ArtifactError(f"'{folder}' fails verification: " + "; ".join(problems))
     return report
+
+
+def _test_images(folder: Path, manifest, data_dir) -> tuple[np.ndarray, np.ndarray]:
+    """The test images (uint8 [N, 1, 28, 28]) and labels the export was gated on, first N of them."""
+    ev = manifest.evaluation
+    n = ev.images if ev else 10_000
+    want = ev.extra.get("data_sha256") if ev else None
+    if want is None:
+        from mnist_edge.data.mnist import load_mnist
+
+        x, y = load_mnist("test", data_dir=data_dir)
+    else:  # exported on data of its own: the same data, recognised by its hash
+        from mnist_edge.data.sources import load_data
+        from mnist_edge.training.checkpoint import digits_sha256
+
+        if data_dir is None:
+            raise ArtifactError(f"'{folder}' was gated on data of its own (SHA-256 {want[:12]}…): pass that data "
+                                "with --data PATH (or --hashes-only)")
+        data, _ = load_data(data_dir)
+        if digits_sha256(data) != want:
+            raise ArtifactError(f"--data {data_dir} is not the data '{folder}' was gated on (SHA-256 "
+                                f"{digits_sha256(data)[:12]}…, the manifest records {want[:12]}…)")
+        x, y = data.test.images, data.test.labels
+    if not isinstance(n, int) or not 1 <= n <= len(x):
+        raise ArtifactError(f"'{folder}/manifest.json' evaluates {n!r} test images; expected 1..{len(x)}")
+    return np.ascontiguousarray(x[:n, None]), np.asarray(y[:n]).astype(np.int64)
+
+
+def _check_model(path: Path, entry, raw: dict, images: tuple, row: dict, tolerance_pp: float,
+                 torchscript) -> list[str]:
+    """One model file's accuracy on ``images`` (x, y, batch size) against the manifest's; fills ``row``
+    in and returns the problems found."""
+    from mnist_edge.evaluate.ort_eval import accuracy_pct, ort_logits
+    from mnist_edge.runtime.classifier import load
+
+    x, y, batch = images
+    try:
+        if entry.format == "onnx":
+            # The runtime's own load, the one path users run: the bytes hash-checked against this manifest
+            # are the bytes parsed (no onnx package needed), external data anywhere refused, the metadata
+            # contract and the model's name against the manifest's, the session's inputs and outputs, a dry
+            # run. Then the accuracy on the test set with that session.
+            clf = load(path, threads=1)
+            row["accuracy"] = accuracy_pct(ort_logits(clf.session, x, batch), y)
+        elif entry.format == "torchscript":
+            if not (_torch_available() if torchscript is None else torchscript):
+                row["status"] = "skipped (--no-torchscript)" if torchscript is False else "skipped (torch not installed)"
+                return []
+            row["accuracy"] = _torchscript_accuracy(path, raw, x, y, batch)
+        else:
+            row["status"] = "hash ok (unknown format)"
+            return []
+    except ArtifactError as e:
+        row["status"] = "failed"
+        return [f"{path.name}: {e}"]
+    except Exception as e:  # a loader's own exception types: report, never crash
+        row["status"] = "failed"
+        return [f"{path.name}: {type(e).__name__}: {first_line(e)}"]
+    expected = entry.accuracy
+    if not isinstance(expected, (int, float)) or abs(row["accuracy"] - expected) > tolerance_pp:
+        row["status"] = "failed"
+        return [f"{path.name}: accuracy {row['accuracy']:.2f}% on {len(x):,} test images, manifest says "
+                f"{expected if expected is None else f'{expected:.2f}%'} (tolerance {tolerance_pp} pp)"]
+    row["status"] = "ok"
+    return []
+
+
+def _torchscript_accuracy(path: Path, raw: dict, x, y, batch: int) -> float:
+    from mnist_edge.evaluate.ort_eval import accuracy_pct
+    from mnist_edge.runtime.hashcheck import read_verified
+    from mnist_edge.torchrun import load_torchscript, torch_logits, torch_threads
+
+    data, _, _ = read_verified(path, raw)  # TorchScript is code: hash first
+    module, _ = load_torchscript(data)
+    with torch_threads(1):  # see torch_threads: 4x faster than 2 threads on a busy 2-core machine
+        return accuracy_pct(torch_logits(module, x, batch), y)

@@ -17,7 +17,7 @@ from mnist_edge.errors import GateError
 # Keyword-only and one per user-facing choice (the CLI's flags of the same names), hence more than eight.
 def export_net(net, *, name: str, out, quantize: bool = True, labels=None, input_size: int = 28,
                mean: float = MNIST_MEAN, std: float = MNIST_STD, data=None, search: bool = False,
-               recipe=None, architecture: tuple | None = None, progress=None):
+               recipe=None, channels: int = 1, architecture: tuple | None = None, progress=None):
     """Export ``net`` (a torch.nn.Module) as model ``name`` into folder ``out``; see :mod:`mnist_edge.exporter`.
 
     ``data``: None (MNIST), a folder or ``.npz`` (:func:`mnist_edge.data.sources.load_data`), or a
@@ -32,7 +32,7 @@ def export_net(net, *, name: str, out, quantize: bool = True, labels=None, input
 
     say = progress or (lambda msg: None)
     digits, data_labels = (data, None) if isinstance(data, Digits) else load_data(data)
-    contract = make_contract(labels if labels is not None else data_labels, input_size, mean, std)
+    contract = make_contract(labels if labels is not None else data_labels, input_size, mean, std, channels)
     source = from_net(net, name=name, contract=contract, architecture=architecture, say=say)
     if quantize and search:  # the fp32 files first: the search quantizes and times them on this machine
         export(source, digits, ExportOptions(), out=out, progress=progress)

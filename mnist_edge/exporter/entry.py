@@ -59,6 +59,7 @@ class UserModel:
     input_size: int = 28
     mean: float = MNIST_MEAN
     std: float = MNIST_STD
+    channels: int = 1
 
 
 def export_user(model: UserModel, *, data_ref, options: ExportOptions, out, progress=None):
@@ -71,7 +72,7 @@ def export_user(model: UserModel, *, data_ref, options: ExportOptions, out, prog
     say = progress or (lambda msg: None)
     say("loading the data")
     data, data_labels = load_data(data_ref)
-    contract = make_contract(model.labels or data_labels, model.input_size, model.mean, model.std)
+    contract = make_contract(model.labels or data_labels, model.input_size, model.mean, model.std, model.channels)
     if model.onnx:
         from mnist_edge.exporter.onnx_source import from_onnx
 

@@ -59,7 +59,7 @@ def check_shapes(model, input_name: str, contract, path) -> None:
     got = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:])
     if any(g is not None and g != w for g, w in zip(got, want)):
         raise ContractError(f"'{path}': input [batch, {', '.join(map(str, got))}] but the contract gives [batch, "
-                            f"{', '.join(map(str, want))}]; set --input-size (and the channels) to what it takes")
+                            f"{', '.join(map(str, want))}]; set --input-size and --channels to what it takes")
     k = model.graph.output[0].type.tensor_type.shape.dim[1]
     if k.HasField("dim_value") and k.dim_value != contract.num_classes:
         raise ContractError(f"'{path}' outputs {k.dim_value} classes but the labels name {contract.num_classes}; give "
@@ -90,6 +90,9 @@ def wrap(model, input_name: str, contract, temperature: float = 1.0):
         inits.append(numpy_helper.from_array(np.array([0, 0, p, p, 0, 0, p, p], np.int64), PREFIX + "pads"))
         nodes.append(helper.make_node("Pad", [x, PREFIX + "pads"], [PREFIX + "x01p"]))
         x = PREFIX + "x01p"
+    if contract.channels != 1:  # the grey digit in each of the network's channels
+        nodes.append(helper.make_node("Concat", [x] * contract.channels, [PREFIX + "xch"], axis=1))
+        x = PREFIX + "xch"
     nodes.append(helper.make_node("Sub", [x, const("mean", contract.mean)], [PREFIX + "xc"]))
     nodes.append(helper.make_node("Div", [PREFIX + "xc", const("std", contract.std)], [input_name]))
     nodes += list(g.node)

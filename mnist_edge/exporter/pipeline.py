@@ -166,7 +166,7 @@ def _reference(src: ModelSource):
         return OnnxReference(src.onnx_model.SerializeToString(), src.onnx_input, c, str(src.onnx))
     from mnist_edge.zoo.networks import EdgeModel
 
-    return TorchReference(EdgeModel(src.net, c.mean, c.std, c.input_size).eval())
+    return TorchReference(EdgeModel.of(src.net, c).eval())
 
 
 def _own_checkpoint(src: ModelSource) -> bytes:

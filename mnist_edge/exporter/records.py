@@ -51,6 +51,17 @@ def created_time(ckpt: dict) -> str | None:
     return finished if isinstance(finished, str) else None
 
 
+def normalization_record(c) -> dict:
+    """The metadata's normalization: scale, mean, std, input size and padding (and, for a network that takes
+    more than one channel, how many: the key is absent for one, so the zoo's files keep their bytes)."""
+    record = {"scale": 1 / 255, "mean": c.mean, "std": c.std, "input_size": c.input_size, "pad": c.pad,
+              "formula": "(pad(image / 255, pad) - mean) / std, inside the graph"}
+    if c.channels != 1:
+        record.update(channels=c.channels, formula="(repeat(pad(image / 255, pad), channels) - mean) / std, "
+                                                   "inside the graph")
+    return record
+
+
 def onnx_metadata(source, ckpt_sha: str, vers: dict, temperature: dict | None = None) -> dict[str, str]:
     """The ``metadata_props`` every file of ``source`` (a ModelSource) carries."""
     c = source.contract
@@ -61,9 +72,7 @@ def onnx_metadata(source, ckpt_sha: str, vers: dict, temperature: dict | None = 
         "input": metadata_json({"name": INPUT_NAME, "dtype": INPUT_DTYPE, "shape": list(INPUT_SHAPE),
                                 "range": [0, 255], "pixels": "MNIST: 0 background, 255 ink"}),
         "outputs": metadata_json(list(OUTPUT_NAMES)),
-        "normalization": metadata_json({"scale": 1 / 255, "mean": c.mean, "std": c.std,
-                                        "input_size": c.input_size, "pad": c.pad,
-                                        "formula": "(pad(image / 255, pad) - mean) / std, inside the graph"}),
+        "normalization": metadata_json(normalization_record(c)),
         "seed_file": source.seed_file,
         "checkpoint_sha256": ckpt_sha,
         "versions": metadata_json(vers),
@@ -92,17 +101,29 @@ def build_manifest(plan, folder: Path, checks, measured) -> dict:
         "contract": {"version": CONTRACT_VERSION,
                      "input": {"name": INPUT_NAME, "dtype": INPUT_DTYPE, "shape": list(INPUT_SHAPE), "range": [0, 255]},
                      "outputs": list(OUTPUT_NAMES), "labels": list(c.labels)},
-        "evaluation": {"split": "test", "images": plan.n_eval, "batch_sizes": list(opts.batch_sizes), "threads": 1},
+        "evaluation": _evaluation(plan),
         "versions": plan.versions,
         "settings": {"opset": opts.opset, "quantize": plan.quantization is not None,
                      "quantization": plan.quantization, "thresholds": opts.thresholds,
                      "seed_file": source.seed_file, "checkpoint_sha256": ckpt_sha,
-                     "normalization": {"mean": c.mean, "std": c.std, "input_size": c.input_size}},
+                     "normalization": {"mean": c.mean, "std": c.std, "input_size": c.input_size,
+                                       **({"channels": c.channels} if c.channels != 1 else {})}},
         # the reference's accuracy: "pytorch", or "source.onnx" for a float ONNX file made elsewhere
         plan.reference.name: {"accuracy": measured[plan.reference.name]["accuracy"]},
         "checks": [ch.to_dict() for ch in checks],
         "files": files,
     }
+
+
+def _evaluation(plan) -> dict:
+    """What the gates ran on; for data other than MNIST also its hash (verify then asks for that data)."""
+    from mnist_edge.data.mnist import DATASET_SHA256
+    from mnist_edge.training.checkpoint import digits_sha256
+
+    opts = plan.options
+    record = {"split": "test", "images": plan.n_eval, "batch_sizes": list(opts.batch_sizes), "threads": 1}
+    sha = digits_sha256(plan.data)
+    return record if sha == DATASET_SHA256 else dict(record, data_sha256=sha)
 
 
 def _model_entries(plan, folder: Path, checks, measured) -> dict:

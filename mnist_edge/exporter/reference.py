@@ -49,6 +49,8 @@ class OnnxReference:
         x = images.astype(np.float32) / np.float32(255)
         if c.pad:
             x = np.pad(x, ((0, 0), (0, 0), (c.pad, c.pad), (c.pad, c.pad)))
+        if c.channels != 1:
+            x = np.repeat(x, c.channels, axis=1)
         return (x - np.float32(c.mean)) / np.float32(c.std)
 
     def logits(self, images: np.ndarray, batch: int) -> np.ndarray:

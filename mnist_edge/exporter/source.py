@@ -85,9 +85,6 @@ def from_net(net, *, name: str, contract: Contract, architecture: tuple | None =
         raise UsageError(f"export takes a torch.nn.Module, got {type(net).__name__}")
     if not A.SAFE_NAME.fullmatch(str(name)):
         raise UsageError(f"name {name!r} must be a plain name of letters, digits, '.', '_' or '-' (e.g. mynet)")
-    if contract.channels != 1:
-        raise UsageError(f"{contract.channels} input channels: mnist-edge's files take one-channel 28x28 pixels "
-                         "(grey digits); a network that needs more channels is not supported yet")
     probe(net, contract, name, say)
     return ModelSource(name=name, net=net, contract=contract, description=description or f"{name} (user model)",
                        architecture=architecture or (f"{type(net).__module__}:{type(net).__qualname__}", {}))

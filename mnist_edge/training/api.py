@@ -37,7 +37,8 @@ def user_recipe(name: str, epochs: int | None = None) -> Recipe:
 # Keyword-only, one per user-facing choice (the CLI's flags of the same names), hence more than eight.
 def train_net(net, *, name: str, out=None, recipe: str = "fast", epochs: int | None = None, data=None,
               labels=None, input_size: int = 28, mean: float = MNIST_MEAN, std: float = MNIST_STD, seed: int = 0,
-              limit_train: int | None = None, architecture: tuple | None = None, progress=None):
+              limit_train: int | None = None, channels: int = 1, architecture: tuple | None = None,
+              progress=None):
     """Train ``net`` (a torch.nn.Module taking normalized [N, 1, S, S] floats, returning logits) by the general
     ``recipe`` on ``data`` (None: MNIST; a folder or ``.npz``: :func:`mnist_edge.data.sources.load_data`);
     write ``out`` (a checkpoint path; None: nothing written). Returns the TrainResult."""
@@ -47,7 +48,7 @@ def train_net(net, *, name: str, out=None, recipe: str = "fast", epochs: int | N
     from mnist_edge.training.options import TrainOptions
 
     digits, data_labels = (data, None) if isinstance(data, Digits) else load_data(data)
-    contract = make_contract(labels if labels is not None else data_labels, input_size, mean, std)
+    contract = make_contract(labels if labels is not None else data_labels, input_size, mean, std, channels)
     ref, args = architecture or (f"{type(net).__module__}:{type(net).__qualname__}", {})
     options = TrainOptions(seed=seed, out=out, limit_train=limit_train, progress=progress, test_each_epoch=False,
                            recipe_name=recipe)

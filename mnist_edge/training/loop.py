@@ -116,8 +116,6 @@ def _check(recipe, data, contract) -> None:
             raise UsageError(f"unknown {what} {chosen!r}; valid: {', '.join(AUGMENTATIONS)}")
     if recipe.select not in ("final", "val_loss"):
         raise UsageError(f"unknown select {recipe.select!r}; valid: final, val_loss")
-    if contract.channels != 1:
-        raise UsageError(f"training takes one-channel digits; the contract asks for {contract.channels} channels")
 
 
 def _start(run: _Run) -> None:
@@ -167,7 +165,7 @@ def _build(run: _Run, net, contract) -> None:
             raise UsageError(f"train() takes a torch.nn.Module or a callable building one, got {type(built).__name__}")
         net = built
     net = net.to(run.dev)
-    run.prepare = EdgeModel(net, contract.mean, contract.std, contract.input_size).prepare
+    run.prepare = EdgeModel.of(net, contract).prepare
     if recipe.channels_last:
         net = net.to(memory_format=torch.channels_last)
     run.opt = make_optimizer(recipe, net.parameters())

@@ -164,16 +164,25 @@ class EdgeModel(nn.Module):
     and the ONNX exporter bake it into the graph as a constant.
     """
 
-    def __init__(self, net: nn.Module, mean: float, std: float, input_size: int = 28, temperature: float = 1.0):
+    def __init__(self, net: nn.Module, mean: float, std: float, input_size: int = 28, temperature: float = 1.0,
+                 channels: int = 1):
         super().__init__()
         self.net = net
         self.mean, self.std, self.pad = float(mean), float(std), (input_size - 28) // 2
         self.temperature = float(temperature)
+        self.channels = int(channels)  # > 1: a network that takes C channels gets the grey digit in each
+
+    @classmethod
+    def of(cls, net: nn.Module, contract, temperature: float = 1.0) -> "EdgeModel":
+        """``net`` wrapped in ``contract`` (a :class:`mnist_edge.contract.Contract`)."""
+        return cls(net, contract.mean, contract.std, contract.input_size, temperature, contract.channels)
 
     def prepare(self, x01: torch.Tensor) -> torch.Tensor:
-        """Float pixels in [0, 1], [N, 1, 28, 28] -> the network's normalized input [N, 1, S, S]."""
+        """Float pixels in [0, 1], [N, 1, 28, 28] -> the network's normalized input [N, C, S, S]."""
         if self.pad:
             x01 = F.pad(x01, (self.pad,) * 4)  # zero = background, before normalizing
+        if self.channels != 1:
+            x01 = x01.expand(-1, self.channels, -1, -1)
         return (x01 - self.mean) / self.std
 
     def forward(self, image: torch.Tensor):

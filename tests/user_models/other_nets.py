@@ -1,4 +1,4 @@
-"""More users' networks: LayerNorm and GELU, a 32x32 input, 26 classes (letters)."""
+"""More users' networks: LayerNorm and GELU, a 32x32 input, 26 classes (letters), three input channels."""
 
 import torch.nn as nn
 
@@ -33,6 +33,18 @@ class Letters(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(1, 4, 3, stride=2)
         self.fc = nn.Linear(4 * 13 * 13, 26)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().flatten(1))
+
+
+class ThreeChannel(nn.Module):
+    """Takes 3 channels (as a colour network would): the exported graph puts the grey digit into each."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2)
+        self.fc = nn.Linear(4 * 13 * 13, 10)
 
     def forward(self, x):
         return self.fc(self.conv(x).relu().flatten(1))
