@@ -123,6 +123,12 @@ def test_other_user_networks_export_with_int8_and_verify(module, cls, extra, mni
     assert "ok" in cli("verify", out, "--data", mnist_dir).stdout
     meta = json.loads((out / "manifest.json").read_text())["settings"]["normalization"]
     assert meta["input_size"] == (32 if "32" in extra else 28) and meta.get("channels", 1) == net.channels
+    if net.channels != 1:  # not a one-channel digit model: predict feeds it the image plainly resized
+        from PIL import Image
+
+        Image.fromarray(np.full((56, 56), 200, np.uint8)).save(tmp_path / "plain.png")  # no digit: refused by
+        pred = json.loads(cli("predict", tmp_path / "plain.png", "--model", out, "--json").stdout)  # MNIST's
+        assert "error" not in pred["results"][0] and pred["results"][0]["top_k"][0]["label"]
 
 
 def test_26_classes_from_an_npz_with_labels(mnist_dir, tmp_path):

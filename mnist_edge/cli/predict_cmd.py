@@ -11,8 +11,10 @@ def register(sub) -> None:
     from mnist_edge.artifacts import MODEL_HELP
 
     p = add_command(sub, "predict", "classify digit images with an exported ONNX model (no torch needed)",
-                    "Each image is normalized the way MNIST normalized its digits (any size, dark-on-light or "
-                    "light-on-dark, noisy scans and photos). One line per image; a file that cannot be read or "
+                    "For a one-channel digit model (the zoo's, and yours unless it takes more channels) each image is "
+                    "normalized the way MNIST normalized its digits (any size, dark-on-light or light-on-dark, "
+                    "noisy scans and photos); for any other model it is plainly resized to 28x28 grey. One line "
+                    "per image; a file that cannot be read or "
                     "holds no digit gets an error line of its own, the others are still classified, and the exit "
                     "status is 1 when any failed.",
                     ["mnist-edge predict digit.png scans/", "mnist-edge predict --top-k 3 --min-confidence 0.9 --json *.jpg",

@@ -83,6 +83,15 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, max_byt
     return normalize_digit(read_gray(path, max_pixels=max_pixels, max_bytes=max_bytes), source=str(path))
 
 
+def load_resized(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> np.ndarray:
+    """The image file ``path`` in grey, plainly resized to uint8 [28, 28] (no MNIST-style centring or
+    inversion): what a model that is not a one-channel digit model is fed."""
+    Image, _, _ = _pil()
+    gray = read_gray(path, max_pixels=max_pixels, max_bytes=max_bytes)
+    small = Image.fromarray(gray.astype(np.float32)).resize((SIDE, SIDE), Image.Resampling.BILINEAR)
+    return np.clip(np.rint(np.asarray(small, np.float32)), 0, 255).astype(np.uint8)
+
+
 def load_images(paths, **limits) -> np.ndarray:
     """:func:`load_image` for each path: uint8 [N, 28, 28]; the first bad file raises, naming it."""
     out = [load_image(p, **limits) for p in paths]

@@ -25,7 +25,7 @@ import numpy as np
 
 from mnist_edge.errors import ArtifactError, InputError
 from mnist_edge.runtime.classifier import load
-from mnist_edge.runtime.images import load_image
+from mnist_edge.runtime.images import load_image, load_resized
 
 SCHEMA = "mnist-edge-predict/1"
 # What a folder argument expands to (by suffix, case-insensitive); a file named explicitly is always read.
@@ -112,10 +112,11 @@ def classify_files(images, *, model: str | os.PathLike | None = None, device: st
     if save_dir is not None and save_dir.exists() and not save_dir.is_dir():
         raise InputError(f"--save-inputs {save_dir} is a file, not a folder")
     entries, good, arrays = [], [], []
+    reader = load_image if _channels(clf) == 1 else load_resized  # a one-channel digit model: MNIST-style
     for path, error in expanded:
         if error is None:
             try:
-                arrays.append(load_image(path))
+                arrays.append(reader(path))
                 good.append(len(entries))
             except InputError as e:
                 error = str(e)
@@ -138,3 +139,16 @@ def classify_files(images, *, model: str | os.PathLike | None = None, device: st
         "failed": sum("error" in e for e in entries),
         "unsure": sum(e.get("confident") is False for e in entries),
     }
+
+
+def _channels(clf) -> int:
+    """How many channels the model's network takes (its metadata's normalization; 1 when absent)."""
+    import json
+
+    from mnist_edge.contract import META_KEYS
+
+    try:
+        record = json.loads(clf.metadata.get(META_KEYS["normalization"]) or "{}")
+        return int(record.get("channels", 1)) if isinstance(record, dict) else 1
+    except (ValueError, TypeError):
+        return 1
