@@ -102,7 +102,7 @@ def assert_export_folder(folder: Path, name: str, checkpoint: Path, images: int,
         assert json.loads(meta[META_KEYS["labels"]]) == [str(i) for i in range(10)]
         assert json.loads(meta[META_KEYS["versions"]])["torch"].startswith("2.")
         if precision == "int8":
-            # the model's registered recipe (mnist_edge/int8_recipes/NAME.json), applied as recorded
+            # the model's registered recipe (its entry in mnist_edge/zoo/int8_recipes.json), applied as recorded
             from mnist_edge.int8.recipes import load_recipe
 
             opts = load_recipe(name).options
