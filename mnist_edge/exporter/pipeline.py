@@ -171,22 +171,13 @@ def _reference(src: ModelSource):
 
 def _own_checkpoint(src: ModelSource) -> bytes:
     """A weights-only checkpoint of an in-memory network (its state, the class that rebuilds it, the contract)."""
-    import io
+    from mnist_edge.training.checkpoint import checkpoint_bytes
 
-    import torch
-
-    from mnist_edge.version import __version__
-    ref, args = src.architecture or ("", {})
     c = src.contract
-    payload = {"format": records.CHECKPOINT_FORMAT, "model": src.name, "net": ref, "kwargs": dict(args),
-               "state_dict": {k: v.detach().cpu().clone() for k, v in src.net.state_dict().items()},
-               "recipe": {}, "history": [], "metrics": {}, "data_sha256": "",
-               "versions": {"mnist_edge": __version__, "torch": str(torch.__version__)},
-               "extra": {"contract": {"labels": list(c.labels), "input_size": c.input_size, "mean": c.mean,
-                                      "std": c.std, "channels": c.channels}}}
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    return buf.getvalue()
+    contract = {"labels": list(c.labels), "input_size": c.input_size, "mean": c.mean, "std": c.std,
+                "channels": c.channels}
+    return checkpoint_bytes(model=src.name, state_dict=src.net.state_dict(), recipe={}, history=[], data_sha256="",
+                            metrics={}, extra={"contract": contract}, architecture=src.architecture or ("", {}))
 
 
 def _calibration_images(plan: Plan) -> tuple:

@@ -18,7 +18,6 @@ from mnist_edge.exporter.onnx_export import metadata_json
 from mnist_edge.documents import SCHEMAS
 from mnist_edge.manifest import file_record
 
-CHECKPOINT_FORMAT = SCHEMAS["checkpoint"]  # of the checkpoint an export writes for an in-memory network
 
 def versions(torch: bool = True) -> dict:
     """The versions the files were made with (``torch``: of torch and onnxscript too, which an export of a
@@ -89,7 +88,7 @@ def build_manifest(plan, folder: Path, checks, measured) -> dict:
     files = {}
     if (folder / A.CHECKPOINT).is_file():  # not for a float ONNX source: its sha256 is the source file's
         files[A.CHECKPOINT] = dict(file_record(folder / A.CHECKPOINT), kind="checkpoint",
-                                   format=ckpt.get("format", CHECKPOINT_FORMAT),
+                                   format=ckpt.get("format", SCHEMAS["checkpoint"]),
                                    test_accuracy=(ckpt.get("metrics") or {}).get("test_accuracy"))
         if files[A.CHECKPOINT]["sha256"] != ckpt_sha:
             raise ExportError("the checkpoint copy changed during the export")

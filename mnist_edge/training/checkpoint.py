@@ -15,19 +15,36 @@ import os
 from pathlib import Path
 
 from mnist_edge import artifacts as A
+from mnist_edge.documents import SCHEMAS
 from mnist_edge.errors import CheckpointError, WriteError, first_line
 from mnist_edge.files import describe_os_error, read_regular
 
-FORMAT = "mnist-edge-checkpoint/1"
+FORMAT = SCHEMAS["checkpoint"]
 DEFAULT_NAME = A.CHECKPOINT
 
 
-def save_checkpoint(path: str | os.PathLike, *, model: str, state_dict: dict, recipe: dict, history: list,
-                    data_sha256: str, metrics: dict, extra: dict | None = None,
-                    architecture: tuple[str, dict] | None = None) -> Path:
-    """Write atomically; every value is a tensor or a JSON-able plain type so weights_only loading works.
+def save_checkpoint(path: str | os.PathLike, **fields) -> Path:
+    """Write :func:`checkpoint_bytes` of ``fields`` to ``path`` atomically."""
+    from mnist_edge.files import atomic_path
 
-    One keyword per field of the format (the module docstring lists them), hence nine parameters.
+    data = checkpoint_bytes(**fields)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as e:
+        raise WriteError(f"cannot write checkpoint '{path}': {describe_os_error(e)}; "
+                         f"{'the previous checkpoint is unchanged' if Path(path).exists() else 'nothing was written'}"
+                         ) from None
+    return Path(path)
+
+
+def checkpoint_bytes(*, model: str, state_dict: dict, recipe: dict, history: list, data_sha256: str, metrics: dict,
+                     extra: dict | None = None, architecture: tuple[str, dict] | None = None) -> bytes:
+    """A checkpoint serialized in memory; every value is a tensor or a JSON-able plain type so weights_only
+    loading works. Serialized here, then written by Python: a full disk is then an OSError we can report,
+    where torch's C++ file writer can fail with a RuntimeError (or worse) halfway through the file.
+
+    One keyword per field of the format (the module docstring lists them), hence eight parameters.
     ``architecture``: (class name, constructor arguments) that rebuild the network (nanoGPT's
     ``model_args``); None: those of the zoo entry called ``model``, the name :func:`load_checkpoint`
     rebuilds zoo networks by.
@@ -35,7 +52,6 @@ def save_checkpoint(path: str | os.PathLike, *, model: str, state_dict: dict, re
     import torch
 
     from mnist_edge.version import __version__
-    from mnist_edge.files import atomic_path
 
     if architecture is None:
         from mnist_edge.zoo.registry import get_spec
@@ -56,18 +72,9 @@ def save_checkpoint(path: str | os.PathLike, *, model: str, state_dict: dict, re
         "versions": {"mnist_edge": __version__, "torch": str(torch.__version__)},
         "extra": extra or {},
     }
-    # Serialized in memory, then written by Python: a full disk is then an OSError we can report, where
-    # torch's C++ file writer can fail with a RuntimeError (or worse) halfway through the file.
     buf = io.BytesIO()
     torch.save(payload, buf)
-    try:
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(buf.getvalue())
-    except OSError as e:
-        raise WriteError(f"cannot write checkpoint '{path}': {describe_os_error(e)}; "
-                         f"{'the previous checkpoint is unchanged' if Path(path).exists() else 'nothing was written'}"
-                         ) from None
-    return Path(path)
+    return buf.getvalue()
 
 
 def digits_sha256(data) -> str:
