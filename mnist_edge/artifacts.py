@@ -7,11 +7,9 @@ resolves it here, by one rule:
 1. an existing file: that file, in its folder;
 2. an existing folder: that artifact folder;
 3. a zoo name (any case): ``exported/NAME`` relative to the working directory, else the copy installed
-   with the package (the wheel carries the default model, see :mod:`mnist_edge.packaged`);
+   with the package (the wheel carries the default model; an editable install's copy is its checkout's
+   ``exported/``, see :mod:`mnist_edge.packaged`);
 4. anything else: an error naming what was tried, with the zoo's names and the closest one.
-
-The source checkout's ``exported/`` is *not* searched from elsewhere: a command run outside the checkout
-uses what that folder holds, or the installed copy, never a checkout it happens to be installed from.
 """
 
 from __future__ import annotations
@@ -46,6 +44,10 @@ LAYOUT: dict[str, FileKind] = {
                      "onnxruntime, from the hash-checked bytes (mnist_edge.runtime)", False),
     "int8": FileKind("model.int8.onnx", "model", "onnx", "int8",
                      "onnxruntime, from the hash-checked bytes (mnist_edge.runtime)", False),
+    "tflite": FileKind("model.tflite", "model", "tflite", "fp32",
+                       "ai-edge-litert (LiteRT), from the hash-checked bytes (mnist_edge.runtime.litert)", False),
+    "tflite_int8": FileKind("model.int8.tflite", "model", "tflite", "int8",
+                            "ai-edge-litert (LiteRT), from the hash-checked bytes (mnist_edge.runtime.litert)", False),
     "selftest": FileKind("selftest.bin", "selftest", "selftest", None,
                          "numpy: images and reference outputs (mnist_edge.evaluate.selftest)", False),
     "manifest": FileKind("manifest.json", "manifest", "manifest", None,
@@ -57,8 +59,13 @@ ONNX = LAYOUT["onnx"].name
 INT8 = LAYOUT["int8"].name
 SELFTEST = LAYOUT["selftest"].name
 MANIFEST = LAYOUT["manifest"].name
-ONNX_FILES = {"fp32": ONNX, "int8": INT8}  # precision -> ONNX file: what the runtime loads
-MODEL_FILES = (TORCHSCRIPT, ONNX, INT8)  # in export order
+TFLITE = LAYOUT["tflite"].name
+TFLITE_INT8 = LAYOUT["tflite_int8"].name
+ONNX_FILES = {"fp32": ONNX, "int8": INT8}  # precision -> ONNX file: what the runtime loads by default
+TFLITE_FILES = {"fp32": TFLITE, "int8": TFLITE_INT8}  # precision -> LiteRT file (export --quantize, [litert])
+RUNTIMES = {"onnxruntime": ONNX_FILES, "litert": TFLITE_FILES}  # runtime -> its files, by precision
+MODEL_FILES = (TORCHSCRIPT, ONNX, INT8, TFLITE, TFLITE_INT8)  # in export order
+RUNTIME_FILES = (ONNX, INT8, TFLITE, TFLITE_INT8)  # the files the torch-free runtime loads
 EXPORTED = Path("exported")  # relative to the working directory
 RUNS = Path("runs")  # where `mnist-edge train` and `quantize` write by default (relative too)
 EXPORT_RUNS = RUNS / "export"  # where `mnist-edge export` writes by default: never into the committed exported/

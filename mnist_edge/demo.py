@@ -18,10 +18,15 @@ its package-lock.json); it is not committed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import ipaddress
 import json
+import socket
 import sys
+import threading
+import time
 from functools import cached_property
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +34,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from mnist_edge import artifacts as A
-from mnist_edge.artifacts import ONNX_FILES, resolve
+from mnist_edge.artifacts import ONNX_FILES, TFLITE_FILES, resolve
 from mnist_edge.errors import ArtifactError, MnistEdgeError, UsageError
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -121,7 +126,16 @@ def check_models(model_dir: Path) -> tuple[dict, dict[str, bytes]]:
 
 
 IDLE_TIMEOUT_S = 10.0  # a connection that sends nothing for this long is closed (and its thread ends)
+# The whole request (request line and headers) must arrive within this: a client dripping a header line
+# every few seconds never trips the idle timeout, so only a deadline on the whole request ends it.
+REQUEST_DEADLINE_S = 10.0
+RESPONSE_TIMEOUT_S = 60.0  # sending one response (sendall's timeout bounds the whole send)
+MAX_HANDLERS = 32  # concurrent handler threads; beyond, accepting waits for one to end (a page opens ~6)
 BACKLOG = 128  # pending connections the kernel queues (socketserver's default of 5 dropped a burst of 300)
+# accept() errors that mean "out of descriptors or memory for now": the listening socket stays readable,
+# so retrying at once spins a core; wait, doubling up to the cap, until a connection closes.
+ACCEPT_BACKOFF_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+ACCEPT_BACKOFF_S = (0.05, 1.0)  # first wait, longest wait
 
 
 class DemoServer(ThreadingHTTPServer):
@@ -131,10 +145,47 @@ class DemoServer(ThreadingHTTPServer):
     request_queue_size = BACKLOG
 
     def __init__(self, address, *, web_dir: Path, ort_dist: Path, model_dir: Path, index: dict,
-                 blobs: dict[str, bytes], quiet: bool = True):
+                 blobs: dict[str, bytes], quiet: bool = True, request_deadline_s: float = REQUEST_DEADLINE_S,
+                 max_handlers: int = MAX_HANDLERS):
         self.web_dir, self.ort_dist, self.model_dir, self.quiet = web_dir, ort_dist, model_dir, quiet
         self.index, self.blobs = index, blobs
+        self.request_deadline_s = float(request_deadline_s)
+        self._slots = threading.BoundedSemaphore(max_handlers)
+        self._accept_wait = 0.0  # the current back-off after accept() ran out of descriptors
         super().__init__(address, _Handler)
+
+    def get_request(self):
+        """accept(), backing off when the process is out of descriptors instead of retrying at once."""
+        try:
+            got = super().get_request()
+        except OSError as e:
+            if e.errno in ACCEPT_BACKOFF_ERRNOS:
+                first, longest = ACCEPT_BACKOFF_S
+                self._accept_wait = min(longest, max(first, 2 * self._accept_wait))
+                time.sleep(self._accept_wait)
+            raise  # socketserver drops this accept and selects again
+        self._accept_wait = 0.0
+        return got
+
+    def process_request(self, request, client_address):
+        """Start a handler thread once fewer than ``max_handlers`` run; while all are busy the accept loop
+        waits (new connections queue in the kernel's backlog). A slot that does not free up within a
+        request deadline (every handler ends by then) means something is wrong: refuse with 503."""
+        if not self._slots.acquire(timeout=self.request_deadline_s + 1.0):
+            _refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request, client_address):
         """A browser that closes a connection early (reload, tab closed) is normal: no traceback for it."""
@@ -166,10 +217,43 @@ class DemoServer(ThreadingHTTPServer):
         return None
 
 
+def _refuse_busy(request) -> None:
+    """Best effort 503 to a connection refused for lack of a handler slot (never blocks the accept loop)."""
+    try:
+        request.setblocking(False)
+        request.send(b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n")
+    except OSError:
+        pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's receiving side that ends at a deadline: each recv waits at most the idle timeout and
+    never past the deadline, so the request as a whole is bounded, not only each receive."""
+
+    def __init__(self, sock: socket.socket, idle_s: float | None, deadline: float):
+        self._sock, self._idle_s, self._deadline = sock, idle_s, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request deadline passed")  # http.server closes the connection
+        self._sock.settimeout(left if self._idle_s is None else min(left, self._idle_s))
+        return self._sock.recv_into(buffer)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: DemoServer
     server_version = "mnist-edge-demo"
     timeout = IDLE_TIMEOUT_S  # socket timeout: idle or half-open clients do not hold a thread forever
+
+    def setup(self):
+        super().setup()
+        deadline = time.monotonic() + self.server.request_deadline_s
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self.timeout, deadline))
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         self._send(body=True)
@@ -178,6 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(body=False)
 
     def _send(self, body: bool) -> None:
+        self.connection.settimeout(RESPONSE_TIMEOUT_S)  # the request is in: bound the response instead
         found = self.server.route(self.path)
         data = None
         if found is not None:
@@ -242,6 +327,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model=None, web_dir=None, q
     print(f"  model {server.index['model']} ({', '.join(files)}) from {server.model_dir}", file=out, flush=True)
     if not _is_loopback(host):
         print(f"  note: {host} is not a loopback address: other machines can open this page", file=out, flush=True)
+    if str(model or "").endswith(".tflite") or any((server.model_dir / n).is_file() for n in TFLITE_FILES.values()):
+        print("  note: the page runs the ONNX files (onnxruntime-web); a browser cannot run the LiteRT .tflite files "
+              "here (predict, bench and verify run them)", file=out, flush=True)
     print("  Ctrl-C to stop", file=out, flush=True)
     if open_browser:
         import webbrowser

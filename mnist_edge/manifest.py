@@ -177,13 +177,34 @@ def _check_schema(manifest: dict, path: Path, sealed: bool) -> None:
                 raise ArtifactError(f"'{path}': files.{name}.{key} has a bad value {entry[key]!r:.80}")
 
 
+class FolderChangedError(ArtifactError):
+    """The folder was replaced while it was being read (an export swapped a new one in between the manifest
+    and a file): not tampering; reading it again gives one consistent version."""
+
+
+def changed_since(folder: str | os.PathLike, manifest: dict) -> bool:
+    """Whether ``folder``'s manifest on disk is no longer ``manifest`` (gone, or another version's)."""
+    try:
+        return read_manifest(folder).get("digest") != manifest.get("digest")
+    except ArtifactError:
+        return True
+
+
+def changed_error(folder: str | os.PathLike, detail: str) -> FolderChangedError:
+    return FolderChangedError(f"'{folder}' changed while reading (another export replaced it: {detail}); "
+                              "read it again once that export has finished")
+
+
 def verify_files(folder: str | os.PathLike, names=None, manifest: dict | None = None) -> dict:
     """Check size and SHA-256 of every listed file (or just ``names``) before anything parses them.
 
-    Returns the manifest. Every problem is collected into one :class:`ArtifactError`.
+    Returns the manifest. Every problem is collected into one :class:`ArtifactError`; when ``manifest``
+    was read earlier and the one on disk is now another, a :class:`FolderChangedError` instead (a swap
+    between the two reads, not a damaged file).
     """
     folder = Path(folder)
-    manifest = manifest if manifest is not None else read_manifest(folder)
+    given = manifest is not None
+    manifest = manifest if given else read_manifest(folder)
     files = manifest["files"]
     wanted = list(files) if names is None else list(names)
     problems = []
@@ -207,6 +228,8 @@ def verify_files(folder: str | os.PathLike, names=None, manifest: dict | None = 
         if digest != files[name]["sha256"]:
             problems.append(f"{name}: SHA-256 {digest[:12]}… differs from the manifest's {files[name]['sha256'][:12]}…")
     if problems:
+        if given and changed_since(folder, manifest):
+            raise changed_error(folder, "; ".join(problems))
         raise ArtifactError(f"'{folder}' fails its hash check: " + "; ".join(problems))
     return manifest
 

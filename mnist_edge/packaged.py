@@ -9,6 +9,10 @@ The committed ``exported/bn_cnn`` stays the one source of truth; nothing is copi
 That copy leaves out the files only torch can use (``checkpoint.pt``, ``model.pt``) although its
 manifest lists them: :func:`not_shipped` names them, so verification checks what is there and says what
 is absent instead of failing. Standard library only (the runtime and the build use it).
+
+An editable install (``pip install -e .``) has no packaged copy: the package is the checkout's own
+``mnist_edge/``, and the checkout's ``exported/`` plays that part (:func:`installed_model_dir`), so a
+zoo name works from any folder there as it does with a wheel.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 PACKAGED_ROOT = PACKAGE / "models_data"  # inside an installed wheel; absent in a source checkout
+CHECKOUT = PACKAGE.parent  # the source checkout, when the package is imported from one (editable install)
 
 
 def torch_only(entry: dict) -> bool:
@@ -32,9 +37,22 @@ def shipped(entry: dict) -> bool:
 
 
 def installed_model_dir(name: str) -> Path | None:
-    """The copy of model ``name`` installed with the package (a wheel's), else None (a source checkout)."""
+    """The copy of model ``name`` installed with the package: a wheel's packaged copy, else, when the package
+    is imported from a source checkout (an editable install), that checkout's ``exported/NAME``; else None."""
     folder = PACKAGED_ROOT / name
-    return folder if folder.is_dir() else None
+    if folder.is_dir():
+        return folder
+    return checkout_model_dir(name)
+
+
+def checkout_model_dir(name: str) -> Path | None:
+    """``exported/NAME`` of the source checkout this package is imported from, if it is one and has it.
+
+    A wheel's package lies in site-packages, beside no ``pyproject.toml``; a checkout's lies beside the
+    ``pyproject.toml`` and ``exported/`` that the wheel's build reads.
+    """
+    folder = CHECKOUT / "exported" / name
+    return folder if (CHECKOUT / "pyproject.toml").is_file() and folder.is_dir() else None
 
 
 def is_packaged(folder: str | os.PathLike) -> bool:

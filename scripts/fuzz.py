@@ -1,8 +1,10 @@
-"""The long fuzz run (opt-in): mutated inputs for the IDX reader, the manifest reader, the ONNX loader and
-the image loader, each case in a worker process that is watched for hangs and crashes.
+"""The long fuzz run (opt-in): mutated inputs for every reader of a file the tool reads (the targets of
+tests/fuzz_targets.py, one per entry of mnist_edge.documents.readers.READERS, plus the model card), each
+case in one worker process that is watched for hangs and crashes.
 
-    python scripts/fuzz.py --minutes 5               # all four targets, interleaved
+    python scripts/fuzz.py --minutes 5               # every target, interleaved
     python scripts/fuzz.py --cases 20000 --targets image onnx --out fuzz-findings
+    python scripts/fuzz.py --per-target 10000 --minutes 60   # until each target has 10,000 cases
 
 Counts per target: cases, typed errors (a MnistEdgeError), accepted (a valid result), untyped (any other
 exception: a bug, must be 0), hangs (no answer within --case-timeout seconds; the worker is killed) and
@@ -29,7 +31,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-TARGETS = ("idx", "manifest", "onnx", "image")
+from fuzz_targets import Targets  # noqa: E402 - found through the path above
+
+TARGETS = Targets.NAMES  # one per reader (tests/test_readers.py checks that every reader has one)
 
 
 def case_rng(seed: int, target: str, i: int) -> random.Random:
@@ -45,7 +49,7 @@ def worker(args) -> None:
     if args.max_memory_gb:
         limit = int(args.max_memory_gb * (1 << 30))
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from fuzz_targets import Targets, classify
+    from fuzz_targets import classify
 
     targets = Targets()
     out = sys.stdout
@@ -100,8 +104,6 @@ class Worker:
 
 
 def save_finding(out: Path, seed: int, target: str, i: int, what: str, detail: str) -> None:
-    from fuzz_targets import Targets
-
     out.mkdir(parents=True, exist_ok=True)
     t = Targets()
     try:
@@ -121,8 +123,11 @@ def run(args) -> int:
     started = time.monotonic()
     startup_grace = 60.0  # the first case of a fresh worker also imports numpy, onnxruntime and Pillow
     fresh = True
-    while (args.cases is None or i < args.cases) and (end is None or time.monotonic() < end):
-        target = args.targets[i % len(args.targets)]
+    active = list(args.targets)
+    while active and (args.cases is None or i < args.cases) and (end is None or time.monotonic() < end):
+        target = active[i % len(active)]
+        if args.per_target and counts[target]["cases"] + 1 >= args.per_target:
+            active.remove(target)  # its last case: the others go on
         w.send(target, i)
         timeout = args.case_timeout + (startup_grace if fresh else 0.0)
         result, crashed, hung = None, None, False
@@ -179,7 +184,7 @@ def run(args) -> int:
 
 
 def render(summary: dict) -> str:
-    fmt = "{:<10} {:>8} {:>8} {:>9} {:>8} {:>6} {:>8}"
+    fmt = "{:<16} {:>8} {:>8} {:>9} {:>8} {:>6} {:>8}"
     lines = [f"fuzz: seed {summary['seed']}, {summary['seconds']} s, worker peak RSS {summary['worker_peak_rss_mb']} MB",
              fmt.format("target", "cases", "typed", "accepted", "untyped", "hangs", "crashes")]
     for name, row in [*summary["targets"].items(), ("total", summary["total"])]:
@@ -188,7 +193,7 @@ def render(summary: dict) -> str:
 
 
 def replay(args) -> int:
-    from fuzz_targets import Targets, classify
+    from fuzz_targets import classify
 
     target, i = args.replay.split(":")
     t = Targets()
@@ -204,6 +209,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, help="time budget (default: 5 unless --cases is given)")
     p.add_argument("--cases", type=int, help="number of cases (all targets together)")
+    p.add_argument("--per-target", type=int, metavar="N", help="stop each target after N cases (the fast ones do "
+                                                               "not wait for the slow ones)")
     p.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--case-timeout", type=float, default=20.0, help="seconds before a case counts as a hang")
@@ -219,7 +226,7 @@ def main(argv=None) -> int:
         return 0
     if args.replay:
         return replay(args)
-    if args.minutes is None and args.cases is None:
+    if args.minutes is None and args.cases is None and args.per_target is None:
         args.minutes = 5.0
     return run(args)
 

@@ -24,7 +24,7 @@ fail() { printf 'wheel-smoke: FAILED: %s\n' "$*" >&2; exit 1; }
 step "build: python -m build (the sdist, then the wheel from it, so only what the sdist carries can go in)"
 "$PY" -m build --outdir "$WORK/dist" "$ROOT" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; fail "build"; }
 WHEEL=$(ls "$WORK"/dist/*.whl)
-echo "$(basename "$WHEEL"): $(du -k "$WHEEL" | cut -f1) kB"
+echo "$(basename "$WHEEL"): $(stat -c %s "$WHEEL") bytes"  # exact: tests/test_install.py checks docs/install.md's figure
 "$PY" - "$WHEEL" <<'EOF' || fail "wheel contents"
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())

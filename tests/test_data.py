@@ -279,6 +279,21 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        if self.path.startswith("/auth/"):  # 401 without the mirror URL's credentials, corrupt/ with them
+            if self.headers.get("Authorization") != "Basic dXNlcjpzM2NyZXQ=":  # user:s3cret
+                self.send_error(401)
+                return
+            self.path = self.path.replace("/auth/", "/corrupt/", 1)
+        if self.path.startswith("/hop/"):  # redirects to /auth/: credentials must not follow a redirect
+            self.send_response(302)
+            self.send_header("Location", "/auth/" + self.path.rsplit("/", 1)[-1])
+            self.end_headers()
+            return
+        if self.path.startswith("/loop/"):  # redirects to itself
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.end_headers()
+            return
         if self.path.startswith("/lying/"):
             self.send_response(200)
             self.send_header("Content-Length", "5000")
@@ -392,6 +407,50 @@ def test_load_with_download_uses_user_cache(server, tmp_path, monkeypatch):
     x, y = load_mnist("test")
     assert x.shape == (10000, 28, 28)
     assert find_mnist_dir() == tmp_path / "xdg" / "mnist-edge" / "MNIST" / "raw"
+
+
+def test_download_never_shows_the_mirror_credentials_and_uses_them_only_there(server, tmp_path, capsys,
+                                                                                monkeypatch):
+    host = server.removeprefix("http://")
+    for folder, status in (("auth", "SHA-256"), ("hop", "HTTP 401")):  # hop: not sent on to the redirect
+        for tqdm in (True, False):  # the progress bar, and the plain line printed without tqdm
+            if not tqdm:
+                monkeypatch.setitem(sys.modules, "tqdm", None)
+            code, out, err = run_data_cli("download", "--data", str(tmp_path / "dl"), "--mirror",
+                                          f"http://user:s3cret@{host}/{folder}/")
+            error = err.strip().splitlines()[-1]  # after the progress bar or line
+            assert code == 1 and error.startswith("mnist-edge data: error:") and status in error, err
+            assert f"http://***@{host}/{folder}/{next(iter(FILES))}.gz" in err, err
+            if folder == "auth" and not tqdm:  # the plain progress line names the URL
+                assert err.startswith(f"downloading http://***@{host}/auth/"), err
+            assert "s3cret" not in out + err and "user:" not in out + err
+            monkeypatch.delitem(sys.modules, "tqdm", raising=False)
+    with pytest.raises(DownloadError) as info:  # an unknown scheme's error quotes the URL: redacted too
+        download_mnist(tmp_path / "dl", mirrors=["htp://user:s3cret@example.invalid/"], progress=False)
+    assert "s3cret" not in str(info.value) and "htp://***@example.invalid/" in str(info.value)
+
+
+def test_a_redirect_loop_is_one_line(server, tmp_path):
+    code, out, err = run_data_cli("download", "--data", str(tmp_path / "dl"), "--mirror", f"{server}/loop/",
+                                  "--no-progress")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"{server}/loop/{next(iter(FILES))}.gz: redirect loop or too many redirects (HTTP 302)" in err
+
+
+def test_a_file_mirror_is_a_local_folder_read_as_regular_files(mnist_dir, tmp_path):
+    mirror = link_all(mnist_dir, tmp_path / "mirror")
+    raw = download_mnist(tmp_path / "dl", mirrors=[mirror.as_uri()], progress=False)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f"{n}.gz" for n in FILES)
+    fifo_mirror = tmp_path / "fifo"
+    fifo_mirror.mkdir()
+    os.mkfifo(fifo_mirror / f"{next(iter(FILES))}.gz")  # would block a plain open() for ever
+    with pytest.raises(DownloadError, match="is a FIFO, not a regular file"):
+        download_mnist(tmp_path / "dl2", mirrors=[fifo_mirror.as_uri()], progress=False)
+    assert list((tmp_path / "dl2" / "MNIST" / "raw").iterdir()) == []
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / f"{next(iter(FILES))}.gz").symlink_to("/dev/zero")  # endless: the cap ends it
+    with pytest.raises(DownloadError, match="is a device, not a regular file"):
+        download_mnist(tmp_path / "dl3", mirrors=[(tmp_path / "dev").as_uri()], progress=False)
 
 
 # --- splits --------------------------------------------------------------------------------------------

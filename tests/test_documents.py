@@ -1,13 +1,16 @@
-"""Documents: the one bounded JSON loader, the schema table, and the typed manifest read from the committed zoo."""
+"""Documents: the one bounded JSON loader (strict, finite, shallow), the schema table, the typed fields and the typed
+manifest read from the committed zoo."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 import pytest
 
-from mnist_edge.documents import SCHEMAS, load_json
+from mnist_edge.documents import SCHEMAS, load_json, parse_json
+from mnist_edge.documents.fields import MS, PERCENT, RATIO, Where, count, dict_of, list_of, optional, parse, spec
 from mnist_edge.errors import ArtifactError, UsageError
 from mnist_edge.manifest import Manifest, load_manifest, read_manifest
 
@@ -54,3 +57,36 @@ def test_load_json_refuses_what_is_not_a_small_document_of_its_kind(tmp_path):
     with pytest.raises(ArtifactError, match="not valid JSON"):
         load_json(nan)
     assert load_json(other, kind="bench") == {"schema": SCHEMAS["bench"]}
+
+
+@pytest.mark.parametrize("text, match", [
+    (b'{"x": 1e400}', "1e400 is out of the range of a finite number"),
+    (b'{"x": [-1E+309]}', "-1E\\+309 is out of the range of a finite number"),
+    (b'{"x": Infinity}', "Infinity is not a JSON number"),
+    (b"[" * 33 + b"]" * 33, "nested more than 32 deep"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"x": 123456789012345678901}', "21-digit integer"),
+])
+def test_json_that_no_float_holds_or_that_nests_too_deep_is_refused_when_parsed(text, match):
+    with pytest.raises(ArtifactError, match=f"'d.json' is not valid JSON.*{match}"):
+        parse_json(text, "d.json")
+    assert parse_json(b"[" * 32 + b"]" * 32, "d.json") is not None  # the limit itself is fine
+
+
+def test_a_bad_item_of_a_list_or_an_object_is_named_by_its_path():
+    @dataclass
+    class Doc:
+        sizes: list = spec(list_of(count(0)), factory=list)
+        share: dict = spec(optional(dict_of(PERCENT)))
+
+    with pytest.raises(ArtifactError, match=r"'d.json': sizes\[2\] is -1, expected an integer >= 0$"):
+        parse(Doc, {"sizes": [1, 2, -1]}, Where("d.json"))
+    with pytest.raises(ArtifactError, match=r"'d.json': share.b is 101, expected a percentage from 0 to 100$"):
+        parse(Doc, {"share": {"a": 1, "b": 101}}, Where("d.json"))
+    with pytest.raises(ArtifactError, match=r"'d.json': share is \[1\], expected an object, each value a percentage"):
+        parse(Doc, {"share": [1]}, Where("d.json"))  # the wrong container is named itself, not its items
+
+
+def test_bounded_times_keep_every_ratio_of_two_finite():
+    assert MS(1e-6) and MS(1e9) and not MS(0) and not MS(1e-7) and not MS(2e9) and not MS(True)
+    assert 1e9 / 1e-6 < float("inf") and RATIO(1e6) and not RATIO(1e7)

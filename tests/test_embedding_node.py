@@ -1,13 +1,14 @@
 """examples/node: the exported model in Node.js (onnxruntime-node) gives the Python runtime's labels.
 
-Runs ``node examples/node/classify.mjs`` on the MNIST test file and on PNG files, fp32 and int8, and compares
-with :mod:`mnist_edge.runtime` (the oracle) on the same artifact folder: the real ``exported/bn_cnn`` when
-it is there, else the test session's short-trained artifact. Node.js and ``npm ci`` in examples/node are
-install steps of ``.ci/run``; without them these tests fail (never skip) and say so.
+Runs ``node examples/node/classify.mjs`` on the MNIST test file and on PNG and JPEG files, fp32 and int8, and
+compares with :mod:`mnist_edge.runtime` (the oracle) on the same artifact folder: the real ``exported/bn_cnn``
+when it is there, else the test session's short-trained artifact. Node.js and ``npm ci`` in examples/node
+are install steps of ``.ci/run``; without them these tests fail (never skip) and say so.
 """
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,13 +35,16 @@ def node():
     exe = shutil.which("node")
     if exe is None:
         pytest.fail(f"node is not on PATH: {INSTALL}")
-    for package in ("onnxruntime-node", "pngjs"):
+    for package in ("onnxruntime-node", "pngjs", "jpeg-js"):
         if not (NODE_DIR / "node_modules" / package / "package.json").is_file():
             pytest.fail(f"examples/node/node_modules/{package} is missing: {INSTALL}")
     return exe
 
 
 def classify(node, *args, check=True):
+    """classify.mjs with ``args``; with ``check``, its --json document (exit status 0 required)."""
+    if check:
+        args = ("--json", *args)
     proc = subprocess.run([node, str(CLASSIFY), *map(str, args)], capture_output=True, text=True, timeout=120)
     if check:
         assert proc.returncode == 0, f"classify.mjs failed ({proc.returncode}):\n{proc.stderr}"
@@ -126,7 +130,7 @@ def test_bad_input_is_one_line_naming_it(node, model_dir, mnist_dir, tmp_path, c
     elif case == "not_png":
         (tmp_path / "text.png").write_text("hello")
         args += [tmp_path / "text.png"]
-        expected = "text.png: not a PNG"
+        expected = "text.png: not an image this example reads (PNG and JPEG)"
     elif case == "blank":
         Image.new("L", (30, 30), 255).save(tmp_path / "blank.png")
         args += [tmp_path / "blank.png"]
@@ -218,10 +222,13 @@ def test_readme_commands_work_from_the_example_folder(node, mnist_dir, tmp_path)
         proc = subprocess.run([node, "classify.mjs", *args], cwd=NODE_DIR, capture_output=True, text=True,
                               timeout=120)
         assert proc.returncode == 0, f"{line}: {proc.stderr}"
-        if "--help" not in args:
-            out = json.loads(proc.stdout)
-            if "my_digit.png" in line:
-                assert all(m["labels"] == [7] for m in out["models"].values())
+        if "--json" in args:
+            assert all(m["labels"] == [7] for m in json.loads(proc.stdout)["models"].values())
+        elif "my_digit.png" in line:  # one line per image: "file: label (probability)"
+            assert proc.stdout.startswith(f"{digit}: ") and proc.stdout.count("\n") == 1, proc.stdout
+            assert all(answer.split("(")[0].split()[-1] == "7" for answer in proc.stdout.split(", "))
+        elif "--idx" in args:
+            assert all(": 1000 images, accuracy " in line for line in proc.stdout.splitlines())
 
 
 def test_node_runs_the_folders_self_test_before_classifying(node, artifact_dir, tmp_path):
@@ -250,3 +257,55 @@ def test_node_runs_the_folders_self_test_before_classifying(node, artifact_dir, 
     assert proc.returncode == 1 and proc.stdout == ""
     assert ("model.onnx fails its self-test on 100 images: batch 1: max |Δ logits| 0.0100 vs tolerance 0.0001; "
             "batch 100: max |Δ logits| 0.0100 vs tolerance 0.0001") in proc.stderr
+
+
+def _exif_jpeg(digit: np.ndarray, orientation: int, path: Path, rgb: bool) -> Path:
+    """``digit`` (dark on light) stored turned so that EXIF ``orientation`` makes it upright, as a phone does."""
+    undo = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+            7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}[orientation]
+    img = Image.fromarray(255 - digit).resize((84, 84), Image.Resampling.BILINEAR)
+    img = img if undo is None else img.transpose(undo)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    (img.convert("RGB") if rgb else img).save(path, exif=exif, quality=85)
+    return path
+
+
+def test_jpeg_files_and_their_exif_orientation_are_read_as_python_reads_them(node, model_dir, mnist_dir, tmp_path):
+    """Every EXIF orientation, grey and colour JPEGs: the model's input within one grey level of Python's
+    (another JPEG decoder; an orientation applied wrongly would move whole strokes) and the same labels."""
+    x, _ = load_mnist("test", mnist_dir)
+    paths = [_exif_jpeg(x[i], o, tmp_path / f"d{i}-o{o}.jpg", rgb=o % 2 == 0) for i in (0, 2) for o in range(1, 9)]
+    out = classify(node, "--model-dir", model_dir, "--precision", "int8", "--emit-inputs", *paths)
+    js = np.stack([np.frombuffer(base64.b64decode(b), np.uint8).reshape(28, 28) for b in out["inputs_base64"]])
+    py = np.stack([load_image(p) for p in paths])
+    diff = np.abs(js.astype(int) - py.astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.1, f"max |diff| per file {diff.reshape(len(paths), -1).max(1)}"
+    assert out["models"]["int8"]["labels"] == load(model_dir, precision="int8").predict(py).labels.tolist()
+
+
+def test_a_folder_is_read_like_pythons_and_files_it_cannot_use_are_named_and_skipped(node, model_dir, mnist_dir,
+                                                                                     tmp_path):
+    """A folder of mixed files: PNG and JPEG classified, one compact line each, in name order; a GIF (which
+    `mnist-edge predict` reads) and a text file each get one line saying why, and the rest goes on; exit 1."""
+    x, _ = load_mnist("test", mnist_dir)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    Image.fromarray(255 - x[0]).save(folder / "a.png")
+    Image.fromarray(255 - x[1]).save(folder / "b.gif")
+    Image.fromarray(255 - x[2]).save(folder / "c.jpg", quality=90)
+    (folder / "d.png").write_text("not a picture")
+    (folder / "notes.txt").write_text("not an image suffix: not read")
+    proc = classify(node, "--model-dir", model_dir, folder, check=False)
+    assert proc.returncode == 1, proc.stderr
+    labels = load(model_dir, precision="int8").predict(np.stack([x[0], x[2]])).labels.tolist()
+    lines = proc.stdout.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [str(folder / "a.png"), str(folder / "c.jpg")]
+    for line, label in zip(lines, labels):  # "file: fp32 7 (0.999), int8 7 (0.999)"
+        assert re.fullmatch(rf".*: fp32 {label} \(\d\.\d{{3}}\), int8 {label} \(\d\.\d{{3}}\)", line), line
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("classify.mjs: error: ")]
+    assert errors == [f"classify.mjs: error: {folder / 'b.gif'}: skipped, a GIF file: this example reads PNG and "
+                      "JPEG (mnist-edge predict reads GIF)",
+                      f"classify.mjs: error: {folder / 'd.png'}: not an image this example reads (PNG and JPEG)"]
+    assert "classify.mjs: 2 of 4 images failed" in proc.stderr and "model: " in proc.stderr

@@ -41,6 +41,17 @@ def test_atomic_writes_respect_the_umask(umask, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.png", "m"]
 
 
+def test_files_written_as_one_set_respect_the_umask(umask, tmp_path):
+    """A search's result, plot and registry entry (mnist_edge.system.fileset), new or replacing a file."""
+    from mnist_edge.system.fileset import write_set
+
+    (tmp_path / "old.json").write_text("{}")
+    os.chmod(tmp_path / "old.json", 0o600)
+    write_set({tmp_path / "old.json": b"[]", tmp_path / "sub" / "new.png": b"png"})
+    assert [_mode(p) for p in (tmp_path / "old.json", tmp_path / "sub" / "new.png")] == [0o666 & ~umask] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json", "sub"]
+
+
 def test_bench_json_and_markdown_are_readable_by_others(tmp_path, capsys):
     old = os.umask(0o022)
     try:

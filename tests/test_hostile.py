@@ -549,6 +549,25 @@ def test_11_card_with_a_broken_bench_json_or_odd_checkpoint_is_typed(tmp_path, b
         write_cards(exported, ["bn_cnn"])
 
 
+
+def test_11_a_torchscript_archive_as_checkpoint_or_weights_is_one_line_and_no_torch_warning(tmp_path):
+    import torch
+
+    from mnist_edge.exporter.user_net import read_state_dict
+    from mnist_edge.training.checkpoint import read_checkpoint
+
+    ts = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(784, 10)), str(ts))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code, _, err = run_cli("export", "--model", "mlp", "--checkpoint", str(ts), "--out", str(tmp_path / "out"))
+        assert f"'{ts}' is a TorchScript file (torch.jit.save), not a checkpoint" in one_line_error(code, err)
+        assert "--torchscript" in err
+        with pytest.raises(CheckpointError, match=r"is a TorchScript file \(torch.jit.save\), not weights: pass it "
+                                                  r"as --torchscript"):
+            read_state_dict(ts)
+    assert [str(w.message) for w in seen] == []  # torch's "looks like a TorchScript archive" is never issued
+
 # --- 12. messages that mislead --------------------------------------------------------------------------
 
 class _Payload:
@@ -618,6 +637,100 @@ def test_13_demo_closes_idle_connections_and_queues_a_burst(tmp_path, monkeypatc
         assert all(s.recv(12).startswith(b"HTTP/1.0 200") for s in burst)
         for s in burst:
             s.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _demo_server(tmp_path, **kw):
+    from mnist_edge import demo
+
+    server = demo.DemoServer(("127.0.0.1", 0), web_dir=tmp_path, ort_dist=tmp_path, model_dir=tmp_path,
+                             index={}, blobs={}, **kw)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _drip_until_closed(sock: socket.socket, every_s: float, limit_s: float) -> float:
+    """Send a header line every ``every_s`` until the server closes the connection; seconds it took (or
+    ``limit_s`` when it never did)."""
+    t0 = time.monotonic()
+    sock.sendall(b"GET /models/index.json HTTP/1.0\r\n")
+    sock.settimeout(every_s)
+    while time.monotonic() - t0 < limit_s:
+        try:
+            if sock.recv(1) == b"":  # EOF: the server hung up
+                return time.monotonic() - t0
+        except TimeoutError:
+            pass
+        except OSError:  # reset: the server hung up
+            return time.monotonic() - t0
+        try:
+            sock.sendall(b"X-Drip: 1\r\n")
+        except OSError:
+            return time.monotonic() - t0
+    return limit_s
+
+
+def test_13_a_client_dripping_header_lines_is_cut_off_at_the_request_deadline(tmp_path):
+    # Each line arrives well within the idle timeout; only a deadline on the whole request ends it.
+    server = _demo_server(tmp_path, request_deadline_s=1.0)
+    try:
+        socks = [socket.create_connection(server.server_address[:2], timeout=10) for _ in range(3)]
+        took = [_drip_until_closed(s, every_s=0.2, limit_s=8.0) for s in socks]
+        assert max(took) < 6.0, took  # each cut off near the 1 s deadline (dripped in turn), not held
+        for s in socks:
+            s.close()
+        with socket.create_connection(server.server_address[:2], timeout=10) as s:  # still serving
+            s.sendall(b"GET /models/index.json HTTP/1.0\r\n\r\n")
+            assert s.recv(12).startswith(b"HTTP/1.0 200")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_13_many_slow_clients_hold_at_most_the_handler_cap(tmp_path):
+    before = set(threading.enumerate())  # other tests' servers may still have threads
+    server = _demo_server(tmp_path, request_deadline_s=1.0, max_handlers=2)
+    handlers = lambda: sum("process_request_thread" in t.name for t in set(threading.enumerate()) - before)  # noqa: E731
+    try:
+        slow = [socket.create_connection(server.server_address[:2], timeout=10) for _ in range(4)]
+        for s in slow:
+            s.sendall(b"GET / HTTP/1.0\r\n")  # and never the blank line
+        seen = []
+        for _ in range(8):
+            seen.append(handlers())
+            time.sleep(0.1)
+        assert max(seen) <= 2, seen
+        with socket.create_connection(server.server_address[:2], timeout=20) as s:  # served once slots free
+            s.sendall(b"GET /models/index.json HTTP/1.0\r\n\r\n")
+            assert s.recv(12).startswith(b"HTTP/1.0 200")
+        for s in slow:
+            s.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_13_accept_at_the_fd_limit_backs_off_instead_of_spinning(tmp_path, monkeypatch):
+    import socketserver
+
+    calls, real = [], socketserver.TCPServer.get_request
+
+    def accept(self):
+        calls.append(time.monotonic())
+        if len(calls) <= 3:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(self)
+
+    monkeypatch.setattr(socketserver.TCPServer, "get_request", accept)
+    server = _demo_server(tmp_path)
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=20) as s:
+            s.sendall(b"GET /models/index.json HTTP/1.0\r\n\r\n")
+            assert s.recv(12).startswith(b"HTTP/1.0 200")  # served once accept works again
+        assert len(calls) == 4, len(calls)  # not thousands of retries while the fd limit was hit
+        assert calls[3] - calls[0] >= 0.3  # it waited, longer each time (0.05 + 0.1 + 0.2 s)
     finally:
         server.shutdown()
         server.server_close()

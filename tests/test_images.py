@@ -259,3 +259,44 @@ def test_large_photo_is_block_averaged_first(digits):
     big[600:1800, 1000:2200] -= 150 * np.asarray(Image.fromarray(d).resize((1200, 1200)), np.float64) / 255
     big = (big + np.random.default_rng(3).normal(0, 25, big.shape)).clip(0, 255).astype(np.uint8)
     assert _corr(normalize_digit(big), normalize_digit(scans.scan(d, "clean", 0))) > 0.85
+
+
+# --- float images (Pillow mode "F", e.g. a float32 TIFF) ------------------------------------------------
+
+def _float_tiff(path, arr):
+    Image.fromarray(np.asarray(arr, np.float32), "F").save(path, "TIFF")
+    return path
+
+
+def test_float_images_in_0_1_or_0_255_read_like_their_uint8_digit(digits, tmp_path):
+    d = digits[0][5]
+    want = load_image(_png(tmp_path / "d.png", d))
+    unit = d / 255.0
+    unit[unit == unit.max()] += 5e-7  # float rounding just above 1 is allowed
+    assert np.array_equal(load_image(_float_tiff(tmp_path / "unit.tif", unit)), want)
+    assert np.array_equal(load_image(_float_tiff(tmp_path / "grey.tif", d.astype(np.float32))), want)
+
+
+@pytest.mark.parametrize("where", ["background", "one pixel"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_float_image_with_nan_or_inf_is_refused_not_read_as_zero(digits, tmp_path, where, bad):
+    arr = digits[0][5] / 255.0
+    if where == "background":
+        arr[arr == 0] = bad
+    else:
+        arr[0, 0] = bad
+    path = _float_tiff(tmp_path / "bad.tif", arr)
+    with pytest.raises(InputError, match=r"bad\.tif has NaN or infinite values \(\d[\d,]* of 784 pixels\)"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("value,shown,scale", [(1.0001, "1.0001", "0..1"), (1.9, "1.9", "0..1"),
+                                               (300.0, "300", "0..255"), (-0.5, "-0.5", "0..1"),
+                                               (-3.0, "-3", "0..255")])
+def test_a_float_image_outside_its_range_is_refused_with_the_value_and_the_range(digits, tmp_path, value,
+                                                                                   shown, scale):
+    arr = digits[0][5] / (255.0 if scale == "0..1" else 1.0)
+    arr[0, 0] = value
+    path = _float_tiff(tmp_path / "out.tif", arr)
+    with pytest.raises(InputError, match=rf"out\.tif: float value {shown} .*outside {scale}"):
+        load_image(path)

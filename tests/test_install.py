@@ -184,6 +184,47 @@ def test_the_self_test_bundle_ships_and_runs_from_the_package(artifact_dir, tmp_
     assert "not in the installed package" in rows["model.pt"]
 
 
+SIZE_TOLERANCE = 0.10  # the docs round sizes to ~10 kB; a drift past 10% must update them
+
+
+def stated_kb(pattern: str) -> int:
+    """The "~N kB" figure docs/install.md gives right after ``pattern`` (a regular expression)."""
+    import re
+
+    found = re.search(pattern + r"\s*\(~(\d+) kB", (ROOT / "docs" / "install.md").read_text())
+    assert found, f"docs/install.md states no size after {pattern!r}"
+    return int(found.group(1))
+
+
+def test_the_packaged_models_size_in_the_docs_is_what_the_wheel_carries():
+    """docs/install.md's "~N kB" of the default model: the committed files the build copies (no build)."""
+    folder = ROOT / "exported" / "bn_cnn"
+    size = sum((folder / name).stat().st_size for name in runtime_files(folder))
+    stated = stated_kb(r"`selftest.bin` and `manifest.json`") * 1000
+    assert abs(stated - size) <= SIZE_TOLERANCE * size, (
+        f"docs/install.md gives the packaged model as ~{stated // 1000} kB; the files are {size:,} bytes")
+
+
+def check_wheel_size(smoke_output: str) -> int:
+    """The wheel's size as scripts/wheel-smoke.sh printed it, checked against docs/install.md's figure."""
+    import re
+
+    found = re.search(r"^mnist_edge-[^:\s]+\.whl: (\d+) bytes$", smoke_output, re.M)
+    assert found, "wheel-smoke.sh did not print the wheel's size"
+    size = int(found.group(1))
+    stated = stated_kb(r"py3-none-any\.whl") * 1000
+    assert abs(stated - size) <= SIZE_TOLERANCE * size, (
+        f"docs/install.md gives the wheel as ~{stated // 1000} kB; the build made {size:,} bytes")
+    return size
+
+
+def test_the_wheel_size_check_reads_the_smoke_scripts_line():
+    stated = stated_kb(r"py3-none-any\.whl") * 1000
+    assert check_wheel_size(f"== build\nmnist_edge-0.1.0-py3-none-any.whl: {stated} bytes\n") == stated
+    with pytest.raises(AssertionError, match="docs/install.md gives the wheel as"):
+        check_wheel_size(f"mnist_edge-0.1.0-py3-none-any.whl: {stated * 2} bytes\n")
+
+
 def test_the_wheel_builds_installs_with_no_extras_and_works_outside_the_checkout(mnist_dir):
     """What CI must show for a Pi user (scripts/wheel-smoke.sh): `python -m build`, a fresh venv with the
     wheel and no extras (numpy + onnxruntime only; torch, onnx, Pillow absent), then list, verify (hashes,
@@ -195,3 +236,4 @@ def test_the_wheel_builds_installs_with_no_extras_and_works_outside_the_checkout
     p = subprocess.run(["bash", str(root / "scripts" / "wheel-smoke.sh")], capture_output=True, text=True,
                        env=env, timeout=600)
     assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+    check_wheel_size(p.stdout)  # the docs' figure is the build's, within SIZE_TOLERANCE

@@ -78,12 +78,52 @@ def test_default_model_is_exported_bn_cnn_int8(artifact_dir, pngs, capsys, tmp_p
 
 
 def test_absent_default_model_says_what_to_do(pngs, capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no exported/bn_cnn here, and this checkout installs no packaged copy
+    from mnist_edge import packaged
+
+    monkeypatch.chdir(tmp_path)  # no exported/bn_cnn here...
+    monkeypatch.setattr(packaged, "CHECKOUT", tmp_path / "site-packages")  # ...nor a checkout or packaged copy
     code, out, err = _run(capsys, "predict", pngs[0][0])
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "mnist-edge export --model bn_cnn --quantize" in err and "pass --model DIR" in err
     assert f"no exported/bn_cnn/ in {tmp_path}" in err
+
+
+def test_an_editable_install_finds_its_checkouts_model_from_any_folder(pngs, capsys, tmp_path, monkeypatch):
+    """`pip install -e .`, then `mnist-edge predict x.png` outside the checkout: the checkout's exported/
+    plays the packaged copy's part (as the README says); the working directory's exported/ still comes first."""
+    from mnist_edge import packaged
+
+    root = Path(__file__).resolve().parents[1]
+    assert packaged.CHECKOUT == root and not packaged.PACKAGED_ROOT.exists()  # this run imports the checkout
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, "predict", pngs[0][0])
+    assert code == 0, err
+    assert f"model: {root / 'exported' / 'bn_cnn' / 'model.int8.onnx'} (bn_cnn, int8, verified)" in err
+    assert out.startswith(f"{pngs[0][0]}: ")
+    fake = tmp_path / "elsewhere"  # a package in site-packages (no pyproject.toml beside it): no such copy
+    (fake / "exported" / "bn_cnn").mkdir(parents=True)
+    monkeypatch.setattr(packaged, "CHECKOUT", fake)
+    assert packaged.installed_model_dir("bn_cnn") is None
+
+
+def test_progress_while_reading_many_images_is_throttled(artifact_dir, pngs, tmp_path):
+    """A folder of photos takes seconds to read: predict says how far it is on stderr, but only once the
+    run has taken 2 s, then at most once a second (a few images answer silently)."""
+    import io
+
+    from mnist_edge.cli.predict_cmd import Throttled
+    from mnist_edge.runtime import classify_files
+
+    said: list[str] = []
+    out = classify_files(pngs[0][:3], model=artifact_dir, progress=said.append)
+    assert said == ["read 1 of 3 images", "read 2 of 3 images", "read 3 of 3 images"] and out["failed"] == 0
+    times = iter([0.0, 0.5, 2.0, 2.5, 3.1, 3.2])  # construction, then one reading per message
+    stream = io.StringIO()
+    line = Throttled(clock=lambda: next(times), stream=stream)
+    for i in range(1, 6):
+        line(f"read {i} of 5 images")
+    assert stream.getvalue() == "  read 2 of 5 images\n  read 4 of 5 images\n"
 
 
 @pytest.mark.parametrize("case, expected", [

@@ -152,8 +152,8 @@ def test_every_committed_search_result_round_trips_and_a_bad_field_is_named(tmp_
     doc["trials"][1]["ratios"]["64"]["low"] = "fast"
     bad = tmp_path / "int8_recipe.json"
     bad.write_text(json.dumps(doc))
-    with pytest.raises(ArtifactError, match=r"int8_recipe.json': field trials\[1\].ratios.64.low must be a finite number, "
-                                            r"got 'fast'"):
+    with pytest.raises(ArtifactError, match=r"int8_recipe.json': field trials\[1\].ratios.64.low must be a ratio from "
+                                            r"1e-06 to 1e\+06, got 'fast'"):
         SearchResult.from_json(bad)
     del doc["trials"][1]["ratios"]["64"]["low"], doc["machine"]
     bad.write_text(json.dumps(doc))

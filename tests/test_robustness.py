@@ -136,10 +136,17 @@ def test_an_unknown_condition_names_the_closest_and_the_valid_ones():
 @pytest.fixture(scope="module")
 def cli_report(model_dir, mnist_dir, tmp_path_factory):
     """`mnist-edge robustness` on the committed bn_cnn, both files, two conditions (keeps the test fast)."""
+    import contextlib
+    import io
+
     out = tmp_path_factory.mktemp("robust") / "r.json"
-    rc = main(["robustness", str(model_dir), "--conditions", "clean", "thin", "--threads", "1", "--data",
-               str(mnist_dir), "--json", str(out)])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["robustness", str(model_dir), "--conditions", "clean", "thin", "--threads", "1", "--data",
+                   str(mnist_dir), "--json", str(out)])
     assert rc == 0
+    # Progress on stderr, one line as each condition starts (the full suite runs for tens of seconds).
+    assert err.getvalue() == "  condition 1/2 clean (fp32, int8)\n  condition 2/2 thin (fp32, int8)\n"
     return json.loads(out.read_text())
 
 
@@ -179,7 +186,7 @@ def test_the_table_shows_every_condition_and_the_worst(cli_report, capsys):
     (["--threads", "0"], "threads must be a positive integer, got 0"),
 ])
 def test_bad_options_get_one_line_before_any_work(argv, message, model_dir, capsys, monkeypatch):
-    monkeypatch.setattr(R, "suite", lambda *a, **k: pytest.fail("the suite ran"))
+    monkeypatch.setattr(R, "_predict_suite", lambda *a, **k: pytest.fail("the suite ran"))
     assert main(["robustness", str(model_dir), *argv]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
@@ -203,7 +210,7 @@ def test_a_report_that_is_not_one_is_refused(tmp_path):
     with pytest.raises(ArtifactError, match="not a robustness report"):
         R.read_report(path)
     path.write_text("{")
-    with pytest.raises(ArtifactError, match="is not JSON"):
+    with pytest.raises(ArtifactError, match="is not valid JSON"):
         R.read_report(path)
 
 
@@ -217,9 +224,10 @@ def test_it_runs_on_a_runtime_only_install(model_dir, mnist_dir):
             "from mnist_edge.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
     p = subprocess.run([sys.executable, "-c", code, "robustness", str(model_dir), "--precision", "int8",
-                        "--conditions", "clean", "--data", str(mnist_dir), "--threads", "1"],
+                        "--conditions", "clean", "--data", str(mnist_dir), "--threads", "1", "--quiet"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
+    assert "condition" not in p.stderr  # --quiet: no progress lines
     accuracy = json.loads((model_dir / "manifest.json").read_text())["files"]["model.int8.onnx"]["accuracy"]
     assert f"{accuracy:.2f}%" in [line for line in p.stdout.splitlines() if line.startswith("clean ")][0]
 

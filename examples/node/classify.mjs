@@ -6,11 +6,14 @@
 // and "probabilities" float32 [batch, classes], class names in the metadata key "mnist_edge.labels".
 //
 //   npm ci                                             # once (ONNXRUNTIME_NODE_INSTALL=skip when offline)
-//   node classify.mjs digit.png other.png              # PNG files: any size, dark-on-light or light-on-dark
+//   node classify.mjs digit.png photo.jpg scans/       # PNG and JPEG files, or folders of them
 //   node classify.mjs --idx t10k-images-idx3-ubyte.gz --count 1000   # the MNIST test file (gz or plain)
 //   node classify.mjs --help
 //
-// Prints one JSON document: per precision, the model's metadata and the predicted labels.
+// Prints one line per image (file, label, probability per precision), or with --json one JSON document:
+// per precision, the model's metadata and the predicted labels. A file it cannot use gets an error line of
+// its own on stderr (images.mjs says what it reads) and the others are still classified; the exit status is
+// then 1, as with `mnist-edge predict`.
 // Before classifying, each model runs the folder's self-test (selftest.bin, listed in manifest.json: 100
 // images with the export machine's reference outputs); a model that fails it is refused.
 
@@ -22,19 +25,20 @@ import { parseArgs } from "node:util";
 import { gunzipSync } from "node:zlib";
 
 import ort from "onnxruntime-node";
-import { PNG } from "pngjs";
 
-import { fromLogits, normalizeDigit, readContract, readOnnxInfo, rgbaToGray, SIDE } from "../web/digit.mjs"; // one copy, shared with the browser demo
+import { fromLogits, normalizeDigit, readContract, readOnnxInfo, SIDE } from "../web/digit.mjs"; // one copy, shared with the browser demo
 import { parseBundle, runSelfTest } from "../web/selftest.mjs"; // the same self-test as `mnist-edge verify --self-test`
+import { expandPaths, ImageError, READS, readGray } from "./images.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const FILES = { fp32: "model.onnx", int8: "model.int8.onnx" };
-const USAGE = `usage: node classify.mjs [options] [PNG...]
+const USAGE = `usage: node classify.mjs [options] [IMAGE...]
 
-Classify digits with an exported mnist-edge model (onnxruntime-node); prints JSON.
+Classify digits with an exported mnist-edge model (onnxruntime-node); prints one line per image.
 
 inputs (one of):
-  PNG...                 PNG files, one digit each (normalized like MNIST: 20x20 box, centre of mass)
+  IMAGE...               ${READS} files or folders of them, one digit each (normalized like MNIST: 20x20
+                         box, centre of mass); any other file gets an error line and the rest go on
   --idx FILE             an MNIST IDX images file (.gz or plain), e.g. t10k-images-idx3-ubyte.gz;
                          its labels file beside it, if present, gives the accuracy
 
@@ -45,9 +49,10 @@ options:
   --offset N, --count N  which images of the IDX file (default: all from 0)
   --batch N              images per session.run (default 1000)
   --threads N            intra-op threads (default: onnxruntime's)
-  --probabilities        include each image's ten probabilities
-  --emit-inputs          include each 28x28 model input (base64 of 784 bytes)
-  --out FILE             write the JSON there instead of stdout
+  --json                 print one JSON document: metadata, labels, confidence, self-test per precision
+  --probabilities        with --json: include each image's ten probabilities
+  --emit-inputs          with --json: include each 28x28 model input (base64 of 784 bytes)
+  --out FILE             write the JSON document there (implies --json; stdout then stays empty)
 `;
 
 function fail(message) {
@@ -69,6 +74,7 @@ function parseCli(argv) {
         count: { type: "string" },
         batch: { type: "string", default: "1000" },
         threads: { type: "string" },
+        json: { type: "boolean", default: false },
         probabilities: { type: "boolean", default: false },
         "emit-inputs": { type: "boolean", default: false },
         out: { type: "string" },
@@ -91,20 +97,21 @@ function parseCli(argv) {
   };
   const precisions = { both: ["fp32", "int8"], fp32: ["fp32"], int8: ["int8"] }[values.precision];
   if (!precisions) fail(`--precision must be fp32, int8 or both, got ${values.precision}`);
-  if (!values.idx && positionals.length === 0) fail(`give PNG files or --idx FILE\n\n${USAGE}`);
-  if (values.idx && positionals.length) fail("give PNG files or --idx FILE, not both");
+  if (!values.idx && positionals.length === 0) fail(`give image files or --idx FILE\n\n${USAGE}`);
+  if (values.idx && positionals.length) fail("give image files or --idx FILE, not both");
   return {
     modelDir: values["model-dir"],
     precisions,
     explicitPrecision: values.precision !== "both",
     idx: values.idx,
-    pngs: positionals,
+    images: positionals,
     offset: int("offset", 0),
     count: int("count", 0),
     batch: int("batch", 1),
     threads: int("threads", 1),
     probabilities: values.probabilities,
     emitInputs: values["emit-inputs"],
+    json: values.json || values.out !== undefined,
     out: values.out,
   };
 }
@@ -184,20 +191,28 @@ function loadIdx(opts) {
   };
 }
 
-function loadPngs(paths) {
-  const pixels = new Uint8Array(paths.length * SIDE * SIDE);
-  paths.forEach((path, i) => {
-    let png;
+// Each file on its own: one that cannot be read or holds no digit is listed in `failed` with one line naming
+// it, and the others are still classified.
+function loadImages(items) {
+  const files = [], failed = [], digits = [], order = []; // order: every file as given, {image, index | error}
+  for (const { path, error } of expandPaths(items)) {
     try {
-      png = PNG.sync.read(readFileSync(path)); // any bit depth / colour type -> 8-bit RGBA
+      if (error) throw new ImageError(error);
+      const { gray, width, height } = readGray(path);
+      const digit = normalizeDigit(gray, width, height);
+      if (!digit) throw new ImageError(`${path}: no digit found (the image is blank or its ink too faint)`);
+      order.push({ image: path, index: files.length });
+      files.push(path);
+      digits.push(digit);
     } catch (e) {
-      fail(`${path}: ${e.code === "ENOENT" ? "no such file" : `not a PNG this program can read (${e.message})`}`);
+      if (!(e instanceof ImageError)) throw e;
+      order.push({ image: path, error: e.message });
+      failed.push({ image: path, error: e.message });
     }
-    const digit = normalizeDigit(rgbaToGray(png.data, png.width, png.height), png.width, png.height);
-    if (!digit) fail(`${path}: no digit found (the image is blank or its ink too faint)`);
-    pixels.set(digit, i * SIDE * SIDE);
-  });
-  return { source: { kind: "png", files: paths }, count: paths.length, pixels, truth: null };
+  }
+  const pixels = new Uint8Array(digits.length * SIDE * SIDE);
+  digits.forEach((d, i) => pixels.set(d, i * SIDE * SIDE));
+  return { source: { kind: "images", files, failed }, count: files.length, pixels, truth: null, order };
 }
 
 // --- models ------------------------------------------------------------------------------------------------
@@ -281,6 +296,7 @@ async function selfTest(model, bundle) {
   const t0 = process.hrtime.bigint();
   const result = await runSelfTest(ort, model.session, bundle, file);
   result.ms = Number((Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1));
+  result.images = bundle.header.images;
   if (!result.passed) fail(`${model.report.path} fails its self-test on ${bundle.header.images} images: ${result.problem}`);
   return result;
 }
@@ -329,6 +345,41 @@ function stringify(value) {
     (_, inner) => `[${inner.replace(/,\s+/g, ", ")}]`);
 }
 
+// --- output ------------------------------------------------------------------------------------------------
+
+function modelLine(m) {
+  const check = m.manifest_verified ? "hash-checked against manifest.json" : "not hash-checked (no manifest.json)";
+  const st = m.self_test ? `self-test passed on ${m.self_test.images} images` : "no self-test bundle";
+  return `model: ${m.path} (${m.metadata["mnist_edge.model"]}, ${m.precision}, ${check}, ${st})`;
+}
+
+// One line per image: "file: label (probability)", each precision's answer when there are two.
+function imageLines(data, models) {
+  const precisions = Object.keys(models);
+  const answer = (m, i) => `${m.names[i]} (${m.confidence[i].toFixed(3)})`;
+  return data.order.filter((e) => e.error === undefined).map(({ image, index }) => `${image}: ` + (precisions.length === 1
+    ? answer(models[precisions[0]], index)
+    : precisions.map((p) => `${p} ${answer(models[p], index)}`).join(", ")));
+}
+
+function idxLines(data, models) {
+  return Object.entries(models).map(([p, m]) => `${p} (${basename(m.path)}): ${data.count} images` +
+    (m.accuracy !== undefined ? `, accuracy ${(100 * m.accuracy).toFixed(2)}%` : ", no labels file beside it") +
+    `, ${m.ms_per_image} ms/image (--json for every label)`);
+}
+
+function report(opts, data, result) {
+  if (opts.json) {
+    const text = stringify(result) + "\n";
+    if (opts.out) writeFileSync(opts.out, text);
+    else process.stdout.write(text);
+  } else {
+    for (const m of Object.values(result.models)) process.stderr.write(modelLine(m) + "\n");
+    const lines = opts.idx ? idxLines(data, result.models) : imageLines(data, result.models);
+    if (lines.length) process.stdout.write(lines.join("\n") + "\n");
+  }
+}
+
 async function main() {
   const opts = parseCli(process.argv.slice(2));
   const dir = resolve(opts.modelDir ?? defaultModelDir());
@@ -338,7 +389,14 @@ async function main() {
     return false; // with the default "both", use what the folder has
   });
   if (!precisions.length) fail(`${dir} holds neither ${FILES.fp32} nor ${FILES.int8}`);
-  const data = opts.idx ? loadIdx(opts) : loadPngs(opts.pngs);
+  const data = opts.idx ? loadIdx(opts) : loadImages(opts.images);
+  const failed = data.source.failed ?? [];
+  for (const f of failed) process.stderr.write(`classify.mjs: error: ${f.error}\n`);
+  const summary = `classify.mjs: ${failed.length} of ${failed.length + data.count} images failed\n`;
+  if (!opts.idx && data.count === 0) { // nothing to classify: no model is loaded
+    process.stderr.write(summary);
+    process.exit(1);
+  }
   const result = {
     runtime: { onnxruntime_node: ort.env.versions?.common ?? null, node: process.version },
     model_dir: dir,
@@ -358,9 +416,11 @@ async function main() {
     result.models[precision].self_test = selfTestResult;
     await model.session.release();
   }
-  const text = stringify(result) + "\n";
-  if (opts.out) writeFileSync(opts.out, text);
-  else process.stdout.write(text);
+  report(opts, data, result);
+  if (failed.length) {
+    process.stderr.write(summary);
+    process.exitCode = 1;
+  }
 }
 
 main().catch((e) => fail(e?.stack ?? String(e)));

@@ -45,8 +45,9 @@ Schema ``mnist-edge-bench/1`` (a JSON object; times in milliseconds, sizes in by
   in older reports, from the two p50s; "accuracy", "device", "emulation", "cpu flags"), int8_speedup
   {batch, threads, value, interval ([low, high] or null)} or null, line}.
 
-Every number read is finite, timings are positive and percentiles in order: a malformed report is an
-ArtifactError naming the file and the field, never a traceback or a nan in a table or a card.
+Every number read is finite, timings lie between 1 ns and 11 days (so every ratio of two is finite),
+percentiles are in order and file names hold no NUL: a malformed report is an ArtifactError naming the
+file and the field, never a traceback or a nan or inf in a table or a card.
 """
 
 from __future__ import annotations
@@ -56,13 +57,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_edge.documents import SCHEMAS, load_json
-from mnist_edge.documents.fields import (FLAG, INTERVAL, NONNEG, PERCENT, POSITIVE, TEXT, Where, count, dict_of,
-                               dump, extra_field, list_of, one_of, optional, parse, record, spec)
+from mnist_edge.documents.fields import (FLAG, MS, MS0, NONNEG, PATH, PERCENT, POSITIVE, RATIO, TEXT, Where, between,
+                                         count, dict_of, dump, extra_field, interval, list_of, one_of, optional, parse,
+                                         record, spec)
 
 SCHEMA = SCHEMAS["bench"]
 STATUSES = ("ok", "not available", "failed")
 VERDICTS = ("faster", "slower", "undetermined")
 OPT_TEXT = optional(TEXT)
+BATCH, THREADS = count(1, 1_000_000), count(1, 65_536)
+IPS = between(1e-6, 1e15, "images per second")  # batch / time, within the bounds of both
+MIB = between(0, 1e9, "a size in MiB")
 
 
 @dataclass
@@ -164,12 +169,12 @@ class FormatEntry:
     label: str | None = spec(OPT_TEXT)
     status: str = spec(one_of(*STATUSES), required=True)
     reason: str | None = spec(OPT_TEXT)
-    file: str | None = spec(OPT_TEXT)
+    file: str | None = spec(optional(PATH))
     size_bytes: int | None = spec(optional(count(0)))
     sha256: str | None = spec(OPT_TEXT)
     verified: bool | None = spec(optional(FLAG))
-    import_ms: float | None = spec(optional(NONNEG))
-    peak_rss_mb: float | None = spec(optional(NONNEG))
+    import_ms: float | None = spec(optional(MS0))
+    peak_rss_mb: float | None = spec(optional(MIB))
     providers: list | None = spec(optional(list_of(TEXT)))
     notes: list = spec(list_of(TEXT), factory=list)
     library: dict | None = spec(optional(record(2)))
@@ -204,26 +209,26 @@ class ResultRow:
     """One (format, batch, threads) case."""
 
     format: str = spec(TEXT, required=True)
-    batch: int = spec(count(1), required=True)
-    threads: int = spec(count(1), required=True)
+    batch: int = spec(BATCH, required=True)
+    threads: int = spec(THREADS, required=True)
     warmup: int | None = spec(optional(count(0)))
-    load_ms: float = spec(NONNEG, required=True)
-    first_ms: float = spec(NONNEG, required=True)
-    cold_start_ms: float = spec(NONNEG, required=True)
+    load_ms: float = spec(MS0, required=True)
+    first_ms: float = spec(MS0, required=True)
+    cold_start_ms: float = spec(MS0, required=True)
     runs: int = spec(count(1), required=True)
-    p50_ms: float = spec(POSITIVE, required=True)
-    p90_ms: float = spec(POSITIVE, required=True)
-    p99_ms: float = spec(POSITIVE, required=True)
-    mean_ms: float = spec(POSITIVE, required=True)
-    std_ms: float = spec(NONNEG, required=True)
-    min_ms: float = spec(POSITIVE, required=True)
-    max_ms: float = spec(POSITIVE, required=True)
-    throughput_ips: float | None = spec(optional(POSITIVE), required=True)
-    throughput_p50_ips: float | None = spec(optional(POSITIVE), omit_none=True)  # added in 1.x
-    p50_ci_ms: list | None = spec(optional(INTERVAL), omit_none=True)  # added in 1.x
+    p50_ms: float = spec(MS, required=True)
+    p90_ms: float = spec(MS, required=True)
+    p99_ms: float = spec(MS, required=True)
+    mean_ms: float = spec(MS, required=True)
+    std_ms: float = spec(MS0, required=True)
+    min_ms: float = spec(MS, required=True)
+    max_ms: float = spec(MS, required=True)
+    throughput_ips: float | None = spec(optional(IPS), required=True)
+    throughput_p50_ips: float | None = spec(optional(IPS), omit_none=True)  # added in 1.x
+    p50_ci_ms: list | None = spec(optional(interval(MS)), omit_none=True)  # added in 1.x
     provider: str = spec(TEXT, required=True)
     device: str | None = spec(OPT_TEXT)
-    predict_p50_ms: float | None = spec(optional(POSITIVE), omit_none=True)  # ONNX formats only
+    predict_p50_ms: float | None = spec(optional(MS), omit_none=True)  # ONNX formats only
     placement: Placement | None = spec(Placement)
     extra: dict = extra_field()
 
@@ -246,16 +251,16 @@ class ResultRow:
 class PairRow:
     """int8 against fp32 timed interleaved in one process (mnist_edge.bench.ratio)."""
 
-    batch: int = spec(count(1), required=True)
-    threads: int = spec(count(1), required=True)
-    ratio: float = spec(POSITIVE, required=True)  # int8 p50 / fp32 p50
-    low: float = spec(POSITIVE, required=True)
-    high: float = spec(POSITIVE, required=True)
+    batch: int = spec(BATCH, required=True)
+    threads: int = spec(THREADS, required=True)
+    ratio: float = spec(RATIO, required=True)  # int8 p50 / fp32 p50
+    low: float = spec(RATIO, required=True)
+    high: float = spec(RATIO, required=True)
     verdict: str = spec(one_of(*VERDICTS), required=True)
     repeats: int | None = spec(optional(count(1)))
     calls: int | None = spec(optional(count(1)))
-    p50_ms: float | None = spec(optional(POSITIVE))
-    reference_p50_ms: float | None = spec(optional(POSITIVE))
+    p50_ms: float | None = spec(optional(MS))
+    reference_p50_ms: float | None = spec(optional(MS))
     extra: dict = extra_field()
 
     def validate(self, where: Where) -> None:
@@ -272,11 +277,52 @@ class Pair:
 
 
 @dataclass
+class RaceRow:
+    """One file in the cross-runtime race (mnist_edge.bench.race): its p50 against the fastest's."""
+
+    batch: int = spec(BATCH, required=True)
+    threads: int = spec(THREADS, required=True)
+    file: str = spec(TEXT, required=True)
+    p50_ms: float = spec(MS, required=True)
+    ratio: float = spec(RATIO, required=True)  # its p50 / the fastest file's p50 (1 for the fastest)
+    low: float = spec(RATIO, required=True)
+    high: float = spec(RATIO, required=True)
+    extra: dict = extra_field()
+
+    def validate(self, where: Where) -> None:
+        if self.low > self.high:
+            raise where.fail(f"has an interval [{self.low}, {self.high}] whose low end is above its high end")
+
+
+@dataclass
+class Race:
+    """Every runtime file (ONNX Runtime and LiteRT, fp32 and int8) timed interleaved in one process."""
+
+    method: str = spec(TEXT, required=True)
+    rows: list | None = spec(RaceRow, many=True, omit_none=True)
+    error: str | None = spec(OPT_TEXT, omit_none=True)
+    extra: dict = extra_field()
+
+
+@dataclass
+class Fastest:
+    """The advice's pick at one batch size: the fastest file and how far the runner-up is behind."""
+
+    batch: int = spec(BATCH, required=True)
+    threads: int = spec(THREADS, required=True)
+    file: str = spec(TEXT, required=True)
+    runner_up: str | None = spec(OPT_TEXT)
+    margin: list | None = spec(optional(interval(RATIO)))  # runner-up p50 / fastest p50: [low, high]
+    ratio: float | None = spec(optional(RATIO))
+    extra: dict = extra_field()
+
+
+@dataclass
 class Speedup:
-    batch: int = spec(count(1), required=True)
-    threads: int = spec(count(1), required=True)
-    value: float = spec(POSITIVE, required=True)  # fp32 p50 / int8 p50
-    interval: list | None = spec(optional(INTERVAL))
+    batch: int = spec(BATCH, required=True)
+    threads: int = spec(THREADS, required=True)
+    value: float = spec(RATIO, required=True)  # fp32 p50 / int8 p50
+    interval: list | None = spec(optional(interval(RATIO)))
     extra: dict = extra_field()
 
 
@@ -288,6 +334,7 @@ class Advice:
     ship: str | None = spec(OPT_TEXT)
     basis: str | None = spec(OPT_TEXT)
     int8_speedup: Speedup | None = spec(Speedup)
+    fastest: list | None = spec(Fastest, many=True, omit_none=True)  # per batch size, from the race
     line: str = spec(TEXT, required=True)
     extra: dict = extra_field()
 
@@ -306,6 +353,7 @@ class BenchReport:
     formats: list = spec(FormatEntry, many=True, required=True)
     results: list = spec(ResultRow, many=True, required=True)
     int8_vs_fp32: Pair | None = spec(Pair)
+    race: Race | None = spec(Race, omit_none=True)  # every runtime file interleaved (with LiteRT files)
     warnings: list = spec(list_of(TEXT), required=True)
     advice: Advice | None = spec(Advice, required=True)  # None only while run_bench builds the report
     extra: dict = extra_field()

@@ -26,8 +26,9 @@ from mnist_edge.files import format_size, write_text_atomic
 from mnist_edge.zoo.registry import MODELS, get_spec
 
 FORMATS = (("eager", "PyTorch eager"), ("torchscript", "TorchScript"), ("onnx", "ONNX fp32"),
-           ("int8", "ONNX int8"))
-FILES = {A.TORCHSCRIPT: "TorchScript", A.ONNX: "ONNX fp32", A.INT8: "ONNX int8"}  # int8: + its format
+           ("int8", "ONNX int8"), ("tflite", "LiteRT fp32"), ("tflite-int8", "LiteRT int8"))
+FILES = {A.TORCHSCRIPT: "TorchScript", A.ONNX: "ONNX fp32", A.INT8: "ONNX int8",  # int8: + its format
+         A.TFLITE: "LiteRT fp32", A.TFLITE_INT8: "LiteRT int8"}
 
 
 def _ms(row, key="p50_ms") -> str:
@@ -160,6 +161,8 @@ def _parity_lines(c: CardFolder) -> list[str]:
         if f:
             if fname == A.INT8 and q:
                 label += f" ({format_name(q)})"
+            if fname == A.TFLITE_INT8 and (c.manifest.get("litert") or {}).get("int8"):
+                label += f" ({c.manifest['litert']['int8']})"
             lines.append(f"| `{fname}` | {label} | {format_size(f.size)} | {_pct(f.accuracy)} | "
                          f"{_pct(f.agreement)} | {_num(f.max_abs_diff, '.2e')} | {f.reference} |")
     return lines
@@ -177,22 +180,44 @@ def _latency_lines(c: CardFolder) -> list[str]:
               "| format | batch 1 p50 | batch 1 p99 | batch 64 p50 | batch 64 p99 |", "|---|---|---|---|---|"]
     for fmt, label in FORMATS:
         b1, b64 = bench.row(fmt, 1), bench.row(fmt, 64)
+        if not b1 and not b64 and fmt.startswith("tflite"):
+            continue  # a folder without LiteRT files
         mark = " (stale)" if fmt in c.stale else ""
         lines.append(f"| {label}{mark} | {_ms(b1)} | {_ms(b1, 'p99_ms')} | {_ms(b64)} | {_ms(b64, 'p99_ms')} |")
     if bench.paired_rows:
         lines += ["", "Each p50 above times one file in its own process, one file after the other; the int8/fp32 "
                       "ratios below time both files interleaved in one process, as `mnist-edge quantize --search` "
                       "does, so a change of load on the machine falls on both."]
-    lines += ["", bench.advice.line]
+    lines += _race_lines(bench) + ["", bench.advice.line]
     if c.stale:
         lines += ["", "**Stale:** " + "; ".join(f"{fmt}: {why}" for fmt, why in c.stale.items())
                   + ". These timings describe other files; run the bench command below again."]
     return lines
 
 
+def _race_lines(bench) -> list[str]:
+    """Every runtime file interleaved in one process (with LiteRT files): p50 and ratio to the fastest."""
+    rows = bench.race.rows if bench.race is not None and bench.race.rows else []
+    if not rows:
+        return []
+    threads = min(r.threads for r in rows)
+    out = ["", f"Every runtime file timed interleaved in one process ({threads} thread), as the export races them; "
+               "p50 in ms and its ratio to the fastest at that batch size (95% interval):", "",
+           "| file | " + " | ".join(f"batch {b}" for b in sorted({r.batch for r in rows})) + " |",
+           "|---|" + "---|" * len({r.batch for r in rows})]
+    for name in dict.fromkeys(r.file for r in sorted(rows, key=lambda r: (r.batch, r.ratio))):
+        cells = []
+        for b in sorted({r.batch for r in rows}):
+            r = next((r for r in rows if r.file == name and r.batch == b and r.threads == threads), None)
+            cells.append("-" if r is None else f"{r.p50_ms:.3f} ({r.ratio:.2f}x [{r.low:.2f}, {r.high:.2f}])")
+        out.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return out
+
+
 def _files_lines(name: str, pictures: tuple) -> list[str]:
     lines = ["## Files", "", "`checkpoint.pt` (weights-only, rebuilds its model), `model.pt`, `model.onnx`, "
-             "`model.int8.onnx`, `manifest.json` (SHA-256 of every file; check with `mnist-edge verify "
+             "`model.int8.onnx`, `model.tflite` and `model.int8.tflite` (LiteRT, NHWC input: docs/litert.md), "
+             "`manifest.json` (SHA-256 of every file; check with `mnist-edge verify "
              f"exported/{name}`), `training_curves.png`, `bench.json`, `robustness.json`.", "",
              "![training curves](training_curves.png)", ""]
     if pictures:

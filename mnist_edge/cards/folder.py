@@ -11,13 +11,13 @@ from pathlib import Path
 
 from mnist_edge import artifacts as A
 from mnist_edge.bench.document import BenchReport
-from mnist_edge.cards.int8 import load_search
+from mnist_edge.cards.int8 import check_records, load_search
 from mnist_edge.cards.reliability import Temperature, load_robustness, temperature_of
 from mnist_edge.errors import ArtifactError
-from mnist_edge.documents.fields import (NONNEG, PERCENT, TEXT, Where, count, dict_of, extra_field, optional, parse, record,
-                               spec)
+from mnist_edge.documents.fields import (MS0, NONNEG, PERCENT, TEXT, Where, count, dict_of, extra_field, optional, parse,
+                                         record, spec)
 
-MODEL_FILES = (A.TORCHSCRIPT, A.ONNX, A.INT8)  # the files a card's parity table shows
+MODEL_FILES = (A.TORCHSCRIPT, A.ONNX, A.INT8, A.TFLITE, A.TFLITE_INT8)  # the files a card's parity table shows
 BENCH = "bench.json"
 INT8_REPORT = "int8_report.json"
 OPT_TEXT = optional(TEXT)
@@ -125,26 +125,40 @@ class CardFolder:
     robustness_stale: dict = field(default_factory=dict)
 
 
-def _load_int8_report(path: Path) -> dict | None:
-    """The folder's int8 diagnosis (``mnist-edge quantize --report``), with the profile the card shows checked."""
+def _check_profile(profile, where: Where) -> None:
+    """``profile``: {batch (digits): {"fp32"|"int8": {ms_per_call, ops: [{op, ms}, ...]}}}, as the card's
+    table reads it (mnist_edge.int8.diagnose.profile_markdown)."""
+    if not isinstance(profile, dict):
+        raise where.bad(profile, "an object keyed by batch size")
+    op = record(1)
+    for batch, both in profile.items():
+        if not (batch.isascii() and batch.isdigit() and len(batch) <= 7):
+            raise where.bad(batch, "keys that are batch sizes (digits)")
+        for fmt in ("fp32", "int8"):
+            part = both.get(fmt) if isinstance(both, dict) else None
+            at = where.at(batch).at(fmt)
+            if not (isinstance(part, dict) and MS0(part.get("ms_per_call")) and isinstance(part.get("ops"), list)):
+                raise at.bad(part, "an object with ms_per_call (a time in ms) and a list of ops")
+            for i, o in enumerate(part["ops"]):
+                if not (op(o) and TEXT(o.get("op")) and MS0(o.get("ms"))):
+                    raise at.at("ops").at(i).bad(o, "an object with op (a string) and ms (a time in ms)")
+
+
+def load_int8_report(path: Path) -> dict | None:
+    """The int8 diagnosis at ``path`` (``mnist-edge quantize --report`` writes int8_report.json), read by the
+    one bounded loader, with what the card shows checked; None when there is no such file (a FIFO or a
+    device there is an error, not an absent file)."""
     from mnist_edge.documents import load_json
 
-    if not path.is_file():
+    path = Path(path)
+    if not path.exists():
         return None
     doc = load_json(path)
     where = Where(path)
     if not isinstance(doc, dict):
         raise where.bad(doc, "a JSON object")
-    op = record(1)
-    for batch, both in (doc.get("profile") or {}).items():
-        for fmt in ("fp32", "int8"):
-            part = both.get(fmt) if isinstance(both, dict) else None
-            at = where.at("profile").at(batch).at(fmt)
-            if not (isinstance(part, dict) and NONNEG(part.get("ms_per_call")) and isinstance(part.get("ops"), list)):
-                raise at.bad(part, "an object with ms_per_call and a list of ops")
-            for i, o in enumerate(part["ops"]):
-                if not (op(o) and TEXT(o.get("op")) and NONNEG(o.get("ms"))):
-                    raise at.at("ops").at(i).bad(o, "an object with op and ms")
+    if doc.get("profile") is not None:
+        _check_profile(doc["profile"], where.at("profile"))
     left = doc.get("left_after_optimization")
     if left is not None and not dict_of(count(0))(left):
         raise where.at("left_after_optimization").bad(left, "an object of node counts")
@@ -160,13 +174,14 @@ def load_card_folder(folder: Path, name: str) -> CardFolder:
     folder = Path(folder)
     manifest = read_manifest(folder)  # ArtifactError naming a folder without a manifest
     try:
+        check_records(manifest, folder / A.MANIFEST)
         files = {n: parse(FileResult, manifest["files"][n], Where(folder / A.MANIFEST, f"files.{n}"))
                  for n in MODEL_FILES if n in manifest["files"]}
         training = training_of(read_checkpoint(folder / A.CHECKPOINT), folder / A.CHECKPOINT)
         temperature = temperature_of(manifest, folder / A.MANIFEST)
         bench = BenchReport.from_json(folder / BENCH) if (folder / BENCH).exists() else None
         robustness = load_robustness(folder)
-        int8_report = _load_int8_report(folder / INT8_REPORT)
+        int8_report = load_int8_report(folder / INT8_REPORT)
         search = load_search(folder)
     except ArtifactError as e:
         raise ArtifactError(f"cannot make the card of '{folder}' (a file lacks a field the card needs, holds a "

@@ -11,10 +11,80 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_edge import artifacts as A
+from mnist_edge.documents.fields import (FINITE, FLAG, TEXT, Check, Where, count, extra_field, optional, parse, record,
+                                         spec)
 from mnist_edge.int8.quantize import QuantizeOptions
-from mnist_edge.int8.result import RESULT_FILE, Fields, Ratio, SearchResult
+from mnist_edge.int8.result import RESULT_FILE, Fields, Ratio, SearchResult, parse_ratios
 
 FORMAT_NAMES = {"qdq": "QDQ", "qoperator": "QOperator"}  # onnxruntime's QuantFormat names
+OPT_TEXT = optional(TEXT)
+OBJECT = optional(Check(lambda v: isinstance(v, dict), "a JSON object"))
+
+
+@dataclass
+class CalibrationSource:
+    images: int = spec(count(1), required=True)
+    split: str = spec(TEXT, required=True)
+    seed: int = spec(count(0), required=True)
+    extra: dict = extra_field()
+
+
+@dataclass
+class Quantization:
+    """The manifest's ``settings.quantization``: what the card's int8 paragraph says."""
+
+    tool: str = spec(TEXT, required=True)
+    quant_format: str = spec(TEXT, required=True)
+    calibration_method: str = spec(TEXT, required=True)
+    calibration_source: CalibrationSource = spec(CalibrationSource, required=True)
+    weight_type: str = spec(TEXT, required=True)
+    activation_type: str = spec(TEXT, required=True)
+    per_channel: bool = spec(FLAG, required=True)
+    extra: dict = extra_field()
+
+
+@dataclass
+class FileQuantization:
+    """The int8 file's own ``quantization`` record: older manifests may lack any key (the card's defaults)."""
+
+    quant_format: str | None = spec(OPT_TEXT)
+    calibration_method: str | None = spec(OPT_TEXT)
+    activation_type: str | None = spec(OPT_TEXT)
+    weight_type: str | None = spec(OPT_TEXT)
+    per_channel: bool | None = spec(optional(FLAG))
+    percentile: float | None = spec(optional(FINITE))
+    extra: dict = extra_field()
+
+
+@dataclass
+class RecipeRecord:
+    """The manifest's ``int8_recipe`` (Int8Recipe.record), with the evidence older manifests carried."""
+
+    source: str = spec(TEXT, required=True)
+    recommended: str = spec(TEXT, required=True)
+    verdict: str | None = spec(OPT_TEXT)
+    summary: str | None = spec(OPT_TEXT)
+    machine: dict | None = spec(optional(record(2)))
+    chosen: dict | None = spec(OBJECT)
+    search: dict | None = spec(optional(record(2)))
+    extra: dict = extra_field()
+
+
+def check_records(manifest: dict, source) -> None:
+    """Check the manifest's records the int8 paragraphs read (ArtifactError naming the field otherwise)."""
+    where = Where(source)
+    q = (manifest.get("settings") or {}).get("quantization")
+    if q:
+        parse(Quantization, q, where.at("settings").at("quantization"))
+    rec = manifest.get("int8_recipe")
+    if rec:
+        parse(RecipeRecord, rec, where.at("int8_recipe"))
+        entry = manifest["files"].get(A.INT8)
+        if not isinstance(entry, dict) or not isinstance(entry.get("quantization"), dict):
+            raise where.at("files").at(A.INT8).fail("lacks the quantization record its int8_recipe describes")
+    if isinstance(manifest["files"].get(A.INT8), dict) and manifest["files"][A.INT8].get("quantization"):
+        parse(FileQuantization, manifest["files"][A.INT8]["quantization"],
+              where.at("files").at(A.INT8).at("quantization"))
 
 
 def format_name(q: dict) -> str:
@@ -23,14 +93,15 @@ def format_name(q: dict) -> str:
 
 
 def load_search(folder: str | os.PathLike) -> SearchResult | None:
-    """The search result in ``folder`` (``mnist-edge quantize --out DIR`` wrote it), None when it has none."""
+    """The search result in ``folder`` (``mnist-edge quantize --out DIR`` wrote it), None when it has none (a
+    FIFO or a device in its place is an error, not an absent file)."""
     path = Path(folder) / RESULT_FILE
-    return SearchResult.from_json(path) if path.is_file() else None
+    return SearchResult.from_json(path) if path.exists() else None
 
 
 def int8_lines(manifest: dict, int8_report: dict | None, search: SearchResult | None = None) -> list[str]:
     """A card's int8 paragraphs (none when the folder has no int8 file); ``search``: :func:`load_search`."""
-    q = manifest["settings"].get("quantization")
+    q = (manifest.get("settings") or {}).get("quantization")
     if not q:
         return []
     src = q["calibration_source"]
@@ -108,8 +179,8 @@ def evidence(rec: dict, search: SearchResult | None) -> Evidence | None:
     if "machine" not in rec:
         return None
     chosen, machine, info = rec.get("chosen") or {}, rec.get("machine") or {}, rec.get("search") or {}
-    f = Fields("manifest.json")
-    ratios = {int(b): Ratio.parse(r, f, f"int8_recipe.chosen.ratios.{b}") for b, r in (chosen.get("ratios") or {}).items()}
+    f = Fields("manifest.json")  # RecipeRecord checked the three are objects; the ratios are checked here
+    ratios = parse_ratios(chosen, "ratios", f, "int8_recipe.chosen") if chosen.get("ratios") is not None else {}
     return Evidence(ratios, machine.get("cpu"), machine.get("load_average"), info.get("trials"), info.get("seconds"))
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_edge.documents.fields import (FINITE, FLAG, NONNEG, PERCENT, POSITIVE, TEXT, Where, count, dict_of, extra_field,
-                               optional, parse, spec)
+from mnist_edge.documents.fields import (FINITE, FLAG, NONNEG, PERCENT, POSITIVE, TEXT, Where, count, extra_field,
+                                         optional, parse, spec)
 
 
 @dataclass
@@ -72,18 +72,9 @@ def load_robustness(folder: Path) -> dict | None:
     path = folder / REPORT_NAME
     if not path.exists():
         return None
-    report = validate_report(load_json(path, kind="robustness"), str(path))
-    where = Where(path)
-    if not isinstance(report.get("command"), str):
-        raise where.at("command").bad(report.get("command"), "a string")
-    if not dict_of(optional(TEXT))(report.get("versions")):
-        raise where.at("versions").bad(report.get("versions"), "an object of version strings")
-    for i, c in enumerate(report["conditions"]):
-        if not isinstance(c.get("description"), str):
-            raise where.at("conditions").at(i).bad(c, "a condition with a description")
-    for i, e in enumerate(report["files"]):
-        if not dict_of(PERCENT)(e["accuracy"]):
-            raise where.at("files").at(i).at("accuracy").bad(e["accuracy"], "an object of percentages")
+    report = validate_report(load_json(path, kind="robustness"), str(path))  # every field the tables show
+    if not isinstance(report.get("command"), str):  # the card quotes it (the library may write null)
+        raise Where(path).at("command").bad(report.get("command"), "a string")
     return report
 
 
@@ -95,7 +86,7 @@ def robustness_lines(name: str, report: dict | None, stale: dict | None = None) 
     if not report:
         return lines + [f"Not measured yet: run `mnist-edge robustness {name} --json "
                         f"exported/{name}/{REPORT_NAME}`.", ""]
-    v = report["versions"]
+    v = report.get("versions") or {}  # a report may leave it out (mnist_edge.evaluate.robustness_report)
     lines += [f"`{report['command']}`: accuracy on the {report['images']:,} MNIST test images transformed by each "
               f"condition of the robustness suite (numpy {v.get('numpy')}, onnxruntime {v.get('onnxruntime')}; "
               "`mnist_edge/evaluate/robustness.py` defines each condition).", "", render_table(report, markdown=True).rstrip()]

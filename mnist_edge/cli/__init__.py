@@ -158,6 +158,25 @@ def interrupted_message() -> str:
             "files not named here are unchanged")
 
 
+# onnxruntime.quantization gives one piece of advice in two wordings, as quantize_static starts ("Please
+# consider to run pre-processing before quantization. Refer to example: URL") and as it ends ("Please consider
+# pre-processing before quantization. See URL"): the user should read it once.
+_SAME_ADVICE = re.compile(r"please consider (?:to run )?pre-processing before quantization", re.IGNORECASE)
+
+
+def distinct_notes(messages) -> list[str]:
+    """``messages`` (what a library logged, e.g. the quantizer's) each once, in order of first appearance: an
+    exact repeat, or the same advice in another wording, is left out."""
+    seen: set[str] = set()
+    out = []
+    for message in messages:
+        key = "pre-processing advice" if _SAME_ADVICE.search(message) else message.strip()
+        if key not in seen:
+            seen.add(key)
+            out.append(message)
+    return out
+
+
 def _finish_quietly() -> None:
     """The command has finished and said so: a Ctrl-C during interpreter shutdown must not print a trace
     of an ignored exception over a successful exit."""

@@ -18,7 +18,9 @@ def register(sub) -> None:
                    help="show (default) or download")
     p.add_argument("--data", metavar="DIR", help="MNIST folder (default: $MNIST_EDGE_DATA, then the per-user cache)")
     p.add_argument("--mirror", action="append", metavar="URL",
-                   help="base URL to download from (repeatable; default: the usual MNIST mirrors)")
+                   help="base URL to download from (repeatable; default: the usual MNIST mirrors): http(s)://, "
+                        "with user:password@ for basic authentication (never shown), or file:///DIR/ for a "
+                        "local folder holding the .gz files")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="network timeout in seconds (default 30)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from mnist_edge import artifacts as A
-from mnist_edge.cli import add_command
+from mnist_edge.cli import add_command, distinct_notes
 from mnist_edge.contract import MNIST_MEAN, MNIST_STD
 
 # The int8 flags each change the field of the model's recipe (QuantizeOptions) of the same name;
@@ -51,7 +51,12 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/export/NAME/, relative to the working "
                                                 "directory; the committed zoo is regenerated with "
                                                 "scripts/regenerate-exported.sh)")
-    p.add_argument("--quantize", action="store_true", help="also write a static int8 ONNX file (model.int8.onnx)")
+    p.add_argument("--quantize", action="store_true", help="also write a static int8 ONNX file (model.int8.onnx) "
+                                                           "and, with the litert extra, model.tflite and "
+                                                           "model.int8.tflite (LiteRT)")
+    p.add_argument("--litert", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --quantize: --litert requires the LiteRT files, --no-litert skips them (default: "
+                        "written where the litert extra is installed, unless MNIST_EDGE_LITERT=0)")
     p.add_argument("--opset", type=int, default=18, metavar="N",
                    help="ONNX opset (default 18; 16-17 for older runtimes where the model converts)")
     _int8_flags(p)
@@ -103,7 +108,7 @@ def run(args) -> int:
     _check_flags(args, user)
     name = args.name if user else _zoo_name(args.model)
     out = args.out or A.export_folder(name)
-    progress = None if args.quiet else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    progress = None if args.quiet else _say
     try:
         result = _export(args, user, name, out, progress)
     except MnistEdgeError as e:
@@ -115,6 +120,11 @@ def run(args) -> int:
     if args.json != "-":
         print(format_result(result))
     return 0
+
+
+def _say(msg: str) -> None:
+    if not msg.startswith("onnxruntime: "):  # what the quantizer said is shown once, in the summary
+        print(f"  {msg}", file=sys.stderr, flush=True)
 
 
 def _export(args, user, name: str, out, progress):
@@ -170,6 +180,8 @@ def export_options(args, name: str):
     if (given or args.recipe) and not args.quantize:
         flags = ", ".join("--" + k.replace("_", "-") for k in [*given, *(["recipe"] if args.recipe else [])])
         raise UsageError(f"{flags} only apply with --quantize")
+    if args.litert and not args.quantize:
+        raise UsageError("--litert only applies with --quantize (the LiteRT files come with the int8 file)")
     thresholds = None
     if args.thresholds:
         try:
@@ -177,7 +189,7 @@ def export_options(args, name: str):
         except ValueError as e:
             raise UsageError(f"--thresholds is not JSON: {e}") from None
     return ExportOptions(int8=int8_choice(name, args.recipe, given) if args.quantize else None, opset=args.opset,
-                         eval_limit=args.eval_limit, thresholds=thresholds).validated()
+                         eval_limit=args.eval_limit, thresholds=thresholds, litert=args.litert).validated()
 
 
 def _reference_accuracy(m: dict) -> str:
@@ -195,7 +207,7 @@ def format_result(result) -> str:
     lines = [f"exported {result.model} to {result.out}/ in {result.seconds:.1f} s "
              f"(opset {m['settings']['opset']}; checks on {ev['images']:,} test images at batch sizes "
              f"{', '.join(map(str, ev['batch_sizes']))}; " + _reference_accuracy(m) + ")"]
-    fmt = "{:<16} {:>9} {:>9} {:>11} {:>10} {:>12}"
+    fmt = "{:<17} {:>9} {:>9} {:>11} {:>10} {:>12}"
     lines.append(fmt.format("file", "size", "accuracy", "vs", "agreement", "max|Δlogits|"))
     order = (A.CHECKPOINT, A.TORCHSCRIPT, A.ONNX, A.INT8)
     files = sorted(m["files"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
@@ -219,7 +231,7 @@ def format_result(result) -> str:
             if w is None or (c.value > w.value if c.op == "<=" else c.value < w.value):
                 worst[c.metric] = c
         parts = ["contract ok" if c.metric == "contract" else c.brief() for c in worst.values()]
-        lines.append(f"  {artifact:<16} worst of each: " + "; ".join(parts))
+        lines.append(f"  {artifact:<17} worst of each: " + "; ".join(parts))
     t = m.get("temperature")
     if t:
         lines.append(f"temperature {t['temperature']:g}: probabilities = softmax(logits / T), fitted on "
@@ -233,7 +245,21 @@ def _int8_lines(m: dict) -> list[str]:
     if not rec:
         return []
     q = (m["files"].get(A.INT8) or {}).get("quantization") or {}
-    lines = [f"int8 recipe: {rec['source']}; recommended file: {m['recommended']}"
-             + (f" ({rec['summary']})" if rec.get("summary") else "")]
-    lines += [f"onnxruntime: {msg}" for msg in q.get("onnxruntime_messages", [])]
+    lines = [f"int8 recipe: {rec['source']}" + (f" ({rec['summary']})" if rec.get("summary") else "")]
+    lines += [f"onnxruntime: {msg}" for msg in distinct_notes(q.get("onnxruntime_messages", []))]
+    litert = m.get("litert") or {}
+    if litert.get("skipped"):
+        lines.append(f"LiteRT: skipped ({litert['skipped']})")
+    elif litert.get("why"):
+        lines.append(f"LiteRT int8: {litert['why']}")
+    fastest = (m.get("fastest") or {}).get("by_batch")
+    if fastest:  # every runtime file raced here: the recommendation is the fastest at batch 1
+        def one(batch: str) -> str:
+            w = fastest[batch]["winner"]
+            margin = f", {w['runner_up']} {w['margin'][0]:.2f}x its p50" if w.get("runner_up") else ""
+            return f"batch {batch}: {w['file']} ({w['p50_ms'] * 1000:.0f} us{margin})"
+        lines.append(f"recommended file: {m['recommended']}, the fastest of every runtime file here, 1 thread ("
+                     + "; ".join(one(b) for b in fastest) + ")")
+    else:
+        lines.append(f"recommended file: {m['recommended']} (the int8 recipe's verdict)")
     return lines

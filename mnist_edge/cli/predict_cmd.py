@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from mnist_edge.cli import add_command
 
@@ -33,7 +34,24 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="onnxruntime threads (default: one per core)")
     p.add_argument("--save-inputs", metavar="DIR",
                    help="write the 28x28 image the model saw for each file to DIR/<name>.png")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress lines on stderr (shown only while reading takes over 2 s)")
     p.set_defaults(func=run)
+
+
+class Throttled:
+    """Progress lines on stderr for a run that turns out long: nothing for the first ``after`` seconds (a few
+    images answer at once, silently), then at most one line per ``every`` seconds."""
+
+    def __init__(self, after: float = 2.0, every: float = 1.0, clock=time.monotonic, stream=None):
+        self.clock, self.stream, self.every = clock, stream, every
+        self.next = clock() + after
+
+    def __call__(self, message: str) -> None:
+        now = self.clock()
+        if now >= self.next:
+            print(f"  {message}", file=self.stream or sys.stderr, flush=True)
+            self.next = now + self.every
 
 
 def run(args) -> int:
@@ -41,7 +59,7 @@ def run(args) -> int:
 
     out = classify_files(images=args.images, model=args.model, device=args.device, top_k=args.top_k,
                         threads=args.threads, save_inputs=args.save_inputs, strict=args.strict_device,
-                        min_confidence=args.min_confidence)
+                        min_confidence=args.min_confidence, progress=None if args.quiet else Throttled())
     if args.json:
         import json
 
@@ -51,8 +69,8 @@ def run(args) -> int:
     from mnist_edge.runtime.placement import summary
 
     verified = "verified" if m["verified"] else "not hash-checked"
-    print(f"model: {m['path']} ({m['name']}, {m['precision']}, {verified}) on {m['device']} via {m['provider']} "
-          f"({summary(m['placement'])})", file=sys.stderr)
+    print(f"model: {m['path']} ({m['name']}, {m['precision']}, {verified}) on {m['device']} via {m['provider']}"
+          + (f" ({summary(m['placement'])})" if m["placement"] else ""), file=sys.stderr)
     for note in m["notes"]:
         print(f"note: {note}", file=sys.stderr)
     for r in out["results"]:

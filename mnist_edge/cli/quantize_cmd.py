@@ -56,6 +56,7 @@ def run(args) -> int:
     from mnist_edge.int8.recipes import starting_options
     from mnist_edge.int8.settings import SearchSettings
     from mnist_edge.int8.tune import quantize_model
+    from mnist_edge.system.lock import hold
 
     if args.register == "":
         raise UsageError(f"--register needs the registry file to write this model's entry into (the zoo's: "
@@ -66,10 +67,12 @@ def run(args) -> int:
                               report=args.report, register=args.register).validate()
     options = starting_options(name, args.recipe, search=args.search).validate()
     progress = None if args.quiet else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
-    if progress:
-        progress("loading MNIST")
-    data = load_digits(args.data)
-    result = quantize_model(fp32, data, options, settings, args.out or A.RUNS / name, name=name, progress=progress)
+    out = args.out or A.RUNS / name
+    with hold(out, flag="--out"):  # before loading anything: a second run into --out stops at once
+        if progress:
+            progress("loading MNIST")
+        data = load_digits(args.data)
+        result = quantize_model(fp32, data, options, settings, out, name=name, progress=progress)
     print(format_result(result))
     return 0
 
@@ -89,6 +92,9 @@ def resolve_model(text: str, onnx: str | None) -> tuple[str, Path]:
 
 def format_result(result) -> str:
     doc = result.document
+    from mnist_edge.cli import distinct_notes
+    from mnist_edge.int8.table import trial_rows
+
     m, info = doc.machine, doc.search
     lines = [f"{doc.model}: {doc.summary}",
              f"machine: {m.cpu} ({m.int8_instructions}), load average {m.load_average}, onnxruntime "
@@ -100,12 +106,12 @@ def format_result(result) -> str:
         r = {b: v.text() for b, v in t.ratios.items()}
         agree = f"{t.agreement:.2f}%" if t.agreement is not None else "-"
         drop = f"{t.accuracy_drop_pp:+.2f}" if t.accuracy_drop_pp is not None else "-"
-        lines.append(fmt.format(t.name[:34], "pass" if t.passed else "FAIL", agree, drop, r.get(1, "-"), r.get(64, "-")))
+        lines += trial_rows(fmt, t.name, "pass" if t.passed else "FAIL", agree, drop, r.get(1, "-"), r.get(64, "-"))
     for t in doc.trials:
         if not t.passed:
             lines.append(f"  {t.name} failed: {t.error}" + (f" (kept: {t.kept})" if t.kept else ""))
     lines.append(f"chosen options: {doc.options.differences() or 'the defaults'}; recommended file: {doc.recommended}")
-    messages = sorted({msg for t in doc.trials for msg in t.messages})
+    messages = distinct_notes(msg for t in doc.trials for msg in t.messages)
     lines += [f"onnxruntime said: {msg}" for msg in messages]
     if result.diagnosis is not None:
         from mnist_edge.int8.diagnose import format_diagnosis

@@ -4,6 +4,7 @@ and noisy (torch-free)."""
 from __future__ import annotations
 
 import shlex
+import sys
 
 from mnist_edge.cli import add_command
 
@@ -29,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="onnxruntime threads (default: one per core)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON (schema mnist-edge-robustness/1)")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
 
 
@@ -47,8 +49,10 @@ def run(args) -> int:
     from mnist_edge.files import write_text_atomic
     from mnist_edge.evaluate.robustness import evaluate, render_table
 
+    # One line per condition: the whole suite runs for tens of seconds (two files, 12 x 10,000 images).
+    progress = None if args.quiet else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     report = evaluate(args.model, precision=args.precision, names=args.conditions, data_dir=args.data,
-                      threads=args.threads, command=_command(args))
+                      threads=args.threads, command=_command(args), progress=progress)
     print(render_table(report, markdown=args.markdown), end="")
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")

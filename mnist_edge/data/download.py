@@ -3,13 +3,20 @@
 Each file streams into a temporary file beside its final path, with the download and the decompressed
 size both capped; only when the SHA-256 of the decompressed bytes matches is it renamed into place
 (``os.replace``, atomic). A failure leaves no temporary file and nothing new at the final path.
+
+A mirror may carry credentials (``https://user:password@host/mnist/``): they are sent as HTTP basic
+authentication to that host only (never to a redirect's target) and never shown: every message and
+progress line writes them as ``***``. A ``file://`` mirror is a local folder, read as regular files only
+(a FIFO or device there is refused, not opened).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import os
+import re
 import sys
 import tempfile
 import time
@@ -17,9 +24,11 @@ import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mnist_edge.data.mnist import SLACK, ENV_VAR, FILES, read_capped
-from mnist_edge.errors import DataError, DownloadError, UsageError
+from mnist_edge.errors import DataError, DownloadError, UsageError, first_line
+from mnist_edge.files import describe_os_error, read_regular
 
 # Tried in order; each is a base URL to which "<name>.gz" is appended.
 MIRRORS = [
@@ -37,6 +46,15 @@ GZ_SIZES = {
 }
 _CHUNK = 1 << 16
 DEADLINE_S = 1800.0  # the whole download (11 MB); at 10 kB/s it takes ~20 minutes
+
+
+# "//user:password@" in any text: what :func:`redact` replaces (over-redacting a path holding "@" is harmless)
+_USERINFO = re.compile(r"(?<=//)[^\s@]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL's credentials (``//user:password@``) written as ``//***@``."""
+    return _USERINFO.sub("***@", text)
 
 
 def download_cap(name: str) -> int:
@@ -94,11 +112,11 @@ def download_mnist(
         else:
             tried = "; ".join(f"{url}: {e}" for url, e in failures)
             offline = "no network? " if all(e.network for _, e in failures) else ""
-            raise DownloadError(
+            raise DownloadError(redact(
                 f"could not download {name}.gz ({tried}). {offline.capitalize()}Put the four files "
                 f"({', '.join(f'{n}.gz' for n in FILES)}, plain or .gz) in a folder such as {dest} "
                 f"and set {ENV_VAR} to it (or pass --data DIR)."
-            )
+            ))
     return raw
 
 
@@ -143,11 +161,41 @@ def _fetch(url: str, name: str, final: Path, progress: bool, timeout: float, end
                 pass
 
 
+def _request(url: str) -> urllib.request.Request:
+    """A request for ``url`` without its credentials; they go in an Authorization header that urllib does
+    not pass on to a redirect's target (another host must not get them)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return urllib.request.Request(url)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    req = urllib.request.Request(urlunsplit(parts._replace(netloc=hostport)))
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    req.add_unredirected_header("Authorization", f"Basic {token}")
+    return req
+
+
+def _copy_local(url: str, out, cap: int) -> None:
+    """A file:// mirror: the regular file only (a FIFO would block open() for ever), at most ``cap`` bytes."""
+    path = urllib.request.url2pathname(urlsplit(url).path)
+    try:
+        out.write(read_regular(path, cap))
+    except FileNotFoundError as e:
+        raise _Failure("no such file") from e
+    except OSError as e:
+        if e.filename == path:  # the mirror's file, not our output
+            raise _Failure(describe_os_error(e)) from e
+        raise
+
+
 def _stream(url: str, out, cap: int, progress: bool, timeout: float, end: float) -> None:
-    bar = _Progress(url, progress)
+    if urlsplit(url).scheme == "file":
+        return _copy_local(url, out, cap)
+    bar = _Progress(redact(url), progress)
     ok = False
     try:
-        with urllib.request.urlopen(url, timeout=max(0.001, min(timeout, end - time.monotonic()))) as resp:
+        with urllib.request.urlopen(_request(url),
+                                    timeout=max(0.001, min(timeout, end - time.monotonic()))) as resp:
             header = resp.headers.get("Content-Length")
             length = int(header) if header and header.isdigit() else None
             if length is not None and length > cap:
@@ -167,15 +215,17 @@ def _stream(url: str, out, cap: int, progress: bool, timeout: float, end: float)
                 raise _Failure(f"truncated: got {got} of {length} bytes")
         ok = True
     except urllib.error.HTTPError as e:
-        raise _Failure(f"HTTP {e.code} {e.reason}") from e
+        if 300 <= e.code < 400:  # urllib's own text for this spans three lines
+            raise _Failure(f"redirect loop or too many redirects (HTTP {e.code})") from e
+        raise _Failure(f"HTTP {e.code} {first_line(e.reason)}") from e
     except urllib.error.URLError as e:
-        raise _Failure(f"unreachable ({e.reason})", network=True) from e
+        raise _Failure(f"unreachable ({first_line(e.reason)})", network=True) from e
     except TimeoutError as e:
         raise _Failure(f"timed out after {timeout:g} s", network=True) from e
     except (http.client.HTTPException, ConnectionError, zlib.error) as e:
-        raise _Failure(f"truncated or broken connection: {e!r}") from e
+        raise _Failure(f"truncated or broken connection: {first_line(repr(e))}") from e
     except ValueError as e:  # e.g. an unknown URL scheme
-        raise _Failure(f"bad URL: {e}") from e
+        raise _Failure(f"bad URL: {first_line(e)}") from e
     finally:
         bar.close(ok)
 

@@ -156,6 +156,8 @@ def read_capped(path: Path, limit: int, gz: bool | None = None) -> bytes:
     """
     path = Path(path)
     gz = path.suffix == ".gz" if gz is None else gz
+    if path.exists() and not path.is_file():  # a FIFO would block the open below, a device never ends
+        raise IdxFormatError(f"{path}: not a regular file")
     try:
         if gz:
             # GzipFile.read(n) decompresses incrementally and never holds more than n bytes of output.

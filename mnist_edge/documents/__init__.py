@@ -4,15 +4,18 @@ loader.
 Every document names itself in ``schema`` (name and major version); fields may be added within a
 version, never removed or renamed (that makes the next version). Every JSON document the tool reads back
 (manifests, recipes, bench, search, int8 and robustness reports) goes through :func:`load_json`: a
-size cap, regular files only (no FIFO, no device), strict JSON, the expected schema.
+size cap, regular files only (no FIFO, no device), strict JSON (finite numbers, nesting at most MAX_DEPTH),
+the expected schema.
 
 Modules: :mod:`~mnist_edge.documents.fields` (typed documents: dataclass fields that say how each value is
-checked), :mod:`~mnist_edge.documents.commands` (the `export --json` / `verify --json` documents).
+checked), :mod:`~mnist_edge.documents.commands` (the `export --json` / `verify --json` documents),
+:mod:`~mnist_edge.documents.readers` (the table of every reader of a file the tool reads, JSON or binary).
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 from mnist_edge.errors import ArtifactError
 
@@ -32,6 +35,7 @@ SCHEMAS = {
 EXPORT_SCHEMA = SCHEMAS["export"]
 VERIFY_SCHEMA = SCHEMAS["verify"]
 MAX_DOCUMENT_BYTES = 8 << 20  # ours are at most a few hundred kB
+MAX_DEPTH = 32  # lists and objects in lists and objects: ours nest at most 6 deep
 
 
 def _no_constant(name: str):
@@ -44,17 +48,42 @@ def _small_int(text: str) -> int:
     return int(text)
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: float() gives inf where the literal Infinity is refused
+        raise ValueError(f"{text[:40]} is out of the range of a finite number")
+    return value
+
+
+def _depth(doc) -> int:
+    """How deeply ``doc``'s lists and objects nest, counted without recursion."""
+    deepest, todo = 0, [(doc, 0)]
+    while todo:
+        value, level = todo.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            deepest = max(deepest, level + 1)
+            todo += [(c, level + 1) for c in children if isinstance(c, (dict, list))]
+    return deepest
+
+
 def parse_json(data: bytes, path) -> object:
-    """Strict JSON: UTF-8, no NaN/Infinity, integers of at most 20 digits, nesting refused past the
-    interpreter's limit; anything else is an ArtifactError naming ``path``."""
+    """Strict JSON: UTF-8, finite numbers only (no NaN, Infinity or 1e400), integers of at most 20 digits,
+    lists and objects nested at most MAX_DEPTH deep; anything else is an ArtifactError naming ``path``."""
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_int=_small_int)
+        doc = json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_int=_small_int,
+                         parse_float=_finite_float)
     except UnicodeDecodeError as e:
         raise ArtifactError(f"'{path}' is not valid JSON: not UTF-8 ({e.reason} at byte {e.start})") from None
     except RecursionError:
         raise ArtifactError(f"'{path}' is not valid JSON for us: nested too deeply") from None
     except ValueError as e:  # JSONDecodeError, NaN/Infinity, huge integers
         raise ArtifactError(f"'{path}' is not valid JSON: {str(e)[:200]}") from None
+    # A document that parsed can still be too deep for code that walks it recursively (repr in an error
+    # message, json.dumps of kept keys): ours nest 6 deep, so refuse anything past MAX_DEPTH here, once.
+    if _depth(doc) > MAX_DEPTH:
+        raise ArtifactError(f"'{path}' is not valid JSON for us: nested more than {MAX_DEPTH} deep")
+    return doc
 
 
 def load_json(path, *, kind: str | None = None, limit: int = MAX_DOCUMENT_BYTES, error=None):

@@ -29,6 +29,8 @@ class Check:
 
     ok: Callable[[Any], bool]
     expected: str
+    item: "Check | None" = None  # a list's or an object's check of each item: an error names the bad one
+    container: type | None = None  # list or dict: the type whose items ``item`` checks
 
     def __call__(self, v) -> bool:
         return self.ok(v)
@@ -51,8 +53,35 @@ PERCENT = Check(lambda v: _number(v) and 0 <= v <= 100, "a percentage from 0 to 
 SCALAR = Check(lambda v: v is None or isinstance(v, (str, bool)) or _number(v), "a string, number, boolean or null")
 
 
-def count(lo: int = 0) -> Check:
-    return Check(lambda v: _int(v) and v >= lo, f"an integer >= {lo}")
+def count(lo: int = 0, hi: int | None = None) -> Check:
+    if hi is None:
+        return Check(lambda v: _int(v) and v >= lo, f"an integer >= {lo}")
+    return Check(lambda v: _int(v) and lo <= v <= hi, f"an integer from {lo} to {hi:,}")
+
+
+def between(lo: float, hi: float, what: str = "a number") -> Check:
+    """A finite number from ``lo`` to ``hi``: bounds that keep every ratio and sum computed from it finite."""
+    return Check(lambda v: _number(v) and lo <= v <= hi, f"{what} from {lo:g} to {hi:g}")
+
+
+# Times in milliseconds as a clock measures them: 1 ns (perf_counter_ns's step) to 11 days. A ratio of two
+# such times stays below 1e15, so no table or card shows inf.
+MS = between(1e-6, 1e9, "a positive finite number of ms")
+MS0 = between(0, 1e9, "a finite number of ms")  # a duration that may round to 0 (a spread, a load)
+RATIO = between(1e-6, 1e6, "a ratio")  # one time over another
+def _file_path(v) -> bool:
+    if not isinstance(v, str) or not 0 < len(v) <= 4096 or "\0" in v:
+        return False
+    try:
+        parts = v.encode("utf-8").split(b"/")  # a lone surrogate ("\ud800") has no bytes to name a file by
+    except UnicodeEncodeError:
+        return False
+    return all(len(part) <= 255 for part in parts)
+
+
+# A file name or path as a report records it: the card joins it to a folder and looks the file up, and a NUL
+# byte, a lone surrogate or a 256-byte name there is an error of the operating system, not ours.
+PATH = Check(_file_path, "a file name (UTF-8, no NUL, at most 255 bytes a part)")
 
 
 def one_of(*values) -> Check:
@@ -60,18 +89,18 @@ def one_of(*values) -> Check:
 
 
 def optional(check: Check) -> Check:
-    return Check(lambda v: v is None or check(v), f"{check.expected} or null")
+    return Check(lambda v: v is None or check(v), f"{check.expected} or null", check.item, check.container)
 
 
 def list_of(check: Check, length: int | None = None) -> Check:
     size = f" of {length}" if length is not None else ""
     return Check(lambda v: isinstance(v, list) and (length is None or len(v) == length) and all(map(check, v)),
-                 f"a list{size} of {check.expected.removeprefix('a ').removeprefix('an ')}s")
+                 f"a list{size}, each item {check.expected}", check, list)
 
 
 def dict_of(check: Check) -> Check:
     return Check(lambda v: isinstance(v, dict) and all(isinstance(k, str) and check(x) for k, x in v.items()),
-                 f"an object of {check.expected.removeprefix('a ').removeprefix('an ')}s")
+                 f"an object, each value {check.expected}", check, dict)
 
 
 def _plain(v, depth: int) -> bool:
@@ -88,8 +117,13 @@ def record(depth: int = 3) -> Check:
     return Check(lambda v: isinstance(v, dict) and _plain(v, depth), f"an object of plain values (depth <= {depth})")
 
 
-INTERVAL = Check(lambda v: isinstance(v, list) and len(v) == 2 and all(map(POSITIVE, v)) and v[0] <= v[1],
-                 "[low, high], two positive numbers with low <= high")
+def interval(check: Check) -> Check:
+    """``[low, high]``, both passing ``check``, low <= high."""
+    return Check(lambda v: isinstance(v, list) and len(v) == 2 and all(map(check, v)) and v[0] <= v[1],
+                 f"[low, high], each {check.expected}, low <= high")
+
+
+INTERVAL = interval(POSITIVE)
 
 
 def spec(check: Check | type | None = None, *, many: bool = False, required: bool = False,
@@ -166,8 +200,18 @@ def _value(meta, value, where: Where):
             return [parse(check, v, where.at(i)) for i, v in enumerate(value)]
         return parse(check, value, where)
     if check is not None and not check(value):
-        raise where.bad(value, check.expected)
+        raise _first_bad(check, value, where)
     return value
+
+
+def _first_bad(check: Check, value, where: Where) -> Exception:
+    """The error for ``value``: at its first bad item when ``check`` is a list's or an object's whose shape
+    is right (``results[0].accuracy.clean is -1``), else at ``value`` itself."""
+    if check.item is not None and isinstance(value, check.container):
+        for key, item in (enumerate(value) if isinstance(value, list) else value.items()):
+            if not check.item(item):
+                return _first_bad(check.item, item, where.at(key))
+    return where.bad(value, check.expected)
 
 
 def dump(doc) -> dict:

@@ -255,12 +255,14 @@ def _targets(model, precision) -> tuple[object, list]:
 
 
 def evaluate(model=None, *, precision: str | None = None, names=None, data_dir=None, threads: int | None = None,
-             command: str | None = None) -> dict:
+             command: str | None = None, progress=None) -> dict:
     """Accuracy of a model's ONNX files on every condition (schema mnist-edge-robustness/1).
 
     model: a zoo name, an artifact folder or an .onnx file (:func:`mnist_edge.artifacts.resolve`; None:
       bn_cnn). precision: "fp32" or "int8" for one file of a folder; None: every ONNX file its manifest
       lists (fp32 first). names: conditions (None: all). threads: onnxruntime intra-op threads.
+      progress: called with a one-line message as each condition starts (the whole suite takes tens of
+      seconds on a small CPU), e.g. "condition 3/12 shift_down (fp32, int8)".
     The options, the model and the data are checked before any image is transformed or model run.
     """
     import onnxruntime
@@ -275,21 +277,36 @@ def evaluate(model=None, *, precision: str | None = None, names=None, data_dir=N
     require_splits(data_dir, ("test",))  # before any work: say how to get the data
     source = artifact.file if artifact.file is not None else artifact.folder
     classifiers = [load(source, precision=p, threads=threads) for p in precisions]  # every check before work
-    variants, labels = suite(data_dir, names)
+    preds, labels = _predict_suite(classifiers, data_dir, names, progress or (lambda message: None))
     files = []
-    for clf in classifiers:
-        preds = {n: clf.predict(x) for n, x in variants.items()}
-        correct = {n: int((p.labels == labels).sum()) for n, p in preds.items()}
+    for clf, pred in zip(classifiers, preds):
+        correct = {n: int((p.labels == labels).sum()) for n, p in pred.items()}
         files.append({"precision": clf.precision, "file": clf.path.name, "sha256": clf.sha256,
                       "verified": clf.verified, "correct": correct,
                       "accuracy": {n: round(100 * c / len(labels), 2) for n, c in correct.items()},
-                      "rejection_transformed": _pooled_rejection(preds, labels)})
+                      "rejection_transformed": _pooled_rejection(pred, labels)})
     return {"schema": SCHEMA, "command": command, "model": classifiers[0].model, "images": int(len(labels)),
             "data": "MNIST test split (t10k), hash-verified", "settings": settings(),
             "conditions": [{"name": n, "description": CONDITIONS[n].description} for n in names],
             "threads": threads, "versions": {"mnist_edge": __version__, "numpy": np.__version__,
                                              "onnxruntime": onnxruntime.__version__},
             "files": files}
+
+
+def _predict_suite(classifiers, data_dir, names: list[str], say) -> tuple[list[dict], np.ndarray]:
+    """([{condition: Prediction}] per classifier, labels): one condition at a time, so only one transformed
+    copy of the test set is held and ``say`` can tell where the run is."""
+    from mnist_edge.data.mnist import load_mnist
+
+    x, labels = load_mnist("test", data_dir)
+    preds: list[dict] = [{} for _ in classifiers]
+    which = ", ".join(clf.precision for clf in classifiers)
+    for i, name in enumerate(names, 1):
+        say(f"condition {i}/{len(names)} {name} ({which})")
+        variant = CONDITIONS[name].apply(x)
+        for clf, pred in zip(classifiers, preds):
+            pred[name] = clf.predict(variant)
+    return preds, labels
 
 
 def _pooled_rejection(preds: dict, labels: np.ndarray) -> list[dict] | None:
@@ -336,43 +353,23 @@ def render_table(report: dict, markdown: bool = False) -> str:
 
 
 def validate_report(data, source: str) -> dict:
-    """``data`` if it is a robustness report this module can render; ArtifactError naming ``source``."""
-    def bad(what):
-        return ArtifactError(f"{source} is not a robustness report ({SCHEMA}): {what}")
+    """``data`` if it is a robustness report this module can render, every field the tables and cards show
+    checked (:mod:`mnist_edge.evaluate.robustness_report`); ArtifactError naming ``source`` and the field."""
+    from mnist_edge.evaluate.robustness_report import check_report
 
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise bad(f"schema {data.get('schema') if isinstance(data, dict) else type(data).__name__!r}")
-    conds = data.get("conditions")
-    if not isinstance(conds, list) or not conds or not all(isinstance(c, dict) and isinstance(c.get("name"), str)
-                                                          for c in conds):
-        raise bad("no list of conditions")
-    files = data.get("files")
-    if not isinstance(files, list) or not files:
-        raise bad("no list of files")
-    for e in files:
-        acc = e.get("accuracy") if isinstance(e, dict) else None
-        if not isinstance(acc, dict) or any(not isinstance(acc.get(c["name"]), (int, float)) for c in conds):
-            raise bad("a file entry without an accuracy for every condition")
-        if not all(isinstance(e.get(k), str) for k in ("precision", "file", "sha256")):
-            raise bad("a file entry without precision, file or sha256")
-    if not isinstance(data.get("model"), str) or not isinstance(data.get("images"), int):
-        raise bad("no model name or image count")
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ArtifactError(f"{source} is not a robustness report ({SCHEMA}): schema {found!r:.80}")
+    check_report(data, source)
     return data
 
 
 def read_report(path) -> dict:
-    """Read and validate a report written by ``mnist-edge robustness --json``."""
-    import json
-    from pathlib import Path
+    """Read and validate a report written by ``mnist-edge robustness --json``: through the one bounded loader
+    (a regular file of at most 8 MiB, strict JSON), then every field checked."""
+    from mnist_edge.documents import load_json
 
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise ArtifactError(f"cannot read robustness report {path}: {e.strerror or e}") from None
-    except (ValueError, RecursionError) as e:
-        raise ArtifactError(f"{path} is not JSON: {str(e)[:200] or type(e).__name__}") from None
-    return validate_report(data, str(path))
+    return validate_report(load_json(path), str(path))
 
 
 def stale_files(folder, report: dict | None) -> dict[str, str]:

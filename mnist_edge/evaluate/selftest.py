@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import time
 from dataclasses import dataclass
@@ -35,10 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge import artifacts as A
-from mnist_edge.documents import SCHEMAS, load_json
+from mnist_edge.documents import SCHEMAS, load_json, parse_json
 from mnist_edge.errors import ArtifactError, SelfTestError, first_line
-from mnist_edge.documents.fields import (FLAG, NONNEG, TEXT, Where, count, dump, extra_field, one_of, optional, parse,
-                               spec)
+from mnist_edge.documents.fields import (FLAG, NONNEG, TEXT, Check, Where, count, dump, extra_field, one_of, optional,
+                                         parse, spec)
 
 BUNDLE_NAME = A.SELFTEST
 FORMAT = SCHEMAS["selftest_bundle"]  # the bundle file's header
@@ -46,6 +47,17 @@ MAGIC = b"MNSTEST1"
 ALIGN = 64
 DTYPES = {"uint8": np.dtype("u1"), "float32": np.dtype("<f4")}
 MAX_BUNDLE_BYTES = 16 << 20  # ours are ~100 kB
+MAX_DIMS = 8  # an array's dimensions (ours have 1, 2 or 4)
+# Ceilings on what a bundle may state as tolerance (a re-sealed bundle with 1e30 passed any output). From
+# docs/self-test.md's measurements: fp32 files move by at most 1.3e-5 across runtimes and settings, while
+# weights scaled by (1 + 1e-4 noise) move logits by 1.0e-3 or more: a float tolerance at or above that could
+# not catch it (the export states 1e-4). int8 logits come in output steps: the export states 1.5 steps (one
+# step plus float slack), and a step can be no larger than the gaps between the reference logits it made.
+# Different kernels move 0-1.5% of images by a step (the bundle's canaries, at most 35 of 100, are chosen
+# for it); one int8 weight in a hundred off by a step moves 58-98% of them.
+MAX_FLOAT_TOLERANCE = 1e-3
+MAX_TOLERANCE_STEPS = 1.5
+MAX_MOVED_FRACTION = 0.4
 
 
 def pack(header: dict, arrays: dict[str, np.ndarray]) -> bytes:
@@ -67,34 +79,52 @@ def pack(header: dict, arrays: dict[str, np.ndarray]) -> bytes:
     return head + b"\0" * (-len(head) % ALIGN) + b"".join(blobs)
 
 
+@dataclass
+class ArrayEntry:
+    """Where one array lies in the data section: the header's ``arrays[NAME]``."""
+
+    dtype: str = spec(one_of(*DTYPES), required=True)
+    shape: list = spec(Check(lambda v: isinstance(v, list) and len(v) <= MAX_DIMS and all(map(count(0), v)),
+                             f"a list of at most {MAX_DIMS} integers >= 0"), required=True)
+    offset: int = spec(count(0), required=True)
+    nbytes: int = spec(count(0), required=True)
+    extra: dict = extra_field()
+
+
 def unpack(data: bytes, source: str = BUNDLE_NAME) -> tuple[dict, dict[str, np.ndarray]]:
-    """(header, arrays) from bundle bytes; ArtifactError naming ``source`` when they are not a valid bundle."""
+    """(header, arrays) from bundle bytes; ArtifactError naming ``source`` when they are not a valid bundle.
+
+    The header is strict JSON (finite numbers, bounded nesting: :func:`mnist_edge.documents.parse_json`) and
+    every array entry is checked field by field, its size computed in exact integers (numpy's product of a
+    shape like [2**62, 1, 28, 28] overflows to 0), before any array is made."""
     if len(data) < 12 or data[:8] != MAGIC:
         raise ArtifactError(f"{source} is not an mnist-edge self-test bundle (magic {data[:8]!r}, expected {MAGIC!r})")
     (hlen,) = struct.unpack("<I", data[8:12])
     if 12 + hlen > len(data):
         raise ArtifactError(f"{source}: header of {hlen:,} bytes runs past the end of the file ({len(data):,} bytes)")
-    try:
-        header = json.loads(data[12:12 + hlen].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{source}: header is not valid JSON: {e}") from None
+    header = parse_json(data[12:12 + hlen], source)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
-        raise ArtifactError(f"{source}: format {found!r}, this mnist-edge reads {FORMAT!r}")
+        raise ArtifactError(f"{source}: format {str(found)[:80]!r}, this mnist-edge reads {FORMAT!r}")
     start = 12 + hlen + (-(12 + hlen) % ALIGN)
-    arrays = {}
-    for name, spec in (header.get("arrays") or {}).items():
-        try:
-            dtype = DTYPES[spec["dtype"]]
-            shape = tuple(int(s) for s in spec["shape"])
-            offset, nbytes = int(spec["offset"]), int(spec["nbytes"])
-        except (KeyError, TypeError, ValueError):
-            raise ArtifactError(f"{source}: array {name!r} has a malformed entry {spec!r}") from None
-        if nbytes != int(np.prod(shape)) * dtype.itemsize or offset < 0 or start + offset + nbytes > len(data):
-            raise ArtifactError(f"{source}: array {name!r} ({spec}) does not fit the file ({len(data):,} bytes)")
-        arrays[name] = np.frombuffer(data, dtype=dtype, count=nbytes // dtype.itemsize,
-                                     offset=start + offset).reshape(shape)
-    return header, arrays
+    layout, where = header.get("arrays", {}), Where(source).at("arrays")
+    if not isinstance(layout, dict):
+        raise where.bad(layout, "an object")
+    return header, {name: _array(data, start, entry, where.at(name)) for name, entry in layout.items()}
+
+
+def _array(data: bytes, start: int, entry, where: Where) -> np.ndarray:
+    """The array an ``arrays`` entry describes, read from ``data``'s data section (at ``start``)."""
+    e = parse(ArrayEntry, entry, where)
+    dtype = DTYPES[e.dtype]
+    need = math.prod(e.shape) * dtype.itemsize
+    if e.nbytes != need:
+        raise where.at("nbytes").fail(f"is {e.nbytes:,}, but shape {e.shape} of {e.dtype} needs {need:,} bytes")
+    if start + e.offset + e.nbytes > len(data):
+        raise where.fail(f"does not fit the file: {e.nbytes:,} bytes at offset {e.offset:,} of the data section, "
+                         f"which has {max(0, len(data) - start):,}")
+    return np.frombuffer(data, dtype=dtype, count=e.nbytes // dtype.itemsize, offset=start + e.offset
+                         ).reshape(e.shape)
 
 
 REPORT_SCHEMA = SCHEMAS["selftest_report"]  # `verify --self-test --json`; FORMAT is the bundle's own
@@ -110,6 +140,32 @@ class Tolerance:
     step: float | None = spec(optional(NONNEG), omit_none=True)  # int8: the output's quantization step
     moved_images: int | None = spec(optional(count(0)), omit_none=True)  # int8: images a step may move
     extra: dict = extra_field()
+
+
+@dataclass
+class BundleRun:
+    """One pass of a file over the bundle: the first ``images`` images, ``batch_size`` at a time."""
+
+    batch_size: int = spec(count(1), required=True)
+    images: int = spec(count(1), required=True)
+    extra: dict = extra_field()
+
+
+@dataclass
+class BundleFile:
+    """The bundle's entry for one model file (``files[FILE]``): the bytes its references are for, the array
+    holding them, the tolerance and the runs."""
+
+    sha256: str = spec(TEXT, required=True)
+    array: str = spec(TEXT, required=True)
+    tolerance: Tolerance = spec(Tolerance, required=True)
+    runs: list = spec(BundleRun, many=True, required=True)
+    reference: str | None = spec(optional(TEXT))
+    extra: dict = extra_field()
+
+    def validate(self, where: Where) -> None:
+        if not self.runs:
+            raise where.at("runs").bad(self.runs, "a non-empty list of {batch_size, images}")
 
 
 @dataclass
@@ -169,23 +225,38 @@ def read_bundle(folder: str | Path, manifest: dict | None = None) -> tuple[dict,
                             "before self-tests existed; re-export it with `mnist-edge export`)")
     mf.verify_files(folder, [BUNDLE_NAME], manifest=manifest)
     path = folder / BUNDLE_NAME
-    if path.stat().st_size > MAX_BUNDLE_BYTES:
-        raise ArtifactError(f"{path} is over the {MAX_BUNDLE_BYTES:,}-byte limit of a self-test bundle")
-    data = path.read_bytes()
+    from mnist_edge.files import FileTooLargeError, describe_os_error, read_regular
+
+    try:
+        data = read_regular(path, MAX_BUNDLE_BYTES)
+    except FileTooLargeError:
+        raise ArtifactError(f"{path} is over the {MAX_BUNDLE_BYTES:,}-byte limit of a self-test bundle") from None
+    except OSError as e:
+        raise ArtifactError(f"cannot read {path}: {describe_os_error(e)}") from None
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise ArtifactError(f"{path} changed while it was being read")
     header, arrays = unpack(data, str(path))
-    if header.get("model") != manifest["model"]:
-        raise ArtifactError(f"{path} is the bundle of model {header.get('model')!r}, the manifest says "
-                            f"{manifest['model']!r}")
+    _check_header(header, arrays, manifest["model"], Where(path))
+    return header, arrays, manifest
+
+
+def _check_header(header: dict, arrays: dict[str, np.ndarray], model: str, where: Where) -> None:
+    """The header's parts every file's check relies on: the model, the images and labels, ``files``."""
+    if header.get("model") != model:
+        raise where.fail(f"is the bundle of model {str(header.get('model'))[:80]!r}, the manifest says {model!r}")
     for name in ("images", "labels"):
         if name not in arrays:
-            raise ArtifactError(f"{path} lacks the array {name!r}")
-    n = len(arrays["images"])
-    if arrays["images"].shape != (n, 1, 28, 28) or arrays["labels"].shape != (n,):
-        raise ArtifactError(f"{path}: images {arrays['images'].shape} and labels {arrays['labels'].shape} are not "
-                            f"[N, 1, 28, 28] and [N]")
-    return header, arrays, manifest
+            raise where.fail(f"lacks the array {name!r}")
+    images, labels = arrays["images"], arrays["labels"]
+    n = len(images) if images.ndim else 0
+    if (images.dtype, images.shape, labels.dtype, labels.shape) != (DTYPES["uint8"], (n, 1, 28, 28),
+                                                                     DTYPES["uint8"], (n,)) or n == 0:
+        raise where.fail(f"images {images.shape} and labels {labels.shape} are not [N, 1, 28, 28] and [N] of "
+                         "uint8 with N >= 1")
+    if header.get("images", n) != n:
+        raise where.at("images").bad(header.get("images"), f"{n}, the number of images the bundle holds")
+    if not isinstance(header.get("files", {}), dict):
+        raise where.at("files").bad(header.get("files"), "an object")
 
 
 def compare(logits: np.ndarray, reference: np.ndarray, tolerance: dict, exact: bool = False) -> dict:
@@ -296,26 +367,74 @@ def _tolerance(folder: Path, name: str, entry) -> Tolerance:
     return parse(Tolerance, entry.get("tolerance"), where.at("tolerance"))
 
 
+def _file_entry(folder: Path, name: str, entry, arrays: dict[str, np.ndarray]) -> tuple[BundleFile, np.ndarray]:
+    """The bundle's entry for file ``name`` and its reference logits, every field checked and the tolerance
+    held to the ceilings above; SelfTestError naming the field otherwise."""
+    where = Where(folder / BUNDLE_NAME, f"files.{name}", SelfTestError)
+    doc = parse(BundleFile, entry, where)
+    n = len(arrays["images"])
+    reference = arrays.get(doc.array)
+    if reference is None:
+        raise where.at("array").fail(f"names {doc.array[:80]!r}, which the bundle does not hold")
+    if reference.dtype != DTYPES["float32"] or reference.ndim != 2 or reference.shape[0] != n or not reference.size:
+        raise where.at("array").fail(f"names {doc.array[:80]!r}, {reference.dtype} {reference.shape}: expected "
+                                     f"float32 [{n}, classes]")
+    if not np.isfinite(reference).all():  # NaN > tolerance is False: a NaN reference would pass every check
+        raise where.at("array").fail(f"names {doc.array[:80]!r}, which holds non-finite values")
+    for i, run in enumerate(doc.runs):
+        if run.images > n:
+            raise where.at("runs").at(i).at("images").bad(run.images, f"an integer from 1 to {n}")
+    _bound(doc.tolerance, reference, where.at("tolerance"))
+    return doc, reference
+
+
+def _bound(tol: Tolerance, reference: np.ndarray, where: Where) -> None:
+    """Refuse a tolerance beyond what the export measured can justify (MAX_FLOAT_TOLERANCE and the others)."""
+    if tol.label_changes != 0:
+        raise where.at("label_changes").bad(tol.label_changes, "0: labels must match the reference exactly")
+    if tol.step is None:
+        if tol.max_abs_diff > MAX_FLOAT_TOLERANCE:
+            raise where.at("max_abs_diff").fail(
+                f"is {tol.max_abs_diff:g}, over the cap of {MAX_FLOAT_TOLERANCE:g} for float logits (a 1e-4 change "
+                "of the weights moves them by about that)")
+    else:
+        if tol.step > MAX_FLOAT_TOLERANCE:  # a real int8 step: the reference logits are whole steps apart
+            values = np.unique(reference.astype(np.float64))
+            gap = float(np.diff(values).min()) if len(values) > 1 else 0.0
+            if tol.step > gap * (1 + 1e-3):  # float32 rounding of the dequantized values
+                raise where.at("step").fail(f"is {tol.step:g}, over the smallest gap between its reference logits "
+                                            f"({gap:.3g}), which an int8 output step cannot be")
+        cap = MAX_TOLERANCE_STEPS * tol.step
+        if tol.max_abs_diff > cap:
+            raise where.at("max_abs_diff").fail(f"is {tol.max_abs_diff:g}, over the cap of {MAX_TOLERANCE_STEPS:g} "
+                                                f"output steps ({cap:.3g})")
+    most = math.floor(MAX_MOVED_FRACTION * len(reference))
+    if tol.moved_images is not None and tol.moved_images > most:
+        raise where.at("moved_images").fail(f"is {tol.moved_images}, over the cap of {most} "
+                                            f"({MAX_MOVED_FRACTION:.0%} of the {len(reference)} images)")
+
+
 def _check_file(folder: Path, name: str, entry, manifest: dict, images, arrays, how: _How, used) -> SelfTestRow:
     """One covered file run on the bundle's images and compared with its reference outputs. Eight
     parameters: the file, the bundle's parts and the settings, each used here once."""
     row = SelfTestRow(file=name, status="ok", reference=_text(entry, "reference"))
     try:
         row.tolerance = _tolerance(folder, name, entry)
-        reference = arrays[entry["array"]]
+        doc, reference = _file_entry(folder, name, entry, arrays)
         listed = manifest["files"].get(name)
         if listed is None:
             raise SelfTestError("covered by the bundle but not listed in the manifest")
-        if listed["sha256"] != entry.get("sha256"):
+        if listed["sha256"] != doc.sha256:
             raise SelfTestError(f"the bundle's reference outputs are for other bytes (SHA-256 "
-                                f"{str(entry.get('sha256'))[:12]}…, the file is {listed['sha256'][:12]}…)")
+                                f"{doc.sha256[:12]}…, the file is {listed['sha256'][:12]}…)")
         run = _runner(folder, name, manifest, how, used)
         if run is None:
             row.status = "skipped"
             row.why = "TorchScript not asked for" if how.torchscript is False else "torch not installed"
             return row
-        runs = [(int(r["batch_size"]), int(r["images"])) for r in entry["runs"]]
-        results = [compare(run(images[:n], bs), reference[:n], entry["tolerance"], how.exact) for bs, n in runs]
+        runs = [(r.batch_size, r.images) for r in doc.runs]
+        tolerance = dump(doc.tolerance)
+        results = [compare(run(images[:n], bs), reference[:n], tolerance, how.exact) for bs, n in runs]
     except (ArtifactError, SelfTestError) as e:
         row.status, row.why = "failed", str(e)
         return row
@@ -349,6 +468,16 @@ def _runner(folder: Path, name: str, manifest: dict, how: _How, used):
 
             session, used[name], _ = create_session(data, source=str(folder / name), device=how.device,
                                                     threads=how.threads, strict=how.strict)
+        return lambda x, bs: _batched(lambda b: session.run(["logits"], {"image": b})[0], x, bs)
+    if entry.get("format") == "tflite":  # LiteRT, CPU only; without ai-edge-litert the file is not run here
+        import importlib.util
+
+        if importlib.util.find_spec("ai_edge_litert") is None or how.device.startswith("cuda"):
+            return None
+        from mnist_edge.runtime.litert import LiteRTSession
+
+        data, _, _ = read_verified(folder / name, manifest)
+        session, used[name] = LiteRTSession(data, source=str(folder / name), threads=how.threads), "cpu"
         return lambda x, bs: _batched(lambda b: session.run(["logits"], {"image": b})[0], x, bs)
     if entry.get("format") == "torchscript":
         if how.torchscript is False or (how.torchscript is None and not _torch_available()):

@@ -26,14 +26,25 @@ def export_net(net, *, name: str, out, quantize: bool = True, labels=None, input
     """
     from mnist_edge.data.dataset import Digits
     from mnist_edge.data.sources import load_data
-    from mnist_edge.exporter.options import ExportOptions, int8_choice
-    from mnist_edge.exporter.pipeline import export
+    from mnist_edge.exporter.entry import output_lock
     from mnist_edge.exporter.source import from_net
 
     say = progress or (lambda msg: None)
     digits, data_labels = (data, None) if isinstance(data, Digits) else load_data(data)
     contract = make_contract(labels if labels is not None else data_labels, input_size, mean, std, channels)
     source = from_net(net, name=name, contract=contract, architecture=architecture, say=say)
+    # one lock over every export and search below: another writer cannot slip in between them
+    with output_lock(out, flag="out"):
+        return _export_searched(source, digits, name, Path(out), quantize=quantize, search=search, recipe=recipe,
+                                progress=progress)
+
+
+def _export_searched(source, digits, name: str, out: Path, *, quantize: bool, search: bool, recipe, progress):
+    """The exports (and searches) of :func:`export_net` for one source, holding ``out``'s lock."""
+    from mnist_edge.exporter.options import ExportOptions, int8_choice
+    from mnist_edge.exporter.pipeline import export
+
+    say = progress or (lambda msg: None)
     if quantize and search:  # the fp32 files first: the search quantizes and times them on this machine
         export(source, digits, ExportOptions(), out=out, progress=progress)
         recipe = _search(Path(out), digits, name, say, full=True)

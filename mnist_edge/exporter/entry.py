@@ -36,12 +36,21 @@ def export_zoo(name: str, *, checkpoint, data_dir, options: ExportOptions, out, 
     from mnist_edge.exporter.source import default_checkpoint, from_checkpoint
 
     preflight_all(out)
-    require_splits(data_dir, ("test", "train"))  # train fits T (and calibrates int8)
-    source = from_checkpoint(checkpoint or default_checkpoint(name), model=name if checkpoint is None else None)
-    if checkpoint is not None and source.name != name:
-        raise CheckpointError(f"checkpoint '{checkpoint}' holds model '{source.name}', not '{name}'")
-    (progress or (lambda msg: None))("loading MNIST")
-    return export(source, load_digits(data_dir), options, out=out, progress=progress)
+    with output_lock(out):
+        require_splits(data_dir, ("test", "train"))  # train fits T (and calibrates int8)
+        source = from_checkpoint(checkpoint or default_checkpoint(name), model=name if checkpoint is None else None)
+        if checkpoint is not None and source.name != name:
+            raise CheckpointError(f"checkpoint '{checkpoint}' holds model '{source.name}', not '{name}'")
+        (progress or (lambda msg: None))("loading MNIST")
+        return export(source, load_digits(data_dir), options, out=out, progress=progress)
+
+
+def output_lock(out, flag: str = "--out"):
+    """Hold ``out``'s lock (:mod:`mnist_edge.system.lock`) for a whole export: a second export or search
+    into the same folder stops at once with a line naming this one, instead of replacing its files."""
+    from mnist_edge.system.lock import hold
+
+    return hold(Path(out), flag=flag)
 
 
 @dataclass(frozen=True)
@@ -65,10 +74,15 @@ class UserModel:
 def export_user(model: UserModel, *, data_ref, options: ExportOptions, out, progress=None):
     """`export --net/--torchscript`: the network built and loaded, checked against its contract, then the
     zoo's pipeline. ``data_ref``: None (MNIST), a folder or an ``.npz``."""
+    preflight_all(out, torch=model.onnx is None)
+    with output_lock(out):
+        return _export_user(model, data_ref, options, out, progress)
+
+
+def _export_user(model: UserModel, data_ref, options: ExportOptions, out, progress):
     from mnist_edge.data.sources import load_data
     from mnist_edge.exporter.pipeline import export
 
-    preflight_all(out, torch=model.onnx is None)
     say = progress or (lambda msg: None)
     say("loading the data")
     data, data_labels = load_data(data_ref)

@@ -83,18 +83,18 @@ def read_state_dict(path: str | Path) -> dict:
 
     import torch
 
-    from mnist_edge.training.checkpoint import read_bounded
+    from mnist_edge.training.checkpoint import is_torchscript, read_bounded
 
     path = Path(path)
     data = read_bounded(path, MAX_WEIGHTS_BYTES, "weights")
+    if is_torchscript(data):  # before torch.load, which warns twice and then refuses it
+        raise CheckpointError(f"'{path}' is a TorchScript file (torch.jit.save), not weights: pass it as --torchscript")
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(f"weights '{path}' hold pickled code (a whole model object?) and are refused; "
                               f"{SAVE_STATE_DICT}") from None
     except Exception as e:
-        if data[:2] == b"PK" and b"constants.pkl" in data[:4096]:
-            raise CheckpointError(f"'{path}' is a TorchScript file, not weights: pass it as --torchscript") from None
         raise CheckpointError(f"weights '{path}' cannot be read: {type(e).__name__}: {first_line(e, 200)}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]

@@ -27,6 +27,7 @@ import numpy as np
 from mnist_edge.contract import INPUT_NAME
 from mnist_edge.errors import ExportError, UsageError, first_line
 from mnist_edge.int8.channel_pad import MULTIPLES as PAD_MULTIPLES
+from mnist_edge.system.scratch import temp_dir_as
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
 QUANT_FORMATS = ("qdq", "qoperator")
@@ -40,6 +41,12 @@ ALWAYS_FLOAT = ("Softmax",)  # see quantize_int8
 SELECTOR_FIELDS = {"keep_float": None, "relu_before_pool": "MaxPool", "pool_before_activation": "MaxPool",
                    "pad_channels": "Conv"}
 LIST_FIELDS = ("op_types", *SELECTOR_FIELDS)  # lists in JSON, tuples here
+
+
+def _shown(value) -> str:
+    """A list option's value as a message shows it: a tuple as the JSON list it came from, anything else
+    (a recipe's 5 or "Conv[0]") as it is, never iterated."""
+    return f"{list(value) if isinstance(value, tuple) else value!r:.80}"
 
 
 @dataclass(frozen=True)
@@ -96,20 +103,22 @@ class QuantizeOptions:
                              f"{', '.join(map(str, PAD_MULTIPLES))}")
         if not isinstance(self.keep_float, tuple) or not all(isinstance(s, str) and _SELECTOR.match(s)
                                                              for s in self.keep_float):
-            raise UsageError(f"keep_float {list(self.keep_float)!r} must be a list of node selectors such as "
+            raise UsageError(f"keep_float {_shown(self.keep_float)} must be a list of node selectors such as "
                              "'Conv[0]' (op type, then its index among that op type's nodes)")
         for name, op in SELECTOR_FIELDS.items():
             value = getattr(self, name)
             if op and (not isinstance(value, tuple) or not all(
                     isinstance(s, str) and _SELECTOR.match(s) and s.startswith(f"{op}[") for s in value)):
-                raise UsageError(f"{name} {list(value)!r} must be a list of {op} selectors such as '{op}[1]'")
+                raise UsageError(f"{name} {_shown(value)} must be a list of {op} selectors such as '{op}[1]'")
         both = sorted(set(self.relu_before_pool) & set(self.pool_before_activation))
         if both:
             raise UsageError(f"{', '.join(both)}: in both relu_before_pool and pool_before_activation (they undo "
                              "each other); name a pool in one of them")
         if not isinstance(self.op_types, tuple) or not all(isinstance(s, str) and s.isidentifier()
                                                            for s in self.op_types):
-            raise UsageError(f"op_types {list(self.op_types)!r} must be a list of ONNX op types such as 'Conv'")
+            raise UsageError(f"op_types {_shown(self.op_types)} must be a list of ONNX op types such as 'Conv'")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UsageError(f"seed {self.seed!r:.60} must be an integer >= 0 (it picks the calibration images)")
         return self
 
     def to_dict(self) -> dict:
@@ -199,15 +208,34 @@ def node_selectors(model) -> dict[str, str]:
 
 
 def resolve_keep_float(model, selectors) -> list[str]:
-    """Node names for ``selectors`` plus every Softmax; an unknown selector names the valid ones."""
+    """Node names for ``selectors`` plus every Softmax; an unknown selector names some valid ones."""
     table = node_selectors(model)
     missing = [s for s in selectors if s not in table]
     if missing:
         raise UsageError(f"keep_float {', '.join(missing)} matches no node of this graph; its nodes are: "
-                         f"{', '.join(table)}")
+                         f"{some(list(table))}")
     names = [table[s] for s in selectors]
     names += [n.name for n in model.graph.node if n.op_type in ALWAYS_FLOAT and n.name not in names]
     return names
+
+
+def some(names: list, limit: int = 12) -> str:
+    """The first ``limit`` of ``names``, then "…" and how many there are (a large graph has hundreds)."""
+    shown = ", ".join(map(str, names[:limit]))
+    return shown if len(names) <= limit else f"{shown}, … ({len(names)} in all)"
+
+
+def check_selectors(fp32_path, options: QuantizeOptions, workdir) -> None:
+    """Every node a recipe names exists in ``fp32_path``'s graph: checked on the graph the quantizer will
+    see (after the recipe's rewrites and pre-processing), before any quantization. Otherwise each trial of a
+    search fails with the same error and the search ends "no int8 recipe passed the accuracy gates"."""
+    import onnx
+
+    try:
+        graph = float_graph(fp32_path, options, workdir)  # the rewrites refuse selectors they cannot apply to
+        resolve_keep_float(onnx.load(os.fspath(graph)), options.keep_float)
+    except UsageError as e:
+        raise UsageError(f"the recipe does not fit '{fp32_path}': {e}") from None
 
 
 class _Records(logging.Handler):
@@ -293,8 +321,14 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ima
     reader = ImageCalibrationReader(images)
     work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=Path(out_path).parent))
     try:
-        with quantizer_log() as messages:
+        # onnxruntime's own temporary folders go into ``work`` too, so they go when it goes
+        with quantizer_log() as messages, temp_dir_as(work):
             src = float_graph(fp32_path, options, work)
+            if Path(src) == Path(fp32_path):
+                # quantize_static writes "<name>-inferred.onnx" beside the file it is given: a copy here, so
+                # nothing is ever written beside the source (a read-only folder, another run's same file)
+                src = work / "source.onnx"
+                shutil.copyfile(fp32_path, src)
             # Softmax stays float: quantized, `probabilities` would come in steps of 1/255 (ties, rows not
             # summing to 1). Its input is dequantized logits, so the int8 Conv/Gemm work is unchanged.
             exclude = resolve_keep_float(onnx.load(os.fspath(src)), options.keep_float)

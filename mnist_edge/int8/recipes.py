@@ -48,7 +48,10 @@ def parse_recipe(data, source: str) -> Int8Recipe:
     """An :class:`Int8Recipe` from a search result's dict or a registry entry."""
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise UsageError(f"{source} is not an int8 recipe (expected \"schema\": \"{SCHEMA}\")")
-    options = QuantizeOptions.from_dict(data.get("options"), source)
+    try:
+        options = QuantizeOptions.from_dict(data.get("options"), source)
+    except UsageError as e:  # validate()'s messages name the option, not the file
+        raise UsageError(str(e) if str(e).startswith(source) else f"{source}: options: {e}") from None
     recommended = data.get("recommended", INT8_FILE)
     if recommended not in (FP32_FILE, INT8_FILE):
         raise UsageError(f"{source}: recommended {recommended!r} must be {FP32_FILE!r} or {INT8_FILE!r}")
@@ -80,6 +83,20 @@ def load_recipe(model: str, path: str | os.PathLike | None = None, *, registry=N
     if data.get("model") not in (None, model):
         raise UsageError(f"recipe '{path}' was searched for model {data.get('model')!r}, not {model!r}")
     return recipe
+
+
+def read_recipe_file(path: str | os.PathLike) -> dict[str, Int8Recipe]:
+    """Every recipe the ``--recipe`` file ``path`` holds, each checked: {model: recipe} of a registry,
+    {the model it was searched for ("" when it names none): recipe} of one recipe or search result.
+    UsageError naming the file (and the model) otherwise."""
+    data = _read(path)
+    if is_registry(data):
+        return {name: parse_recipe(entry, f"{os.fspath(path)}#{name}") for name, entry in data.items()}
+    recipe = parse_recipe(data, os.fspath(path))
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise UsageError(f"{os.fspath(path)}: model {model!r:.60} must be a string (the model it was searched for)")
+    return {model or "": recipe}
 
 
 def starting_options(model: str, recipe: str | os.PathLike | None = None, *, search: bool) -> QuantizeOptions:

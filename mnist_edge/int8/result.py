@@ -35,6 +35,10 @@ _KINDS = {  # kind -> (test, how an error names it)
     "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), "a finite number"),
     "object": (lambda v: isinstance(v, dict), "a JSON object"),
     "list": (lambda v: isinstance(v, list), "a list"),
+    # bounded as the bench report's (mnist_edge.documents.fields): a card divides and formats them
+    "ratio": (lambda v: _KINDS["number"][0](v) and 1e-6 <= v <= 1e6, "a ratio from 1e-06 to 1e+06"),
+    "ms": (lambda v: _KINDS["number"][0](v) and 1e-6 <= v <= 1e9, "a time in ms from 1e-06 to 1e+09"),
+    "count": (lambda v: _KINDS["integer"][0](v) and v >= 0, "an integer >= 0"),
 }
 
 
@@ -110,23 +114,27 @@ class Ratio:
 
     @classmethod
     def parse(cls, d: dict, f: Fields, where: str) -> "Ratio":
-        n = {k: f.get(d, k, "number", where) for k in ("ratio", "low", "high", "p50_ms", "reference_p50_ms")}
+        n = {k: f.get(d, k, "ratio", where) for k in ("ratio", "low", "high")}
+        n |= {k: f.get(d, k, "ms", where) for k in ("p50_ms", "reference_p50_ms")}
         verdict = f.get(d, "verdict", "string", where)
         if verdict not in RATIO_VERDICTS:
             f.fail(f"{where}.verdict", f"one of {', '.join(RATIO_VERDICTS)}", verdict)
-        return cls(verdict=verdict, repeats=f.get(d, "repeats", "integer", where),
-                   calls=f.get(d, "calls", "integer", where), **n)
+        if n["low"] > n["high"]:
+            f.fail(f"{where}.low", f"at most high ({n['high']})", n["low"])
+        return cls(verdict=verdict, repeats=f.get(d, "repeats", "count", where),
+                   calls=f.get(d, "calls", "count", where), **n)
 
 
 def _ratios_to_json(ratios: dict) -> dict:
     return {str(b): r.to_json() for b, r in ratios.items()}
 
 
-def _parse_ratios(d: dict, key: str, f: Fields, where: str) -> dict[int, Ratio]:
+def parse_ratios(d: dict, key: str, f: Fields, where: str) -> dict[int, Ratio]:
+    """``d[key]``: {batch size (digits): Ratio}, every ratio checked."""
     raw = f.get(d, key, "object", where)
     out = {}
     for b, r in raw.items():
-        if not b.isdigit():
+        if not (b.isascii() and b.isdigit() and len(b) <= 7):  # "²".isdigit() too, and int() refuses it
             f.fail(_path(where, key), "keyed by batch size (digits)", b)
         out[int(b)] = Ratio.parse(f.get(raw, b, "object", _path(where, key)), f, f"{_path(where, key)}.{b}")
     return out
@@ -188,14 +196,14 @@ class Trial:
         against = f.get(d, "against", "object", where, null=True)
         if against is not None:
             against = HeadToHead(f.get(against, "trial", "string", f"{where}.against"),
-                                 _parse_ratios(against, "ratios", f, f"{where}.against"))
+                                 parse_ratios(against, "ratios", f, f"{where}.against"))
         f.get(d, "changes", "object", where)  # derived from the options: written back from them
         return cls(name=f.get(d, "name", "string", where), stage=f.get(d, "stage", "string", where),
                    options=options, passed=f.get(d, "passed", "boolean", where),
                    accuracy=f.get(d, "accuracy", "number", where, null=True),
                    agreement=f.get(d, "agreement", "number", where, null=True),
                    accuracy_drop_pp=f.get(d, "accuracy_drop_pp", "number", where, null=True),
-                   ratios=_parse_ratios(d, "ratios", f, where), error=f.get(d, "error", "string", where, null=True),
+                   ratios=parse_ratios(d, "ratios", f, where), error=f.get(d, "error", "string", where, null=True),
                    worst_tensors=f.items(d, "worst_tensors", "object", where),
                    messages=f.items(d, "onnxruntime_messages", "string", where),
                    seconds=f.get(d, "seconds", "number", where), kept=f.get(d, "kept", "string", where, null=True),

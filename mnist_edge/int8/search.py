@@ -312,20 +312,26 @@ def search_int8(fp32_path, data, options: QuantizeOptions, settings: SearchSetti
 
     ``data``: a :class:`mnist_edge.data.dataset.Digits` (calibration images come from its training split,
     the gates run on its test split); ``options``: the starting recipe; ``name``: a label for the result.
-    Scratch files live in a temporary folder under ``workdir`` (default: the system's) that is removed at
-    the end, failure or not.
+    Scratch files live in a temporary folder under ``workdir`` (default: the run's scratch folder,
+    :func:`mnist_edge.system.scratch.run_scratch`) that is removed at the end, failure or not. A recipe that
+    names a node the graph does not have is a UsageError before any trial.
     """
+    from mnist_edge.int8.quantize import check_selectors
+    from mnist_edge.system.scratch import run_scratch
+
     settings, base = settings.validate(), options.validate()
     inputs = search_inputs(data, base, settings)
     t0 = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="mnist-edge-int8-search-", dir=workdir))
-    try:
-        s = Searcher(fp32_path, inputs, settings, workdir=work, progress=progress)
-        chosen = run_search(s, base, full=settings.search)
-        if settings.search and chosen is not None and chosen.ratios:
-            chosen = s.confirm(chosen)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with run_scratch() as scratch:
+        work = Path(tempfile.mkdtemp(prefix="int8-search-", dir=workdir if workdir is not None else scratch))
+        try:
+            check_selectors(fp32_path, base, work)
+            s = Searcher(fp32_path, inputs, settings, workdir=work, progress=progress)
+            chosen = run_search(s, base, full=settings.search)
+            if settings.search and chosen is not None and chosen.ratios:
+                chosen = s.confirm(chosen)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     verdict, recommended = verdict_of(chosen)
     timing = Timing(batch_sizes=list(s.timing_batches), repeats=settings.repeats, calls_per_block=settings.calls,
                     confirm_repeats=settings.repeats * CONFIRM_FACTOR if settings.search else None)

@@ -63,6 +63,11 @@ MAX_PIXELS = 40_000_000
 MAX_BYTES = 64 * 1024 * 1024
 MAX_DECODED_BYTES = 96 * 1024 * 1024  # a 24-megapixel RGB image; bounds what one file can make us allocate
 WORK_SIDE = 2048  # larger decoded images are box-reduced to this many pixels a side before the float work
+# Float images (Pillow mode "F", e.g. a float32 TIFF) carry no scale: values below FLOAT_255_FROM are read
+# as 0..1, larger ones as 0..255 grey levels. Between 1 and 2 neither fits (as 0..255 it is blank, as 0..1
+# out of range), so it is refused; FLOAT_ROUNDING (relative to the range) is allowed beyond either end.
+FLOAT_255_FROM = 2.0
+FLOAT_ROUNDING = 1e-6
 # The Pillow formats we decode: common for photos, scans and drawings, with well-exercised decoders.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
@@ -170,7 +175,7 @@ def _decode(data: bytes, p: Path, Image, ImageOps, max_pixels: int, max_decoded_
             if img.mode in ("1", "P") or img.mode.startswith("I;16"):
                 img = img.convert("RGBA" if img.mode == "P" else "I" if img.mode.startswith("I;16") else "L")
             img = img.reduce(factor)
-        return _to_gray(ImageOps.exif_transpose(img), Image)
+        return _to_gray(ImageOps.exif_transpose(img), Image, source=f"image {p}")
 
 
 # How Pillow stores a decoded pixel of each mode (RGB is padded to 4 bytes); unknown modes count 4.
@@ -190,15 +195,13 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
-def _to_gray(img, Image) -> np.ndarray:
+def _to_gray(img, Image, source: str = "image") -> np.ndarray:
     """A Pillow image -> float32 [H, W] in [0, 255], transparency flattened (see the module docstring)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 0-255 if it uses the range
         arr = np.asarray(img, dtype=np.float64)
         return (arr / 257.0 if arr.max() > 255 else arr).clip(0, 255).astype(np.float32)
     if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 1.0 if arr.max() <= 1.0 else 255.0
-        return (np.nan_to_num(arr) / hi * 255.0).clip(0, 255).astype(np.float32)
+        return _float_gray(np.asarray(img, dtype=np.float64), source)
     has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
     if not has_alpha:
         return np.asarray(img.convert("L"), dtype=np.float32)
@@ -210,6 +213,24 @@ def _to_gray(img, Image) -> np.ndarray:
     ink_is_dark = weight == 0 or (gray * alpha).sum() / weight < 128.0
     background = 255.0 if ink_is_dark else 0.0
     return gray * alpha + background * (1.0 - alpha)
+
+
+def _float_gray(arr: np.ndarray, source: str) -> np.ndarray:
+    """A float image -> float32 grey levels in [0, 255]; InputError for NaN/Inf or values outside its range
+    (NaN once became 0, a confident wrong label; one 1.0001 in a 0..1 image made it read as a blank 0..255)."""
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise InputError(f"{source} has NaN or infinite values ({int((~finite).sum()):,} of {arr.size:,} pixels); "
+                         "a float image must be finite")
+    lo, hi = float(arr.min()), float(arr.max())
+    top = 1.0 if hi < FLOAT_255_FROM else 255.0
+    slack = FLOAT_ROUNDING * top
+    if lo < -slack or hi > top + slack:
+        value = lo if lo < -slack else hi
+        raise InputError(f"{source}: float value {value:.6g} lies outside 0..{top:g} (float images are read as 0..1 "
+                         f"when all values are below {FLOAT_255_FROM:g}, else as 0..255, each within "
+                         f"{FLOAT_ROUNDING:g} of the range for rounding)")
+    return (arr / top * 255.0).clip(0, 255).astype(np.float32)
 
 
 def normalize_digit(gray, *, source: str = "image") -> np.ndarray:

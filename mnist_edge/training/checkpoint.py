@@ -130,6 +130,24 @@ def _needs_code(err: Exception, data: bytes) -> bool:
         return False
 
 
+def is_torchscript(data: bytes) -> bool:
+    """Whether ``data`` is a TorchScript archive (``torch.jit.save``): a zip holding ``constants.pkl``.
+
+    Checked before torch.load, which would warn twice ("looks like a TorchScript archive") and then refuse
+    it under weights_only with a paragraph about PyTorch 2.6. Only the zip's directory is read.
+    """
+    import zipfile
+
+    if data[:4] != b"PK\x03\x04":
+        return False
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+    except Exception:  # noqa: BLE001 - a damaged zip: torch.load then says what is wrong with it
+        return False
+    return any(name.rpartition("/")[2] == "constants.pkl" for name in names)
+
+
 def read_bounded(path: Path, limit: int, what: str) -> bytes:
     """The bytes of a weights file (a regular file of at most ``limit`` bytes), read once: the bytes torch
     parses are the bytes that were checked; CheckpointError naming ``what`` and the path otherwise."""
@@ -149,6 +167,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' does not exist (train one with: mnist-edge train --model NAME)")
     data = read_bounded(path, MAX_CHECKPOINT_BYTES, "checkpoint")
+    if is_torchscript(data):
+        raise CheckpointError(f"'{path}' is a TorchScript file (torch.jit.save), not a checkpoint: export it with "
+                              f"--torchscript '{path}' --name NAME")
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
