@@ -96,14 +96,16 @@ build_chroot() {
   cp /etc/resolv.conf "$CHROOT/etc/resolv.conf" 2>/dev/null || true
 }
 
-# the runtime-only install: numpy + onnxruntime (+ Pillow, the `images` extra, for `predict` on PNGs);
-# the checkout goes in with --no-deps so nothing else can sneak in
+# the runtime-only install: numpy + onnxruntime (+ Pillow, the `images` extra, for `predict` on PNGs, and
+# ai-edge-litert, the `litert-runtime` extra, for the .tflite files: its aarch64 wheel is
+# ai_edge_litert-2.3.0-cp311-cp311-manylinux_2_27_aarch64.whl); the checkout goes in with --no-deps so
+# nothing else can sneak in
 install_runtime() {
   mounts
   if [ ! -x "$CHROOT/opt/venv/bin/python" ]; then
-    log "venv + pip install numpy onnxruntime pillow (aarch64 wheels)"
+    log "venv + pip install numpy onnxruntime pillow ai-edge-litert (aarch64 wheels)"
     chroot "$CHROOT" /usr/bin/env -u PIP_FIND_LINKS PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
-      /bin/sh -c 'python3 -m venv /opt/venv && /opt/venv/bin/pip install -q numpy onnxruntime pillow' \
+      /bin/sh -c 'python3 -m venv /opt/venv && /opt/venv/bin/pip install -q numpy onnxruntime pillow ai-edge-litert' \
       || die "pip install in the chroot failed"
   fi
   log "installing this checkout (pip install --no-deps)"
@@ -140,7 +142,7 @@ folders=()
 for a in "${ARTIFACTS[@]}"; do
   if [ "$EXPORT" = 1 ]; then
     log "exporting $a from its committed checkpoint into $OUT/artifacts/$a (host, x86-64)"
-    "$PYTHON" -m mnist_edge export --model "$a" --quantize --out "$OUT/artifacts/$a" \
+    "$PYTHON" -m mnist_edge export --model "$a" --quantize --litert --out "$OUT/artifacts/$a" \
       --checkpoint "exported/$a/checkpoint.pt" >"$OUT/export-$a.log" 2>&1 || die "export of $a failed, see $OUT/export-$a.log"
     folders+=("$OUT/artifacts/$a")
   else
@@ -179,12 +181,13 @@ for f in "${folders[@]}"; do
   in_chroot mnist-edge verify --self-test "/opt/artifacts/$name" 2>&1 | grep -v cpuinfo | tee "$OUT/selftest-$name-arm64.txt" || true
   "$PYTHON" -m mnist_edge verify --self-test "$f" --json >"$OUT/selftest-$name-x86_64.json" || status=1
   log "$name: predict (arm64 and x86-64)"
-  for p in model.int8.onnx model.onnx; do
+  for p in model.int8.onnx model.onnx model.int8.tflite model.tflite; do
+    [ -f "$f/$p" ] || continue
     in_chroot mnist-edge predict --json --model "/opt/artifacts/$name/$p" /opt/digits/digit{0..9}.png 2>/dev/null >"$OUT/predict-$name-$p-arm64.json" || status=1
     "$PYTHON" -m mnist_edge predict --json --model "$f/$p" "$OUT"/digits/digit{0..9}.png >"$OUT/predict-$name-$p-x86_64.json" || status=1
   done
   log "$name: bench (arm64; emulated timings mean nothing)"
-  in_chroot mnist-edge bench --model "/opt/artifacts/$name" --formats onnx int8 --batch-sizes 1 --threads 1 \
+  in_chroot mnist-edge bench --model "/opt/artifacts/$name" --formats onnx int8 tflite tflite-int8 --batch-sizes 1 --threads 1 \
     --runs 20 --warmup 2 --no-progress --json "/opt/out/bench-$name-arm64.json" 2>/dev/null >"$OUT/bench-$name-arm64.txt" || status=1
   cp "$CHROOT/opt/out/bench-$name-arm64.json" "$OUT/" 2>/dev/null || true
   log "$name: logits of the first $COMPARE_IMAGES test images on both machines"

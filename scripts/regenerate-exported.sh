@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild committed artifact folders from their committed checkpoints with today's code, in the order the
-# cards need: export (gated, the registered int8 recipe), robustness report, benchmark, then the cards.
+# cards need: export (gated, the registered int8 recipe, the LiteRT files), robustness report, benchmark (every
+# runtime file raced), then the cards.
 #
 #   MNIST_EDGE_DATA=../shared/data/mnist scripts/regenerate-exported.sh bn_cnn cnn      # some models
 #   MNIST_EDGE_DATA=../shared/data/mnist scripts/regenerate-exported.sh                 # all of exported/
@@ -19,7 +20,7 @@ fi
 for m in "${models[@]}"; do
   echo "== $m"
   if [ -z "${NO_EXPORT:-}" ]; then
-    "$ME" export --model "$m" --checkpoint "exported/$m/checkpoint.pt" --quantize --out "exported/$m"
+    "$ME" export --model "$m" --checkpoint "exported/$m/checkpoint.pt" --quantize --litert --out "exported/$m"
   fi
   "$ME" robustness "exported/$m" --threads 1 --json "exported/$m/robustness.json" >/dev/null
   "$ME" bench --model "exported/$m" --threads 1 --json "exported/$m/bench.json" --accuracy >/dev/null

@@ -36,6 +36,10 @@ def pytest_configure(config):
     # CI passes a relative MNIST_EDGE_DATA (../shared/data/mnist); tests that chdir must still find it.
     if os.environ.get("MNIST_EDGE_DATA"):
         os.environ["MNIST_EDGE_DATA"] = str(Path(os.environ["MNIST_EDGE_DATA"]).resolve())
+    # A LiteRT conversion adds ~10 s to an export (TensorFlow in a worker process): exports in tests write the
+    # LiteRT files only where they ask for them (--litert / litert=True): the session's bn_cnn export below
+    # and tests/test_litert.py. Subprocesses inherit it.
+    os.environ["MNIST_EDGE_LITERT"] = "0"
 
 
 @pytest.fixture(scope="session")
@@ -116,8 +120,9 @@ SHORT_TRAINED_THRESHOLDS = {"torchscript": {"max_abs_diff": 1e-5, "label_mismatc
 
 @pytest.fixture(scope="session")
 def exported_bn_cnn(mnist_dir, tmp_path_factory) -> ExportedFolder:
-    """``mnist-edge export --model bn_cnn --quantize`` of the *committed* bn_cnn checkpoint (full gates, real
-    thresholds: a fully trained model passes them with a wide margin on any CPU). Do not modify."""
+    """``mnist-edge export --model bn_cnn --quantize --litert`` of the *committed* bn_cnn checkpoint (full gates,
+    real thresholds: a fully trained model passes them with a wide margin on any CPU), LiteRT files included.
+    Do not modify."""
     from mnist_edge.cli import main
 
     out = tmp_path_factory.mktemp("exported") / "bn_cnn"
@@ -125,7 +130,7 @@ def exported_bn_cnn(mnist_dir, tmp_path_factory) -> ExportedFolder:
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main(["export", "--model", "bn_cnn", "--checkpoint", str(EXPORTED / "bn_cnn" / "checkpoint.pt"),
-                     "--out", str(out), "--quantize", "--data", str(mnist_dir)])
+                     "--out", str(out), "--quantize", "--litert", "--data", str(mnist_dir)])
     if code != 0:
         pytest.fail(f"mnist-edge export failed ({code}): {stderr.getvalue()[-2000:]}")
     return ExportedFolder(out, stdout.getvalue(), stderr.getvalue(), time.perf_counter() - t0)

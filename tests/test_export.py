@@ -71,8 +71,10 @@ def assert_export_folder(folder: Path, name: str, checkpoint: Path, images: int,
     assert manifest["evaluation"]["batch_sizes"] == [1, 7, 64]
     assert sha256_file(folder / "checkpoint.pt") == sha256_file(checkpoint)  # carried over byte for byte
     assert manifest["checks"] and all(c["passed"] for c in manifest["checks"])
+    models = {n for n, e in manifest["files"].items() if e["kind"] == "model"}  # + the LiteRT files where written
+    assert models >= {"model.pt", "model.onnx", "model.int8.onnx"}
     assert {(c["artifact"], c["batch_size"]) for c in manifest["checks"] if c["batch_size"]} == {
-        (a, b) for a in ("model.pt", "model.onnx", "model.int8.onnx") for b in (1, 7, 64)}
+        (a, b) for a in models for b in (1, 7, 64)}
 
     files = manifest["files"]
     assert manifest["settings"]["thresholds"] == thresholds

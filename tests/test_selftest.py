@@ -4,9 +4,12 @@ the CUDA paths are tested through onnxruntime's Azure provider, which has no ker
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -17,8 +20,8 @@ import pytest
 from conftest import EXPORTED, SHORT_TRAINED_THRESHOLDS
 
 from mnist_edge.errors import ArtifactError, DeviceError, SelfTestError
-from mnist_edge.evaluate.selftest import (BUNDLE_NAME, FORMAT, SelfTestReport, pack, read_bundle, run_self_test,
-                                          unpack)
+from mnist_edge.evaluate.selftest import (ALIGN, BUNDLE_NAME, FORMAT, MAGIC, SelfTestReport, pack, read_bundle,
+                                          run_self_test, unpack)
 
 
 def _session(level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, rewrite=None):
@@ -71,7 +74,7 @@ def test_export_writes_the_bundle_into_the_manifest(artifact_dir):
 
     entry = read_manifest(artifact_dir)["files"][BUNDLE_NAME]
     assert entry["kind"] == "selftest" and entry["images"] == 100
-    assert entry["covers"] == ["model.int8.onnx", "model.onnx", "model.pt"]
+    assert entry["covers"] == ["model.int8.onnx", "model.int8.tflite", "model.onnx", "model.pt", "model.tflite"]
     header, arrays, _ = read_bundle(artifact_dir)
     assert np.bincount(arrays["labels"], minlength=10).tolist() == [10] * 10  # class-balanced
     assert arrays["labels"][:20].tolist() == list(range(10)) * 2  # interleaved: the batch-1 run's 20 too
@@ -87,8 +90,9 @@ def test_export_writes_the_bundle_into_the_manifest(artifact_dir):
 def test_self_test_passes_on_the_export_machine(artifact_dir, tmp_path):
     report = run_self_test(artifact_dir, torchscript=True)
     rows = {r.file: r for r in report.rows}
-    assert {f: r.status for f, r in rows.items()} == {"model.int8.onnx": "ok", "model.onnx": "ok", "model.pt": "ok"}
-    assert rows["model.int8.onnx"].exact  # same machine, same kernels: bit-identical
+    assert {f: r.status for f, r in rows.items()} == {"model.int8.onnx": "ok", "model.onnx": "ok", "model.pt": "ok",
+                                                      "model.int8.tflite": "ok", "model.tflite": "ok"}
+    assert rows["model.int8.onnx"].exact and rows["model.int8.tflite"].exact  # same machine and kernels
     assert rows["model.onnx"].max_abs_diff < 1e-4 and rows["model.onnx"].label_changes == 0
     # the --json document: its own schema (not the bundle's), read back field by field
     doc = report.to_json()
@@ -108,14 +112,16 @@ def test_self_test_passes_on_the_export_machine(artifact_dir, tmp_path):
 def test_cli_self_test_needs_neither_mnist_nor_torch_nor_onnx(artifact_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MNIST_EDGE_DATA"}
     env["HOME"] = str(tmp_path)  # no cache with MNIST in it either
-    script = ("import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None; from mnist_edge.cli import main; "
+    script = ("import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None; sys.modules['tensorflow'] = None; "
+              "from mnist_edge.cli import main; "
               f"sys.exit(main(['verify', '--self-test', {str(artifact_dir)!r}, '--json', '-']))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
                          timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     rows = {r["file"]: r["status"] for r in doc["rows"]}
-    assert rows == {"model.int8.onnx": "ok", "model.onnx": "ok", "model.pt": "skipped"}
+    assert rows == {"model.int8.onnx": "ok", "model.onnx": "ok", "model.pt": "skipped", "model.int8.tflite": "ok",
+                    "model.tflite": "ok"}
     assert doc["schema"] == "mnist-edge-selftest-report/1"
 
 
@@ -206,6 +212,129 @@ def test_self_test_refuses_a_changed_or_stale_bundle(artifact_dir, tmp_path):
     with pytest.raises(SelfTestError, match=r"model.onnx: .*files.model.onnx.tolerance.max_abs_diff is \[None\], "
                                             r"expected a finite number >= 0"):
         run_self_test(folder, torchscript=False)
+
+
+# --- re-sealed bundles: edited, their hash recorded again, so only the reader's own checks stand ----------
+
+def _reseal(src, dst, edit=None, *, arrays=None):
+    """A copy of folder ``src`` whose bundle header went through ``edit`` (dict -> dict, or -> raw JSON bytes)
+    with the data section kept, or (``arrays``: dict -> None, editing them) repacked; the manifest records the
+    new bytes, so the bundle passes the seal."""
+    from mnist_edge.manifest import file_record, read_manifest, write_manifest
+
+    shutil.copytree(src, dst)
+    data = (src / BUNDLE_NAME).read_bytes()
+    if arrays is not None:
+        header, arrs = unpack(data)
+        arrs = {k: v.copy() for k, v in arrs.items()}
+        arrays(header, arrs)
+        del header["arrays"]
+        blob = pack(header, arrs)
+    else:
+        (hlen,) = struct.unpack("<I", data[8:12])
+        start = 12 + hlen + (-(12 + hlen) % ALIGN)
+        text = edit(json.loads(data[12:12 + hlen]))
+        text = text if isinstance(text, bytes) else json.dumps(text).encode()
+        head = MAGIC + struct.pack("<I", len(text)) + text
+        blob = head + b"\0" * (-len(head) % ALIGN) + data[start:]
+    (dst / BUNDLE_NAME).write_bytes(blob)
+    m = read_manifest(src)
+    m["files"][BUNDLE_NAME].update(file_record(dst / BUNDLE_NAME))
+    write_manifest(dst, m)
+    return dst
+
+
+def _verify_self_test(folder) -> str:
+    """`mnist-edge verify --self-test FOLDER`: must fail in one typed line; returns that line."""
+    from mnist_edge.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["verify", "--self-test", str(folder), "--no-torchscript"])
+    text = err.getvalue()
+    assert code == 1 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+    return text
+
+
+def _set(path, value):
+    """An edit that sets the header key at ``path`` (a tuple of keys) to ``value``."""
+    def edit(header):
+        node = header
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        return header
+    return edit
+
+
+@pytest.mark.parametrize("edit,message", [
+    (_set(("arrays",), 7), r"arrays is 7, expected an object"),
+    (lambda h: json.dumps(h).replace('"shape": [100, 1, 28, 28]', '"shape": [1e400, 1, 28, 28]', 1).encode(),
+     r"not valid JSON: 1e400 is out of the range of a finite number"),
+    (_set(("arrays", "images"), {"dtype": "uint8", "shape": [2 ** 62, 1, 28, 28], "offset": 0, "nbytes": 0}),
+     r"arrays.images.nbytes is 0, but shape \[4611686018427387904, 1, 28, 28\] of uint8 needs 3,615,[\d,]+ bytes"),
+    (_set(("arrays", "images"), {"dtype": "uint8", "shape": [], "offset": 0, "nbytes": 1}),
+     r"images \(\) and labels \(100,\) are not \[N, 1, 28, 28\] and \[N\]"),
+    (_set(("files", "model.onnx", "runs"), []), r"model.onnx: .*files.model.onnx.runs is \[\], expected a non-empty"),
+    (_set(("files", "model.onnx", "runs"), [{"batch_size": 0, "images": 20}]),
+     r"files.model.onnx.runs\[0\].batch_size is 0, expected an integer >= 1"),
+    (_set(("files", "model.onnx", "runs"), [{"batch_size": 1, "images": 101}]),
+     r"files.model.onnx.runs\[0\].images is 101, expected an integer from 1 to 100"),
+    (_set(("files",), 7), r"files is 7, expected an object"),
+    (_set(("files", "model.onnx", "array"), "labels"),
+     r"files.model.onnx.array names 'labels', uint8 \(100,\): expected float32 \[100, classes\]"),
+    (_set(("selection",), json.loads("[" * 200 + "]" * 200)), r"nested more than 32 deep"),
+])
+def test_a_malformed_resealed_bundle_is_one_typed_line(model_dir, tmp_path, edit, message):
+    folder = _reseal(model_dir, tmp_path / "bn_cnn", edit)
+    assert _verify_self_test(folder)
+    with pytest.raises(ArtifactError, match=message):
+        run_self_test(folder, torchscript=False)
+
+
+def test_non_finite_reference_logits_fail_instead_of_passing_every_comparison(model_dir, tmp_path):
+    def nan(header, arrays):
+        arrays["logits/model.onnx"][:] = np.nan  # NaN > tolerance is False: it would pass any check
+
+    folder = _reseal(model_dir, tmp_path / "bn_cnn", arrays=nan)
+    with pytest.raises(SelfTestError, match=r"files.model.onnx.array names 'logits/model.onnx', which holds non-finite"):
+        run_self_test(folder, torchscript=False)
+
+
+def _tolerance(name, **values):
+    def edit(header):
+        header["files"][name]["tolerance"].update(values)
+        return header
+    return edit
+
+
+@pytest.mark.parametrize("name,values,message", [
+    ("model.onnx", {"max_abs_diff": 1e30}, r"model.onnx.tolerance.max_abs_diff is 1e\+30, over the cap of 0.001"),
+    ("model.onnx", {"label_changes": 90}, r"model.onnx.tolerance.label_changes is 90, expected 0"),
+    ("model.int8.onnx", {"max_abs_diff": 1e30}, r"int8.onnx.tolerance.max_abs_diff is 1e\+30, over the cap of 1.5 "
+                                                r"output steps"),
+    ("model.int8.onnx", {"step": 1e30, "max_abs_diff": 1.5e30}, r"int8.onnx.tolerance.step is 1e\+30, over the "
+                                                                r"smallest gap between its reference logits"),
+    ("model.int8.onnx", {"moved_images": 100}, r"int8.onnx.tolerance.moved_images is 100, over the cap of 40"),
+])
+def test_a_resealed_bundles_tolerances_are_bounded(model_dir, tmp_path, name, values, message):
+    folder = _reseal(model_dir, tmp_path / "bn_cnn", _tolerance(name, **values))
+    assert name in _verify_self_test(folder)
+    with pytest.raises(SelfTestError, match=message):
+        run_self_test(folder, torchscript=False)
+
+
+def test_ninety_changed_labels_fail_whatever_tolerance_the_bundle_states(model_dir, tmp_path):
+    def relabel(header, arrays):
+        ref = arrays["logits/model.onnx"]
+        ref[:90] = np.roll(ref[:90], 1, axis=1)  # 90 of the 100 reference labels move to another class
+        header["files"]["model.onnx"]["tolerance"].update(max_abs_diff=1e30, label_changes=90)
+
+    folder = _reseal(model_dir, tmp_path / "bn_cnn", arrays=relabel)
+    with pytest.raises(SelfTestError, match=r"model\.onnx: .*label_changes is 90, expected 0: labels must match"):
+        run_self_test(folder, torchscript=False)
+    # the bounds leave the bundle the export wrote as it is: it passes
+    assert run_self_test(model_dir, torchscript=False).ok
 
 
 # --- node placement and strict mode ------------------------------------------------------------------------

@@ -50,8 +50,9 @@ def test_verify_passes_on_a_fresh_export(artifact_dir, mnist_dir):
     code, out, err = run_cli("verify", str(artifact_dir), "--data", str(mnist_dir))
     assert code == 0, err
     rows = {line.split()[0]: line for line in out.splitlines()[2:]}
-    assert set(rows) == {"checkpoint.pt", "model.pt", "model.onnx", "model.int8.onnx", "selftest.bin"}
-    for name in ("model.pt", "model.onnx", "model.int8.onnx"):
+    models = ("model.pt", "model.onnx", "model.int8.onnx", "model.tflite", "model.int8.tflite")
+    assert set(rows) == {"checkpoint.pt", "selftest.bin", *models}
+    for name in models:
         assert rows[name].endswith(" ok"), rows[name]
         acc, expected = rows[name].split()[1:3]
         assert acc == expected  # same machine, same kernels: the manifest's number exactly
@@ -62,7 +63,7 @@ def test_hashes_only_needs_no_data(artifact_dir, monkeypatch):
     monkeypatch.delenv("MNIST_EDGE_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", "/nonexistent")
     code, out, _ = run_cli("verify", str(artifact_dir), "--hashes-only")
-    assert code == 0 and out.count("hash ok") == 5  # three models, the checkpoint, the self-test bundle
+    assert code == 0 and out.count("hash ok") == 7  # five models, the checkpoint, the self-test bundle
 
 
 def _tamper(path: Path, how: str) -> None:

@@ -1,6 +1,11 @@
 """One line of advice from a report: does int8 pay on this machine, and which artifact to ship.
 
 The rule, in order:
+0. With LiteRT files in the folder, bench races every runtime file (ONNX Runtime and LiteRT, fp32 and int8)
+   interleaved in one process (:mod:`mnist_edge.bench.race`); the file to ship is the fastest at the
+   smallest batch size among the files that keep their accuracy, and ``fastest`` names the winner at every
+   batch size with the runner-up's margin (its p50 over the winner's, 95% interval). Rules 1-5 still decide
+   ONNX Runtime's own int8-or-fp32 question, quoted after it; on CUDA and under emulation they alone apply.
 1. On CUDA, ship ``model.onnx``: onnxruntime runs an int8 QDQ model there as simulated quantization in
    float32 (see ``mnist_edge.runtime.session``), so int8 cannot pay.
    Under emulation (``environment.cpu.emulated``: qemu-user running ARM code on an x86 host) neither the
@@ -23,7 +28,7 @@ The measurement wins over the flags; where they disagree the line says so.
 from __future__ import annotations
 
 from mnist_edge import artifacts as A
-from mnist_edge.bench.document import Advice, BenchReport, PairRow, Speedup
+from mnist_edge.bench.document import Advice, BenchReport, Fastest, PairRow, Speedup
 from mnist_edge.bench.ratio import int8_verdict
 
 PAYS_AT = 1.10
@@ -104,8 +109,57 @@ def _unpaired_advice(report: BenchReport, speedups: dict, capable, why: str) -> 
     return Advice(int8_pays=pays, ship=INT8 if pays else FP32, basis="measured", int8_speedup=measured, line=line)
 
 
+def fastest_rows(report: BenchReport) -> list[Fastest]:
+    """Per batch size (fewest threads raced): the fastest file of the cross-runtime race among those that keep
+    their accuracy (an int8 file more than ``MAX_ACCURACY_DROP`` points below its runtime's fp32 file is left
+    out), and the runner-up's margin. [] without a race."""
+    rows = report.race.rows if report.race is not None and report.race.rows else []
+    if not rows:
+        return []
+    acc = {e.file: getattr(e, "accuracy", None) for e in report.formats if e.file}
+    lossy = {int8 for fp32, int8 in ((A.ONNX, A.INT8), (A.TFLITE, A.TFLITE_INT8))
+             if acc.get(fp32) is not None and acc.get(int8) is not None and acc[fp32] - acc[int8] > MAX_ACCURACY_DROP}
+    threads = min(r.threads for r in rows)
+    out = []
+    for batch in sorted({r.batch for r in rows if r.threads == threads}):
+        ranked = sorted((r for r in rows if r.threads == threads and r.batch == batch and r.file not in lossy),
+                        key=lambda r: r.ratio)
+        if not ranked:
+            continue
+        first, second = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+        base = first.ratio  # 1 unless the race's winner was left out: ratios then relative to the new first
+        out.append(Fastest(batch=batch, threads=threads, file=first.file, runner_up=second and second.file,
+                           margin=second and [round(second.low / base, 4), round(second.high / base, 4)],
+                           ratio=second and round(second.ratio / base, 4)))
+    return out
+
+
+def _with_race(advice: Advice, rows: list[Fastest]) -> Advice:
+    """Rule 0 (module docstring): with a race, ship the fastest file at the smallest batch size."""
+    def one(f: Fastest) -> str:
+        if f.runner_up is None:
+            return f"{f.file} at batch {f.batch}"
+        return (f"{f.file} at batch {f.batch} ({f.runner_up} {f.ratio:.2f}x its p50 [{f.margin[0]:.2f}, "
+                f"{f.margin[1]:.2f}])")
+    ship = rows[0].file
+    line = (f"Ship {ship}: fastest here of every runtime file, timed interleaved in one process "
+            f"({rows[0].threads} thread{'s' if rows[0].threads > 1 else ''}): {'; '.join(one(f) for f in rows)}. "
+            f"ONNX Runtime alone: {advice.line}")
+    return Advice(int8_pays=advice.int8_pays, ship=ship, basis="measured", int8_speedup=advice.int8_speedup,
+                  fastest=rows, line=line)
+
+
 def advise(report: BenchReport) -> Advice:
     """The advice of ``report`` (its ``advice`` field is not read), by the rule in the module docstring."""
+    advice = _advise_onnx(report)
+    rows = fastest_rows(report)
+    if not rows or advice.basis in ("device", "emulation"):
+        return advice
+    return _with_race(advice, rows)
+
+
+def _advise_onnx(report: BenchReport) -> Advice:
+    """Rules 1-5: ONNX Runtime's two files."""
     cpu = report.environment.cpu
     capable, why = cpu.int8_instructions, cpu.int8_note or ""
     if report.settings.device.startswith("cuda"):

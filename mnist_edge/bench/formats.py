@@ -7,7 +7,8 @@ outputs (logits, probabilities):
   called under ``torch.inference_mode()``; zoo networks only (a checkpoint of a network the zoo does not
   define is "not available", with the reason).
 - ``torchscript``: ``model.pt`` through ``torch.jit.load``, same call.
-- ``onnx`` / ``int8``: ``model.onnx`` / ``model.int8.onnx`` loaded by the runtime users run
+- ``onnx`` / ``int8`` / ``tflite`` / ``tflite-int8``: ``model.onnx`` / ``model.int8.onnx`` (onnxruntime) and
+  ``model.tflite`` / ``model.int8.tflite`` (LiteRT, mnist_edge.runtime.litert) loaded by the runtime users run
   (``mnist_edge.runtime.load``: hash check, contract check, its latency-tuned session options and its
   provider choice with no silent fallback). The timed call is that classifier's own session, ``run`` on
   the uint8 batch: the model's cost, like the torch formats' forward. ``Classifier.predict`` adds input
@@ -19,6 +20,7 @@ torch is imported only inside the torch loaders; without torch those formats are
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +149,10 @@ def load_onnx(file: Path, device: str, threads: int) -> Loaded:
     def logits(x):
         return call(x)[0]
 
+    if Path(file).suffix == ".tflite":  # LiteRT: no onnxruntime node placement to count
+        return Loaded(call=call, logits=logits, provider=clf.provider, device=clf.device, api_call=clf.predict,
+                      notes=tuple(clf.notes), session=session)
+
     def placement():
         from mnist_edge.runtime.placement import measure_placement
         from mnist_edge.runtime.hashcheck import read_verified
@@ -167,8 +173,11 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec("torchscript", "TorchScript", A.TORCHSCRIPT, True, load_torchscript),
         FormatSpec("onnx", "ONNX fp32", A.ONNX, False, load_onnx),
         FormatSpec("int8", "ONNX int8", A.INT8, False, load_onnx),
+        FormatSpec("tflite", "LiteRT fp32", A.TFLITE, False, load_onnx),
+        FormatSpec("tflite-int8", "LiteRT int8", A.TFLITE_INT8, False, load_onnx),
     ]
 }
+RUNTIME_FORMATS = ("onnx", "int8", "tflite", "tflite-int8")  # the torch-free ones: what the race compares
 
 
 def check_formats(names) -> list[str]:
@@ -189,6 +198,9 @@ def unavailable_reason(spec: FormatSpec, folder: Path, torch_importable: bool) -
     if spec.needs_torch and not torch_importable:
         return "torch is not installed (runtime-only install: numpy + onnxruntime)"
     if not (folder / spec.file).is_file():
-        how = " (export with --quantize)" if spec.name == "int8" else ""
+        how = " (export with --quantize)" if spec.name == "int8" else \
+            " (export --quantize with the litert extra installed)" if spec.file.endswith(".tflite") else ""
         return f"{spec.file} is not in {folder}{how}"
+    if spec.file.endswith(".tflite") and importlib.util.find_spec("ai_edge_litert") is None:
+        return "ai-edge-litert is not installed (pip install ai-edge-litert)"
     return None

@@ -21,8 +21,8 @@ from typing import Callable
 from mnist_edge import artifacts as A
 from mnist_edge.bench.advice import advise
 from mnist_edge.bench.document import (SCHEMA, BenchModel, BenchReport, Environment, EnvironmentEnd, FormatEntry,
-                                       Pair, PairRow, ResultRow, Settings)
-from mnist_edge.bench.formats import FORMATS, unavailable_reason
+                                       Pair, PairRow, Race, RaceRow, ResultRow, Settings)
+from mnist_edge.bench.formats import FORMATS, RUNTIME_FORMATS, unavailable_reason
 from mnist_edge.bench.options import DEFAULT_RUNS, BenchOptions, resolve_settings
 from mnist_edge.errors import ArtifactError
 from mnist_edge.documents.fields import Where, parse
@@ -58,6 +58,9 @@ class _Steps:
                     f"threads {event['threads']}")
         elif event.get("event") == "pair":
             text = (f"bench [{self.done}/{self.total}] int8 vs fp32 interleaved, batch {event['batch']:<4} "
+                    f"threads {event['threads']}")
+        elif event.get("event") == "race":
+            text = (f"bench [{self.done}/{self.total}] every runtime file interleaved, batch {event['batch']:<4} "
                     f"threads {event['threads']}")
         elif event.get("event") == "accuracy":
             text = f"bench [{self.done}/{self.total}] {event['format']:<11} accuracy on the test set"
@@ -112,11 +115,11 @@ def _run_worker(config: dict, progress) -> dict:
 
 
 def _run_in_process(config: dict, progress) -> dict:
-    from mnist_edge.bench.worker import run_format, run_pair
+    from mnist_edge.bench.worker import run_format, run_pair, run_race
     from mnist_edge.errors import MnistEdgeError
 
     try:
-        return (run_pair if config.get("pair") else run_format)(config, progress)
+        return (run_race if config.get("race") else run_pair if config.get("pair") else run_format)(config, progress)
     except (MnistEdgeError, ImportError, OSError, RuntimeError) as e:
         return {"error": f"{type(e).__name__}: {e}"}
 
@@ -192,6 +195,26 @@ def _run_pair(folder: Path, settings: Settings, steps) -> Pair:
     return Pair(method=method, rows=rows)
 
 
+def _run_race(folder: Path, formats: list, settings: Settings, steps) -> Race:
+    """Every runtime file that ran, timed interleaved in one (worker) process: the cross-runtime ranking."""
+    from mnist_edge.bench.formats import FORMATS
+
+    repeats = pair_repeats(settings.runs)
+    config = {"race": True, "folder": str(folder.resolve()), "formats": formats, "batch_sizes": settings.batch_sizes,
+              "threads": settings.threads, "device": settings.device, "repeats": repeats, "calls": PAIR_CALLS}
+    out = _run_worker(config, steps) if settings.isolate else _run_in_process(config, steps)
+    method = (f"{', '.join(FORMATS[f].file for f in formats)} loaded in one process by the runtime's loader, timed "
+              f"in blocks of {PAIR_CALLS} calls in a seeded shuffled order, {repeats} repeats; each file's p50 over "
+              "the fastest's with a 95% bootstrap interval (mnist_edge.bench.race)")
+    if "error" in out:
+        return Race(method=method, error=out["error"])
+    try:
+        rows = [parse(RaceRow, r, Where("the race worker's result", f"rows[{i}]")) for i, r in enumerate(out["race"])]
+    except ArtifactError as e:
+        return Race(method=method, error=str(e))
+    return Race(method=method, rows=rows)
+
+
 def _format_result(name: str, out: dict, isolate: bool) -> tuple[FormatEntry, list[ResultRow]]:
     """The entry and rows of one format from its worker's answer; an answer that fails its checks makes
     the format "failed" with the reason."""
@@ -210,7 +233,7 @@ def _format_result(name: str, out: dict, isolate: bool) -> tuple[FormatEntry, li
     return entry, rows
 
 
-def _measure(folder: Path, settings: Settings, data_dir, env: dict, steps) -> tuple[list, list, Pair | None]:
+def _measure(folder: Path, settings: Settings, data_dir, env: dict, steps) -> tuple:
     """Every available format of ``folder`` in its own worker (or this process), then int8 against fp32;
     returns (entries in the order asked, rows, pair). Records in ``env`` the library versions the workers
     really loaded."""
@@ -235,7 +258,11 @@ def _measure(folder: Path, settings: Settings, data_dir, env: dict, steps) -> tu
     pair = None  # int8/fp32 interleaved, when both ONNX formats ran
     if all(f in entries and entries[f].ok for f in ("onnx", "int8")):
         pair = _run_pair(folder, settings, steps)
-    return [entries[n] for n in settings.formats], rows, pair
+    racing = [f for f in RUNTIME_FORMATS if f in entries and entries[f].ok]
+    race = None  # across runtimes, when a LiteRT file ran beside another file
+    if len(racing) > 1 and any(f.startswith("tflite") for f in racing):
+        race = _run_race(folder, racing, settings, steps)
+    return [entries[n] for n in settings.formats], rows, pair, race
 
 
 def run_bench(folder, options: BenchOptions | None = None, *,
@@ -257,14 +284,14 @@ def run_bench(folder, options: BenchOptions | None = None, *,
     env = collect_environment()
     todo = [n for n in settings.formats if not unavailable_reason(FORMATS[n], folder, env["torch_importable"])]
     steps = _Steps(len(todo) * len(settings.batch_sizes) * len(settings.threads), progress)
-    entries, rows, pair = _measure(folder, settings, options.data_dir, env, steps)
+    entries, rows, pair, race = _measure(folder, settings, options.data_dir, env, steps)
     environment = Environment.from_dict(env, "this machine's description")
     end = EnvironmentEnd(load_average=load_average(), throttled=read_throttled())
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     report = BenchReport(schema=SCHEMA, created_utc=created, command=options.command,
                          model=BenchModel(name=_model_name(folder), folder=str(folder)), settings=settings,
                          environment=environment, environment_end=end, formats=entries,
-                         results=rows, int8_vs_fp32=pair,
+                         results=rows, int8_vs_fp32=pair, race=race,
                          warnings=_warnings(environment, end, entries, rows, settings.isolate), advice=None)
     report.advice = advise(report)
     return report

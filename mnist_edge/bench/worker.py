@@ -143,6 +143,26 @@ def run_pair(config: dict, emit=lambda event: None) -> dict:
     return {"int8_vs_fp32": rows}
 
 
+def run_race(config: dict, emit=lambda event: None) -> dict:
+    """Every runtime file of the folder (``config["formats"]``) timed interleaved in this process, per
+    (threads, batch) (:mod:`mnist_edge.bench.race`). Returns {"race": [row per file, threads, batch]}."""
+    from mnist_edge.bench.formats import FORMATS
+    from mnist_edge.bench.race import rank, time_race
+
+    folder = Path(config["folder"])
+    rows = []
+    for threads in config["threads"]:
+        loaded = {FORMATS[f].file: FORMATS[f].load(folder / FORMATS[f].file, config["device"], threads)
+                  for f in config["formats"]}
+        for batch in config["batch_sizes"]:
+            emit({"event": "race", "batch": batch, "threads": threads})
+            x = synthetic_batch(batch)
+            fns = {name: (lambda f=f: f.call(x)) for name, f in loaded.items()}
+            ranked = rank(time_race(fns, repeats=config["repeats"], calls=config["calls"]))
+            rows += [{"batch": batch, "threads": threads, **r} for r in ranked]
+    return {"race": rows}
+
+
 def _library_version(spec) -> dict:
     if spec.needs_torch:
         import torch
@@ -162,7 +182,7 @@ def _emit(event: dict) -> None:
 def main() -> int:
     config = json.loads(sys.stdin.read())
     try:
-        result = (run_pair if config.get("pair") else run_format)(config, _emit)
+        result = (run_race if config.get("race") else run_pair if config.get("pair") else run_format)(config, _emit)
     except BaseException as e:  # reported to the parent as this format's failure, never a hang
         _emit({"event": "error", "type": type(e).__name__, "message": str(e)[:2000],
                "traceback": traceback.format_exc()[-4000:]})

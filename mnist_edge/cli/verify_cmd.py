@@ -33,10 +33,17 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="with --self-test: onnxruntime threads (default: its own)")
     p.add_argument("--strict-device", action="store_true",
                    help="with --self-test: fail when onnxruntime would run any node on the CPU although --device is a GPU")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--json", metavar="FILE",
                    help="also write the result as JSON (schema mnist-edge-verify/1, with --self-test "
                         "mnist-edge-selftest-report/1; '-': to stdout instead of the table); written on failure too")
     p.set_defaults(func=run)
+
+
+def _progress(message: str) -> None:
+    import sys
+
+    print(f"  {message}", file=sys.stderr, flush=True)
 
 
 def run(args) -> int:
@@ -53,7 +60,8 @@ def run(args) -> int:
     folder = _folder(args)
     try:
         report = verify_artifacts(folder, data_dir=args.data, hashes_only=args.hashes_only,
-                                  tolerance_pp=args.tolerance, torchscript=False if args.no_torchscript else None)
+                                  tolerance_pp=args.tolerance, torchscript=False if args.no_torchscript else None,
+                                  progress=None if args.quiet or args.json == "-" else _progress)
     except MnistEdgeError as e:
         if args.json:
             write_document(verify_document(folder=folder, error=str(e)), args.json)
@@ -62,7 +70,7 @@ def run(args) -> int:
         write_document(verify_document(report), args.json)
         if args.json == "-":
             return 0
-    fmt = "{:<16} {:>9} {:>9}  {}"
+    fmt = "{:<17} {:>9} {:>9}  {}"
     print(f"verified {report.model} in {report.folder}/")
     print(fmt.format("file", "accuracy", "manifest", "status"))
     order = (A.CHECKPOINT, A.TORCHSCRIPT, A.ONNX, A.INT8)
@@ -92,7 +100,7 @@ def _self_test(args) -> int:
         write_document(report.to_json(), args.json)
         if args.json == "-":
             return 0
-    fmt = "{:<16} {:>10} {:>10} {:>8} {:>7}  {}"
+    fmt = "{:<17} {:>10} {:>10} {:>8} {:>7}  {}"
     print(f"self-test of {report.model} in {report.folder}/ on {report.device}: {report.images} images, "
           f"{report.seconds * 1000:.0f} ms")
     print(fmt.format("file", "max |Δ|", "tolerance", "labels", "moved", "status"))

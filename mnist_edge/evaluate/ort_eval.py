@@ -19,7 +19,8 @@ MAX_IR_VERSION = 10
 
 
 def make_session(model, *, threads: int = 1):
-    """A CPU InferenceSession for a path or serialized bytes, from the runtime's one session factory
+    """A CPU InferenceSession for a path or serialized bytes (a ``.tflite`` path: the LiteRT session that
+    stands in for one, mnist_edge.runtime.litert), from the runtime's one session factory
     (:func:`mnist_edge.runtime.session.create_session`: its options, its typed load errors), one thread.
 
     One intra-op thread for the gates and the search: these models are tiny, so batch-1 calls are dominated
@@ -35,6 +36,10 @@ def make_session(model, *, threads: int = 1):
             data, source = Path(model).read_bytes(), f"'{model}'"
         except OSError as e:
             raise ArtifactError(f"cannot read '{model}': {e.strerror or e}") from None
+    if not isinstance(model, bytes) and Path(model).suffix == ".tflite":  # LiteRT, behind the same surface
+        from mnist_edge.runtime.litert import LiteRTSession
+
+        return LiteRTSession(data, source=source, threads=threads)
     session, _, _ = create_session(data, source=source, device="cpu", threads=threads)
     return session
 

@@ -55,7 +55,10 @@ class ExportOptions:
     """Everything an export may vary. ``int8`` None: no int8 file. ``eval_limit`` gates on the first N test
     images instead of all (recorded); ``thresholds`` replaces :data:`gates.THRESHOLDS` (same keys;
     recorded): for tests of the pipeline on briefly trained models. ``calibration_images`` (uint8
-    [N, 28, 28]) replaces the class-balanced training images, for tests and experiments."""
+    [N, 28, 28]) replaces the class-balanced training images, for tests and experiments. ``litert`` (with
+    ``int8``): also ``model.tflite`` and ``model.int8.tflite`` (mnist_edge.exporter.litert); None writes them
+    where the ``litert`` extra is installed and says in one line why not elsewhere, True requires them, False
+    skips them."""
 
     int8: Int8Choice | None = None
     opset: int = DEFAULT_OPSET
@@ -63,6 +66,8 @@ class ExportOptions:
     eval_limit: int | None = None
     thresholds: dict | None = None
     calibration_images: np.ndarray | None = field(default=None, compare=False)
+    litert: bool | None = None  # with int8: LiteRT files too; None: when the litert extra is installed
+
 
     @property
     def quantize(self) -> bool:

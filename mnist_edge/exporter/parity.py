@@ -50,6 +50,9 @@ def run_gates(reference, folder: Path, x, y, *, batch_sizes, quantize: bool, thr
     _onnx_gates(run, A.ONNX)
     if quantize:
         _onnx_gates(run, A.INT8)
+    for name in (A.TFLITE, A.TFLITE_INT8):  # written by export --quantize where the litert extra is installed
+        if (folder / name).is_file():
+            _onnx_gates(run, name)
     _probability_gates(run, ts)
     return run.checks, _measured(run)
 
@@ -67,8 +70,9 @@ def _torch_gates(run: GateRun):
 
 
 def _onnx_gates(run: GateRun, name: str) -> None:
-    """The contract and parity of one ONNX file: fp32 against the reference, int8 against fp32 ONNX (the
-    reference's logits standing in where a batch of the fp32 file failed)."""
+    """The contract and parity of one runtime file (.onnx, or .tflite through its LiteRT session): fp32 against
+    the reference, int8 against fp32 ONNX (the reference's logits standing in where a batch of the fp32 file
+    failed)."""
     from mnist_edge.evaluate.ort_eval import make_session, ort_logits
     from mnist_edge.runtime.checks import session_io_problems
 
@@ -77,7 +81,7 @@ def _onnx_gates(run: GateRun, name: str) -> None:
     run.checks.append(G.contract_check(name, session_io_problems(sess)))
     outs = run.outputs[name] = {bs: _attempt(ort_logits, sess, run.x, bs) for bs in run.batch_sizes}
     ref = run.outputs[run.reference.name]
-    if name == A.ONNX:
+    if name in (A.ONNX, A.TFLITE):  # fp32 files: against the reference, with the fp32 ONNX file's limits
         run.checks += G.parity_checks(name, ref, outs, **run.thresholds["onnx"])
         return
     fp32 = {bs: (o if isinstance(o, np.ndarray) else ref[bs]) for bs, o in run.outputs[A.ONNX].items()}
@@ -107,7 +111,8 @@ def _measured(run: GateRun) -> dict:
     measured = {name: {"accuracy": round(float((outs[acc_bs].argmax(1) == run.y).mean() * 100), 4)
                        if isinstance(outs[acc_bs], np.ndarray) else None} for name, outs in outputs.items()}
     ref = run.reference.name
-    for name, ref_name in ((A.TORCHSCRIPT, ref), (A.ONNX, ref), (A.INT8, A.ONNX)):
+    for name, ref_name in ((A.TORCHSCRIPT, ref), (A.ONNX, ref), (A.INT8, A.ONNX), (A.TFLITE, ref),
+                           (A.TFLITE_INT8, A.ONNX)):
         if name not in outputs:
             continue
         pairs = [(o, outputs[ref_name][bs]) for bs, o in outputs[name].items()

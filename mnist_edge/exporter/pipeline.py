@@ -33,8 +33,9 @@ from mnist_edge.exporter.source import ModelSource
 from mnist_edge.exporter.swap import remove_tree, swap_into_place
 from mnist_edge.files import lock_fd, note_replaced, remove_stale, sigint_deferred
 
+LITERT_ENV = "MNIST_EDGE_LITERT"  # "0": no LiteRT files unless asked (the test suite's exports stay fast)
 # Files an export owns: replaced on every export, never carried over (a stale int8 file would lie).
-OWN_NAMES = (A.TORCHSCRIPT, A.ONNX, A.INT8, A.MANIFEST, A.SELFTEST)
+OWN_NAMES = (A.TORCHSCRIPT, A.ONNX, A.INT8, A.TFLITE, A.TFLITE_INT8, A.MANIFEST, A.SELFTEST)
 
 
 @dataclass
@@ -70,6 +71,9 @@ class Plan:
     versions: dict = field(default_factory=dict)
     onnx_info: dict = field(default_factory=dict)
     quantization: dict | None = None  # the quantizer's record of the int8 file
+    litert: dict | None = None  # the LiteRT stage's record (mnist_edge.exporter.litert), or why it was skipped
+    fastest: dict | None = None  # every runtime file raced at batch 1 and 64 (when LiteRT files were written)
+    input_scaling: str = ""  # whether model.onnx's input scaling was folded into its first layer, and why not
 
     @property
     def n_eval(self) -> int:
@@ -102,6 +106,8 @@ def export(source: ModelSource, data, options: ExportOptions | None = None, *, o
     try:
         _write_formats(plan, tmp)
         checks, measured = _gate(plan, tmp)
+        if plan.litert and plan.litert.get("versions"):
+            plan.fastest = _race(plan, tmp)
         _write_manifest(plan, tmp, checks, measured)
         plan.say(f"replacing '{plan.out}'")
         with sigint_deferred():  # the swap and its record go together: an interrupt message tells the truth
@@ -231,8 +237,61 @@ def _write_formats(plan: Plan, tmp: Path) -> None:
         plan.say(f"writing {A.ONNX} (opset {opts.opset})")
         plan.onnx_info = export_onnx(edge, tmp / A.ONNX, opset=opts.opset, metadata=plan.metadata,
                                      doc=src.description)
+    plan.input_scaling = _fold(tmp / A.ONNX)
     if opts.quantize:
         _write_int8(plan, tmp)
+        _write_litert(plan, tmp)
+
+
+def _fold(path: Path) -> str:
+    """The input scaling folded into the first layer where exact (mnist_edge.exporter.fold); what was done."""
+    from mnist_edge.exporter.fold import fold_input_scaling
+    from mnist_edge.exporter.onnx_export import load_model, save_onnx
+
+    model = load_model(path)
+    done = fold_input_scaling(model)
+    if done.startswith("folded"):
+        save_onnx(model, path)
+    return done
+
+
+def _write_litert(plan: Plan, tmp: Path) -> None:
+    """The LiteRT files, when asked (``options.litert``) and possible; an absent extra is one line, not a failure
+    (an explicit ``litert=True`` makes it one)."""
+    from mnist_edge.errors import MissingExtraError
+    from mnist_edge.exporter import litert
+
+    if plan.options.litert is False or (plan.options.litert is None and os.environ.get(LITERT_ENV) == "0"):
+        return
+    why = litert.missing()
+    if why is None:
+        plan.litert = litert.write_litert(plan, tmp)
+        return
+    if plan.options.litert:
+        raise MissingExtraError(why)
+    plan.litert = {"skipped": why}
+    plan.say(f"skipping LiteRT: {why}")
+
+
+def _race(plan: Plan, tmp: Path) -> dict:
+    """Every runtime file of ``tmp`` (all passed their gates) timed interleaved, 1 thread, at batch 1 and the
+    largest gate batch: the fastest per batch size, with its margin (mnist_edge.bench.race)."""
+    from mnist_edge.bench.race import rank, time_race, winner
+    from mnist_edge.evaluate.ort_eval import make_session
+    from mnist_edge.system.machine import cpu_model
+
+    names = [n for n in A.RUNTIME_FILES if (tmp / n).is_file()]
+    plan.say(f"timing {', '.join(names)} interleaved (1 thread, batch 1 and {max(plan.options.batch_sizes)})")
+    sessions = {n: make_session(tmp / n) for n in names}
+    by_batch = {}
+    for batch, calls in ((1, 20), (max(plan.options.batch_sizes), 3)):
+        x = np.ascontiguousarray(plan.x_eval[:batch])
+        fns = {n: (lambda s=s: s.run(None, {"image": x})) for n, s in sessions.items()}
+        rows = rank(time_race(fns, repeats=12, calls=calls))
+        by_batch[str(batch)] = {"rows": rows, "winner": winner(rows)}
+    return {"threads": 1, "cpu": cpu_model(), "method": "interleaved blocks in one process, seeded shuffled order, "
+            "12 repeats; ratio of p50s to the fastest with a 95% bootstrap interval (mnist_edge.bench.race)",
+            "by_batch": by_batch}
 
 
 def _copy_checkpoint(plan: Plan, tmp: Path) -> None:
@@ -312,6 +371,11 @@ def _write_manifest(plan: Plan, tmp: Path, checks: list, measured: dict) -> None
     manifest["temperature"] = plan.temperature
     if plan.options.quantize:
         manifest.update(plan.options.int8.record())
+    if plan.litert is not None:
+        manifest["litert"] = plan.litert
+    if plan.fastest is not None:  # measured here, over every runtime: the fastest file at batch 1 is shipped
+        manifest["fastest"] = plan.fastest
+        manifest["recommended"] = plan.fastest["by_batch"]["1"]["winner"]["file"]
     write_manifest(tmp, manifest)
 
 

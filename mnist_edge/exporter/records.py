@@ -102,7 +102,7 @@ def build_manifest(plan, folder: Path, checks, measured) -> dict:
                      "outputs": list(OUTPUT_NAMES), "labels": list(c.labels)},
         "evaluation": _evaluation(plan),
         "versions": plan.versions,
-        "settings": {"opset": opts.opset, "quantize": plan.quantization is not None,
+        "settings": {"opset": opts.opset, "input_scaling": plan.input_scaling, "quantize": plan.quantization is not None,
                      "quantization": plan.quantization, "thresholds": opts.thresholds,
                      "seed_file": source.seed_file, "checkpoint_sha256": ckpt_sha,
                      "normalization": {"mean": c.mean, "std": c.std, "input_size": c.input_size,
@@ -140,6 +140,9 @@ def _model_entries(plan, folder: Path, checks, measured) -> dict:
             entry.update(opset=plan.onnx_info["opset"], ir_version=plan.onnx_info["ir_version"])
         if precision == "int8":
             entry["accuracy_drop_pp"] = summary["worst"].get("accuracy_drop_pp")
-            entry["quantization"] = plan.quantization
+            entry["quantization"] = plan.quantization if fmt == "onnx" else \
+                {"recipe": plan.litert["int8"], "tool": "tf.lite.TFLiteConverter", **plan.litert["versions"]}
+        if fmt == "tflite":
+            entry["layout"] = "NHWC"  # LiteRT's: the file's input is [batch, height, width, channels]
         out[name] = entry
     return out

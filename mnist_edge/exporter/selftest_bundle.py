@@ -46,11 +46,16 @@ TOLERANCES = {
 }
 
 
+# layout role -> tolerance kind: a LiteRT fp32 file is held to the fp32 ONNX file's tolerance against the
+# same PyTorch reference; a LiteRT int8 file to one output step against LiteRT on the export machine
+KIND_OF_ROLE = {"torchscript": "torchscript", "onnx": "onnx", "int8": "int8", "tflite": "onnx", "tflite_int8": "int8"}
+
+
 def file_kinds(folder: Path) -> dict[str, str]:
     """{file name: "torchscript" | "onnx" | "int8"} for the model files present in ``folder``."""
     from mnist_edge import artifacts as A
 
-    kinds = {f.name: role for role, f in A.LAYOUT.items() if f.kind == "model"}  # the layout's roles
+    kinds = {f.name: KIND_OF_ROLE[role] for role, f in A.LAYOUT.items() if f.kind == "model"}  # layout's roles
     return {name: kind for name, kind in kinds.items() if (folder / name).is_file()}
 
 
@@ -100,15 +105,15 @@ def unfused_int8_logits(path: Path, images: np.ndarray) -> np.ndarray:
 def reference_logits(folder: Path, kinds: dict[str, str], reference, images: np.ndarray) -> dict[str, np.ndarray]:
     """{file: float32 [N, classes]}: the export's reference (PyTorch eager, or the user's own ONNX file) for
     the fp32 files, onnxruntime (runtime session) for int8."""
-    from mnist_edge.runtime.session import create_session
+    from mnist_edge.evaluate.ort_eval import make_session
 
     out = {}
     eager = reference.logits(images, CHUNK)
     for name, kind in kinds.items():
         if kind in ("torchscript", "onnx"):
             out[name] = eager
-        else:
-            session, _, _ = create_session((folder / name).read_bytes(), source=str(folder / name), threads=1)
+        else:  # the runtime's session for the file (LiteRT's for a .tflite)
+            session = make_session(folder / name)
             out[name] = np.concatenate([session.run(["logits"], {"image": images[i:i + CHUNK]})[0]
                                         for i in range(0, len(images), CHUNK)]).astype(np.float32)
     return out
@@ -155,8 +160,9 @@ def write_bundle(folder: str | Path, *, model: str, reference, images: np.ndarra
     for name, kind in kinds.items():
         if kind == "int8":
             tolerances[name] = int8_tolerance(output_step(folder / name, refs[name]), 0)
-            moved = np.abs(unfused_int8_logits(folder / name, cand) - refs[name]).max(1)
-            canary |= moved > tolerances[name]["step"] / 2
+            if name.endswith(".onnx"):  # canaries: onnxruntime's unfused kernels (LiteRT has no such switch)
+                moved = np.abs(unfused_int8_logits(folder / name, cand) - refs[name]).max(1)
+                canary |= moved > tolerances[name]["step"] / 2
     picked = select(labels[order], refs, tolerances, canary)
     idx = order[picked]
     for name, kind in kinds.items():
@@ -166,7 +172,8 @@ def write_bundle(folder: str | Path, *, model: str, reference, images: np.ndarra
     files = {}
     for name, kind in kinds.items():
         arrays[f"logits/{name}"] = refs[name][picked]
-        made_by = ("onnxruntime on the export machine (CPU, 1 thread, all graph optimizations)" if kind == "int8"
+        made_by = ("LiteRT (XNNPACK) on the export machine (CPU, 1 thread)" if kind == "int8" and name.endswith(".tflite")
+                   else "onnxruntime on the export machine (CPU, 1 thread, all graph optimizations)" if kind == "int8"
                    else "PyTorch eager on the export machine" if reference.name == "pytorch"
                    else "the source ONNX file, onnxruntime on the export machine")
         files[name] = {"sha256": sha256_file(folder / name), "reference": made_by, "array": f"logits/{name}",

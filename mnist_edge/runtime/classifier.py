@@ -6,7 +6,8 @@ before any parsing); read the bytes once (size-capped) and compare their hash ag
 opsets, metadata and external-data references from those bytes (no onnx package needed); check the
 metadata contract; create the onnxruntime session from the same bytes (so the file checked is the file
 run, and no external file can be pulled in); check the provider really running and the session's
-inputs and outputs.
+inputs and outputs. A ``.tflite`` file takes the same steps, with its metadata read from the flatbuffer and
+LiteRT's interpreter behind an onnxruntime-like session (:mod:`mnist_edge.runtime.litert`).
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge import contract as C
-from mnist_edge.artifacts import ONNX_FILES, resolve
+from mnist_edge.artifacts import ONNX_FILES, RUNTIMES, resolve
 from mnist_edge.runtime.confidence import check_min_confidence, softmax, temperature_from_metadata
-from mnist_edge.errors import ArtifactError, ContractError, UsageError, first_line
+from mnist_edge.errors import ArtifactError, ContractError, DeviceError, UsageError, first_line
 from mnist_edge.runtime import checks
 from mnist_edge.runtime.inputs import as_batch
-from mnist_edge.runtime.onnxfile import inspect_bytes
+from mnist_edge.runtime.litert import create_litert_session, read_metadata
+from mnist_edge.runtime.onnxfile import OnnxInfo, inspect_bytes
 from mnist_edge.runtime.session import CUDA, create_session
 from mnist_edge.runtime.hashcheck import pick_file, read_verified
 
-CHUNK = 4096  # images per session.run: bounds memory for very large batches
+CHUNK = 512  # images per session.run: bounds memory (cnn at 4,096 per call took robustness to 1.8 GB RSS; a Pi has 1-8 GB)
 UNSURE = -1  # Prediction.labels where the top probability is below min_confidence
 
 
@@ -186,27 +188,44 @@ def _dry_run(session, source: str, classes: int) -> None:
                             f", expected finite float32 (2, {classes})")
 
 
+def _litert_session(data: bytes, source: str, device: str, threads: int | None, probe: bool):
+    """(session, device used, note) for a .tflite: LiteRT runs on the CPU here (XNNPACK); a GPU is refused.
+    ``probe``: the file is not hash-checked against a manifest, so it is first loaded in a forked child
+    (LiteRT crashes on some malformed files; mnist_edge.runtime.litert)."""
+    from mnist_edge.system.devices import parse_device
+
+    kind, _ = parse_device(device)
+    if kind == "cuda":
+        raise DeviceError(f"device {device!r}: {source} is a LiteRT file, which mnist-edge runs on the CPU only; "
+                          "load model.onnx for CUDA")
+    note = "auto: CPU, because LiteRT files run on the CPU here" if kind == "auto" else ""
+    return create_litert_session(data, source=source, threads=threads, probe=probe), "cpu", note
+
+
 def _check_top_k(top_k, classes: int) -> int:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= classes:
         raise UsageError(f"top_k must be an integer from 1 to {classes}, got {top_k!r}")
     return int(top_k)
 
 
-def resolve_model(path=None, precision: str | None = None) -> tuple[Path, dict | None]:
-    """The .onnx file to load for ``path`` (a zoo name, an artifact folder or a file; None: the default
-    model, see :func:`mnist_edge.artifacts.resolve`) and, for a folder, its (required) manifest."""
+def resolve_model(path=None, precision: str | None = None, runtime: str = "onnxruntime") -> tuple[Path, dict | None]:
+    """The model file to load for ``path`` (a zoo name, an artifact folder or a file; None: the default
+    model, see :func:`mnist_edge.artifacts.resolve`) and, for a folder, its (required) manifest. In a folder,
+    ``runtime`` ("onnxruntime" or "litert") and ``precision`` ("fp32" or "int8") pick the file."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
     if precision is not None and precision not in ONNX_FILES:
         raise UsageError(f"unknown precision {precision!r}; valid: {', '.join(ONNX_FILES)}")
     artifact = resolve(path)
     if artifact.file is None:
-        return pick_file(artifact.folder, precision)
-    if precision is not None:
-        raise UsageError(f"precision chooses a file inside an artifact folder; {artifact.file} is a file")
+        return pick_file(artifact.folder, precision, RUNTIMES[runtime])
+    if precision is not None or runtime != "onnxruntime":
+        raise UsageError(f"precision and runtime choose a file inside an artifact folder; {artifact.file} is a file")
     return artifact.file, None
 
 
 def load(path=None, *, device: str = "cpu", threads: int | None = None, precision: str | None = None,
-         spinning: bool = False, strict: bool = False) -> Classifier:
+         spinning: bool = False, strict: bool = False, runtime: str = "onnxruntime") -> Classifier:
     """Load an exported model and check it completely; see the module docstring for the order of checks.
 
     path: an .onnx file (verified against a manifest.json beside it when that lists it), or an artifact
@@ -217,21 +236,28 @@ def load(path=None, *, device: str = "cpu", threads: int | None = None, precisio
       it really initialises, else CPU; ``Classifier.device`` and ``notes`` say which and why).
     threads: onnxruntime intra-op threads (None: its default, one per physical core).
     spinning: let idle worker threads spin between runs (faster back-to-back calls, CPU burnt meanwhile).
+    runtime: in a folder, "onnxruntime" (the .onnx files, default) or "litert" (the .tflite files). A
+      ``.tflite`` file, named or picked, runs through ai-edge-litert (mnist_edge.runtime.litert) on the CPU.
     strict: fail (DeviceError) when onnxruntime would run any node of the model on the CPU although
       ``device`` is a GPU (its ``session.disable_cpu_ep_fallback``); no effect on ``device="cpu"``.
     """
-    file, manifest = resolve_model(path, precision)
+    file, manifest = resolve_model(path, precision, runtime)
     data, sha256, manifest = read_verified(file, manifest)  # hash-checked before anything parses them
     source = str(file)
-    info = inspect_bytes(data, source)
-    meta = dict(info.metadata)
+    litert = file.suffix == ".tflite"
+    info = OnnxInfo() if litert else inspect_bytes(data, source)
+    meta = read_metadata(data, source) if litert else dict(info.metadata)
     parsed = checks.check_metadata(meta, source)
     temperature = temperature_from_metadata(meta, source)  # 1.0 for files exported before calibration
     if manifest is not None and meta[C.META_KEYS["model"]] != manifest["model"]:
         raise ContractError(f"{source} holds model {meta[C.META_KEYS['model']]!r}, its manifest says "
                             f"{manifest['model']!r}")
-    session, used, note = create_session(data, source=source, device=device, threads=threads, spinning=spinning,
-                                         ir_version=info.ir_version, opset=info.onnx_opset, strict=strict)
+    if litert:
+        session, used, note = _litert_session(data, source, device, threads, probe=manifest is None)
+    else:
+        session, used, note = create_session(data, source=source, device=device, threads=threads,
+                                             spinning=spinning, ir_version=info.ir_version, opset=info.onnx_opset,
+                                             strict=strict)
     labels = tuple(parsed["labels"])
     checks.check_session_io(session, source, len(labels))
     _dry_run(session, source, len(labels))

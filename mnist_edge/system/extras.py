@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
     "train": (("torch", "torch"), ("onnx", "onnx"), ("onnxscript", "onnxscript"), ("matplotlib", "matplotlib")),
     "images": (("PIL", "pillow"),),
     "quantize": (("onnx", "onnx"),),
+    "litert-runtime": (("ai_edge_litert", "ai-edge-litert"),),
 }
 
 
