@@ -12,6 +12,8 @@ checked first (:mod:`mnist_edge.cards.folder`); the card code reads what that lo
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
@@ -161,10 +163,38 @@ def _parity_lines(c: CardFolder) -> list[str]:
         if f:
             if fname == A.INT8 and q:
                 label += f" ({format_name(q)})"
-            if fname == A.TFLITE_INT8 and (c.manifest.get("litert") or {}).get("int8"):
-                label += f" ({c.manifest['litert']['int8']})"
+            litert = c.manifest.get("litert")
+            if fname == A.TFLITE_INT8 and isinstance(litert, dict) and isinstance(litert.get("int8"), str):
+                label += f" ({litert['int8']})"
             lines.append(f"| `{fname}` | {label} | {format_size(f.size)} | {_pct(f.accuracy)} | "
                          f"{_pct(f.agreement)} | {_num(f.max_abs_diff, '.2e')} | {f.reference} |")
+    return lines + _runtime_choice_lines(c.manifest)
+
+
+def _runtime_choice_lines(manifest: dict) -> list[str]:
+    """Which LiteRT int8 recipe won and why, and which runtime file the export found fastest (docs/litert.md)."""
+    def obj(v) -> dict:
+        return v if isinstance(v, dict) else {}
+
+    def finite(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    litert, race = obj(manifest.get("litert")), obj(manifest.get("fastest"))
+    lines = []
+    if isinstance(litert.get("why"), str):
+        lines += ["", f"LiteRT int8 recipe: {litert['why']}."]
+    parts = []
+    for batch, one in obj(race.get("by_batch")).items():  # a hand-edited manifest: show only what is sound
+        w = obj(obj(one).get("winner"))
+        margin = w.get("margin")
+        if isinstance(w.get("file"), str) and isinstance(w.get("runner_up"), str) and isinstance(margin, list) \
+                and len(margin) == 3 and all(finite(m) for m in margin):
+            parts.append(f"batch {batch}: `{w['file']}`, {w['runner_up']} {margin[0]:.2f}x its p50 "
+                         f"[{margin[1]:.2f}, {margin[2]:.2f}]")
+    if parts:
+        cpu = race.get("cpu") if isinstance(race.get("cpu"), str) else "its machine"
+        lines += ["", f"Recommended: `{manifest.get('recommended')}`, the fastest runtime file at batch 1 when the "
+                      f"export raced them all on {cpu} (1 thread; " + "; ".join(parts) + ")."]
     return lines
 
 
