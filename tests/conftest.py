@@ -119,21 +119,35 @@ SHORT_TRAINED_THRESHOLDS = {"torchscript": {"max_abs_diff": 1e-5, "label_mismatc
 
 
 @pytest.fixture(scope="session")
-def exported_bn_cnn(mnist_dir, tmp_path_factory) -> ExportedFolder:
+def exported_bn_cnn(mnist_dir, tmp_path_factory, worker_id) -> ExportedFolder:
     """``mnist-edge export --model bn_cnn --quantize --litert`` of the *committed* bn_cnn checkpoint (full gates,
     real thresholds: a fully trained model passes them with a wide margin on any CPU), LiteRT files included.
-    Do not modify."""
+    Made once per test run: the xdist workers share it (the first one in exports it under a file lock, the
+    others reuse the folder and its saved output), as the pytest-xdist docs suggest for session data. Do not
+    modify."""
+    import fcntl
+    import json
+
     from mnist_edge.cli import main
 
-    out = tmp_path_factory.mktemp("exported") / "bn_cnn"
-    stdout, stderr = io.StringIO(), io.StringIO()
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["export", "--model", "bn_cnn", "--checkpoint", str(EXPORTED / "bn_cnn" / "checkpoint.pt"),
-                     "--out", str(out), "--quantize", "--litert", "--data", str(mnist_dir)])
-    if code != 0:
-        pytest.fail(f"mnist-edge export failed ({code}): {stderr.getvalue()[-2000:]}")
-    return ExportedFolder(out, stdout.getvalue(), stderr.getvalue(), time.perf_counter() - t0)
+    root = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    out, record = root / "exported" / "bn_cnn", root / "exported-bn_cnn.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(root / "exported-bn_cnn.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            return ExportedFolder(out, saved["stdout"], saved["stderr"], saved["seconds"])
+        stdout, stderr = io.StringIO(), io.StringIO()
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(["export", "--model", "bn_cnn", "--checkpoint", str(EXPORTED / "bn_cnn" / "checkpoint.pt"),
+                         "--out", str(out), "--quantize", "--litert", "--data", str(mnist_dir)])
+        if code != 0:
+            pytest.fail(f"mnist-edge export failed ({code}): {stderr.getvalue()[-2000:]}")
+        result = ExportedFolder(out, stdout.getvalue(), stderr.getvalue(), time.perf_counter() - t0)
+        record.write_text(json.dumps({"stdout": result.stdout, "stderr": result.stderr, "seconds": result.seconds}))
+        return result
 
 
 @pytest.fixture(scope="session")
