@@ -231,3 +231,16 @@ def test_the_card_names_every_choice_of_the_int8_recipe():
     assert "QDQ, int8 activations, int8 weights per channel, entropy calibration." in line(
         quant_format="qdq", activation_type="int8", weight_type="int8", per_channel=True, calibration_method="entropy",
         percentile=99.999)
+
+
+def test_card_says_which_card_it_is_writing(carded, tmp_path, capsys):
+    """A newcomer's `mnist-edge card` is not silent for half a minute: one progress line per card on stderr
+    (--quiet: none), the written paths on stdout."""
+    root, _ = carded
+    exported = tmp_path / "exported"
+    shutil.copytree(root / "bn_cnn", exported / "bn_cnn")
+    assert main(["card", "--exported", str(exported), "--no-pictures"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == ["  card 1/1: bn_cnn"] and str(exported / "bn_cnn" / "README.md") in out
+    assert main(["card", "--exported", str(exported), "--no-pictures", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

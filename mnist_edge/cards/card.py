@@ -395,13 +395,14 @@ PICTURES = ("confusion.png", "misclassified.png", "misclassified_int8.png")
 
 
 def write_cards(exported: str | Path = "exported", models: list[str] | None = None, *, pictures: bool = True,
-                data_dir=None) -> list[Path]:
+                data_dir=None, progress=None) -> list[Path]:
     """Write the card of each model folder present (or of ``models``) and the index over all present.
 
     A folder without artifacts (no manifest.json) is refused, and so is an ``exported`` folder holding no
     model folder at all: no card or index is written from nothing, and every folder is read and checked
     before anything is written. ``pictures``: also draw each card's pictures and the index's zoo.png (needs
-    matplotlib and the MNIST test set, ``data_dir``).
+    matplotlib and the MNIST test set, ``data_dir``). ``progress(message)``: called before each card (with
+    pictures each takes a few seconds: every ONNX file runs on the 10,000 test images).
     """
     from mnist_edge import plots
     from mnist_edge.system.extras import require
@@ -417,8 +418,10 @@ def write_cards(exported: str | Path = "exported", models: list[str] | None = No
     wanted = [get_spec(n).name for n in models or present]
     loaded = {n: load_card_folder(exported / n, n) for n in dict.fromkeys(wanted + present)}
     written = []
-    for name in wanted:
+    for i, name in enumerate(wanted, 1):
         folder = exported / name
+        if progress is not None:
+            progress(f"card {i}/{len(wanted)}: {name}" + (" (pictures: the ONNX files on the test set)" if pictures else ""))
         if pictures:
             written += model_pictures(folder, data_dir)
         have = tuple(p for p in PICTURES if (folder / p).is_file())

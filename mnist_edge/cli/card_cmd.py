@@ -23,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("--data", type=Path, help="MNIST folder for the pictures (default: $MNIST_EDGE_DATA, the cache)")
     p.add_argument("--no-pictures", action="store_true",
                    help="only the text: no confusion matrices, galleries or zoo plot (no MNIST needed)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
 
 
@@ -36,6 +37,12 @@ def run(args) -> int:
     from mnist_edge.zoo.registry import get_spec
 
     names = [get_spec(n).name for n in args.models] if args.models else None
-    for path in write_cards(args.exported, names, pictures=not args.no_pictures, data_dir=args.data):
+    import sys
+
+    def progress(message: str) -> None:
+        print(f"  {message}", file=sys.stderr, flush=True)
+
+    for path in write_cards(args.exported, names, pictures=not args.no_pictures, data_dir=args.data,
+                            progress=None if args.quiet else progress):
         print(path)
     return 0
