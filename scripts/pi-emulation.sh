@@ -177,9 +177,9 @@ for f in "${folders[@]}"; do
   rm -rf "$CHROOT/opt/artifacts/$name"; mkdir -p "$CHROOT/opt/artifacts"; cp -r "$f" "$CHROOT/opt/artifacts/$name"
   rm -f "$CHROOT/opt/artifacts/$name/checkpoint.pt" "$CHROOT/opt/artifacts/$name/model.pt"  # a Pi gets the ONNX files
   log "$name: verify --self-test (arm64)"
-  in_chroot mnist-edge verify --self-test "/opt/artifacts/$name" --json 2>/dev/null >"$OUT/selftest-$name-arm64.json" || status=1
+  in_chroot mnist-edge verify --self-test "/opt/artifacts/$name" --json - 2>/dev/null >"$OUT/selftest-$name-arm64.json" || status=1
   in_chroot mnist-edge verify --self-test "/opt/artifacts/$name" 2>&1 | grep -v cpuinfo | tee "$OUT/selftest-$name-arm64.txt" || true
-  "$PYTHON" -m mnist_edge verify --self-test "$f" --json >"$OUT/selftest-$name-x86_64.json" || status=1
+  "$PYTHON" -m mnist_edge verify --self-test "$f" --json - >"$OUT/selftest-$name-x86_64.json" || status=1
   log "$name: predict (arm64 and x86-64)"
   for p in model.int8.onnx model.onnx model.int8.tflite model.tflite; do
     [ -f "$f/$p" ] || continue
@@ -213,7 +213,10 @@ for folder in map(Path, sys.argv[2:]):
         except (OSError, ValueError, KeyError):
             return {}
     arm, x86 = rows("arm64"), rows("x86_64")
-    for file, precision in (("model.onnx", "fp32"), ("model.int8.onnx", "int8")):
+    for file, precision in (("model.onnx", "fp32"), ("model.int8.onnx", "int8"), ("model.tflite", None),
+                            ("model.int8.tflite", None)):  # LiteRT: self-test and predict (no logits dump)
+        if precision is None and file not in arm and file not in x86:
+            continue
         a, x = arm.get(file, {}), x86.get(file, {})
         try:
             pa = [r["label"] for r in json.loads((out / f"predict-{name}-{file}-arm64.json").read_text())["results"]]
@@ -222,6 +225,8 @@ for folder in map(Path, sys.argv[2:]):
         except (OSError, ValueError, KeyError):
             same = "-"
         try:
+            if precision is None:
+                raise OSError
             la, lx = (np.load(out / f"logits-{name}-{arch}.{precision}.npy") for arch in ("arm64", "x86_64"))
             d = np.abs(la - lx)
             logits = f"{d.max():.3g}, {(d.max(1) > 0).sum()} of {len(d)}, {(la.argmax(1) != lx.argmax(1)).sum()}"

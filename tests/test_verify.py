@@ -49,6 +49,7 @@ def rehash(folder: Path, name: str) -> None:
 def test_verify_passes_on_a_fresh_export(artifact_dir, mnist_dir):
     code, out, err = run_cli("verify", str(artifact_dir), "--data", str(mnist_dir))
     assert code == 0, err
+    assert "  model.int8.tflite: accuracy on 10,000 test images" in err.splitlines()  # progress, one per model
     rows = {line.split()[0]: line for line in out.splitlines()[2:]}
     models = ("model.pt", "model.onnx", "model.int8.onnx", "model.tflite", "model.int8.tflite")
     assert set(rows) == {"checkpoint.pt", "selftest.bin", *models}

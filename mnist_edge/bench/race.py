@@ -62,3 +62,19 @@ def winner(rows: list[dict]) -> dict:
     return {"file": first["file"], "p50_ms": first["p50_ms"], "runner_up": second and second["file"],
             "margin": second and [second["ratio"], second["low"], second["high"]],
             "clear": bool(second is None or second["low"] > 1.0)}
+
+
+def race_files(sessions: dict, images: np.ndarray, batches=((1, 20), (64, 3)), *, repeats: int = 12) -> dict:
+    """Sessions (file name -> a session with ``run(None, {"image": batch})``) raced on the first images at
+    each (batch size, calls per block): the export's record of which file is fastest where."""
+    from mnist_edge.system.machine import cpu_model
+
+    by_batch = {}
+    for batch, calls in batches:
+        x = np.ascontiguousarray(images[:batch])
+        fns = {n: (lambda s=s: s.run(None, {"image": x})) for n, s in sessions.items()}
+        rows = rank(time_race(fns, repeats=repeats, calls=calls))
+        by_batch[str(batch)] = {"rows": rows, "winner": winner(rows)}
+    return {"threads": 1, "cpu": cpu_model(), "method": f"interleaved blocks in one process, seeded shuffled order, "
+            f"{repeats} repeats; ratio of p50s to the fastest with a 95% bootstrap interval (mnist_edge.bench.race)",
+            "by_batch": by_batch}

@@ -81,7 +81,7 @@ def convert(onnx_path: Path, calibration: np.ndarray, metadata: dict, work: Path
     return files, result["versions"]
 
 
-def candidate_metadata(base: dict, name: str, versions_hint: dict) -> dict:
+def candidate_metadata(base: dict, name: str, calibration: dict) -> dict:
     """The metadata of one candidate file: the ONNX files' keys, its precision, layout and recipe."""
     meta = dict(base)
     meta[META_KEYS["precision"]] = "fp32" if name == "fp32" else "int8"
@@ -89,7 +89,7 @@ def candidate_metadata(base: dict, name: str, versions_hint: dict) -> dict:
     meta["mnist_edge.runtime"] = "litert"
     if name != "fp32":
         meta[META_KEYS["quantization"]] = json.dumps({"tool": "tf.lite.TFLiteConverter", "recipe": name,
-                                                       "calibration": versions_hint}, sort_keys=True)
+                                                       "calibration": calibration}, sort_keys=True)
     return meta
 
 

@@ -274,24 +274,15 @@ def _write_litert(plan: Plan, tmp: Path) -> None:
 
 
 def _race(plan: Plan, tmp: Path) -> dict:
-    """Every runtime file of ``tmp`` (all passed their gates) timed interleaved, 1 thread, at batch 1 and the
-    largest gate batch: the fastest per batch size, with its margin (mnist_edge.bench.race)."""
-    from mnist_edge.bench.race import rank, time_race, winner
+    """Every runtime file of ``tmp`` (all passed their gates) raced, 1 thread, at batch 1 and the largest gate
+    batch: the fastest per batch size with its margin (mnist_edge.bench.race.race_files)."""
+    from mnist_edge.bench.race import race_files
     from mnist_edge.evaluate.ort_eval import make_session
-    from mnist_edge.system.machine import cpu_model
 
     names = [n for n in A.RUNTIME_FILES if (tmp / n).is_file()]
-    plan.say(f"timing {', '.join(names)} interleaved (1 thread, batch 1 and {max(plan.options.batch_sizes)})")
-    sessions = {n: make_session(tmp / n) for n in names}
-    by_batch = {}
-    for batch, calls in ((1, 20), (max(plan.options.batch_sizes), 3)):
-        x = np.ascontiguousarray(plan.x_eval[:batch])
-        fns = {n: (lambda s=s: s.run(None, {"image": x})) for n, s in sessions.items()}
-        rows = rank(time_race(fns, repeats=12, calls=calls))
-        by_batch[str(batch)] = {"rows": rows, "winner": winner(rows)}
-    return {"threads": 1, "cpu": cpu_model(), "method": "interleaved blocks in one process, seeded shuffled order, "
-            "12 repeats; ratio of p50s to the fastest with a 95% bootstrap interval (mnist_edge.bench.race)",
-            "by_batch": by_batch}
+    largest = max(plan.options.batch_sizes)
+    plan.say(f"timing {', '.join(names)} interleaved (1 thread, batch 1 and {largest})")
+    return race_files({n: make_session(tmp / n) for n in names}, plan.x_eval, ((1, 20), (largest, 3)))
 
 
 def _copy_checkpoint(plan: Plan, tmp: Path) -> None:
