@@ -172,47 +172,46 @@ def pair_repeats(runs: int | None) -> int:
     return max(2, min(PAIR_REPEATS, runs // PAIR_CALLS))
 
 
+def _timed_together(kind: str, extra: dict, folder: Path, settings: Settings, steps) -> tuple[dict, int]:
+    """One worker (or this process) timing several files interleaved: ``kind`` "pair" (int8 against fp32)
+    or "race" (every runtime file); returns its answer and the repeats it used."""
+    repeats = pair_repeats(settings.runs)
+    config = {kind: True, "folder": str(folder.resolve()), "batch_sizes": settings.batch_sizes,
+              "threads": settings.threads, "device": settings.device, "repeats": repeats, "calls": PAIR_CALLS, **extra}
+    return (_run_worker(config, steps) if settings.isolate else _run_in_process(config, steps)), repeats
+
+
+def _section(cls, row_cls, out: dict, key: str, method: str, what: str):
+    """A Pair or Race from a worker's answer: its rows checked like a report read from a file, or the error."""
+    if "error" in out:
+        return cls(method=method, error=out["error"])
+    try:
+        rows = [parse(row_cls, r, Where(what, f"rows[{i}]")) for i, r in enumerate(out[key])]
+    except ArtifactError as e:
+        return cls(method=method, error=str(e))
+    return cls(method=method, rows=rows)
+
+
 def _run_pair(folder: Path, settings: Settings, steps) -> Pair:
     """The int8/fp32 ratios timed interleaved in one (worker) process, as the int8 search times them.
 
     The per-format rows time each file in its own process, one after the other: on a shared machine the load
     changes between them (batch-1 p50s of one file moved 2x between two runs a minute apart here), so their
     quotient is not a ratio anyone can repeat."""
-    repeats = pair_repeats(settings.runs)
-    config = {"pair": True, "folder": str(folder.resolve()), "batch_sizes": settings.batch_sizes,
-              "threads": settings.threads, "device": settings.device, "repeats": repeats, "calls": PAIR_CALLS}
-    out = _run_worker(config, steps) if settings.isolate else _run_in_process(config, steps)
+    out, repeats = _timed_together("pair", {}, folder, settings, steps)
     method = (f"int8 and fp32 loaded in one process by the runtime's loader (its session options), timed in "
               f"alternating blocks of {PAIR_CALLS} calls, {repeats} repeats; ratio of p50s with a 95% bootstrap "
               "interval (mnist_edge.bench.ratio, as `mnist-edge quantize --search`)")
-    if "error" in out:
-        return Pair(method=method, error=out["error"])
-    try:
-        rows = [parse(PairRow, r, Where("the int8/fp32 worker's result", f"rows[{i}]"))
-                for i, r in enumerate(out["int8_vs_fp32"])]
-    except ArtifactError as e:
-        return Pair(method=method, error=str(e))
-    return Pair(method=method, rows=rows)
+    return _section(Pair, PairRow, out, "int8_vs_fp32", method, "the int8/fp32 worker's result")
 
 
 def _run_race(folder: Path, formats: list, settings: Settings, steps) -> Race:
     """Every runtime file that ran, timed interleaved in one (worker) process: the cross-runtime ranking."""
-    from mnist_edge.bench.formats import FORMATS
-
-    repeats = pair_repeats(settings.runs)
-    config = {"race": True, "folder": str(folder.resolve()), "formats": formats, "batch_sizes": settings.batch_sizes,
-              "threads": settings.threads, "device": settings.device, "repeats": repeats, "calls": PAIR_CALLS}
-    out = _run_worker(config, steps) if settings.isolate else _run_in_process(config, steps)
+    out, repeats = _timed_together("race", {"formats": formats}, folder, settings, steps)
     method = (f"{', '.join(FORMATS[f].file for f in formats)} loaded in one process by the runtime's loader, timed "
               f"in blocks of {PAIR_CALLS} calls in a seeded shuffled order, {repeats} repeats; each file's p50 over "
               "the fastest's with a 95% bootstrap interval (mnist_edge.bench.race)")
-    if "error" in out:
-        return Race(method=method, error=out["error"])
-    try:
-        rows = [parse(RaceRow, r, Where("the race worker's result", f"rows[{i}]")) for i, r in enumerate(out["race"])]
-    except ArtifactError as e:
-        return Race(method=method, error=str(e))
-    return Race(method=method, rows=rows)
+    return _section(Race, RaceRow, out, "race", method, "the race worker's result")
 
 
 def _format_result(name: str, out: dict, isolate: bool) -> tuple[FormatEntry, list[ResultRow]]:

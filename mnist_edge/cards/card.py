@@ -12,7 +12,6 @@ checked first (:mod:`mnist_edge.cards.folder`); the card code reads what that lo
 
 from __future__ import annotations
 
-import math
 
 from dataclasses import MISSING, asdict, fields
 from pathlib import Path
@@ -23,6 +22,7 @@ from mnist_edge import artifacts as A
 from mnist_edge.cards.folder import CardFolder, load_card_folder, stale_formats
 from mnist_edge.cards.int8 import format_name, int8_lines, int8_verdict
 from mnist_edge.cards.reliability import confidence_lines, confidence_table, robustness_index, robustness_lines
+from mnist_edge.cards.runtimes import race_lines, runtime_choice_lines
 from mnist_edge.errors import ArtifactError
 from mnist_edge.files import format_size, write_text_atomic
 from mnist_edge.zoo.registry import MODELS, get_spec
@@ -168,34 +168,7 @@ def _parity_lines(c: CardFolder) -> list[str]:
                 label += f" ({litert['int8']})"
             lines.append(f"| `{fname}` | {label} | {format_size(f.size)} | {_pct(f.accuracy)} | "
                          f"{_pct(f.agreement)} | {_num(f.max_abs_diff, '.2e')} | {f.reference} |")
-    return lines + _runtime_choice_lines(c.manifest)
-
-
-def _runtime_choice_lines(manifest: dict) -> list[str]:
-    """Which LiteRT int8 recipe won and why, and which runtime file the export found fastest (docs/litert.md)."""
-    def obj(v) -> dict:
-        return v if isinstance(v, dict) else {}
-
-    def finite(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-    litert, race = obj(manifest.get("litert")), obj(manifest.get("fastest"))
-    lines = []
-    if isinstance(litert.get("why"), str):
-        lines += ["", f"LiteRT int8 recipe: {litert['why']}."]
-    parts = []
-    for batch, one in obj(race.get("by_batch")).items():  # a hand-edited manifest: show only what is sound
-        w = obj(obj(one).get("winner"))
-        margin = w.get("margin")
-        if isinstance(w.get("file"), str) and isinstance(w.get("runner_up"), str) and isinstance(margin, list) \
-                and len(margin) == 3 and all(finite(m) for m in margin):
-            parts.append(f"batch {batch}: `{w['file']}`, {w['runner_up']} {margin[0]:.2f}x its p50 "
-                         f"[{margin[1]:.2f}, {margin[2]:.2f}]")
-    if parts:
-        cpu = race.get("cpu") if isinstance(race.get("cpu"), str) else "its machine"
-        lines += ["", f"Recommended: `{manifest.get('recommended')}`, the fastest runtime file at batch 1 when the "
-                      f"export raced them all on {cpu} (1 thread; " + "; ".join(parts) + ")."]
-    return lines
+    return lines + runtime_choice_lines(c.manifest)
 
 
 def _latency_lines(c: CardFolder) -> list[str]:
@@ -218,30 +191,11 @@ def _latency_lines(c: CardFolder) -> list[str]:
         lines += ["", "Each p50 above times one file in its own process, one file after the other; the int8/fp32 "
                       "ratios below time both files interleaved in one process, as `mnist-edge quantize --search` "
                       "does, so a change of load on the machine falls on both."]
-    lines += _race_lines(bench) + ["", bench.advice.line]
+    lines += race_lines(bench) + ["", bench.advice.line]
     if c.stale:
         lines += ["", "**Stale:** " + "; ".join(f"{fmt}: {why}" for fmt, why in c.stale.items())
                   + ". These timings describe other files; run the bench command below again."]
     return lines
-
-
-def _race_lines(bench) -> list[str]:
-    """Every runtime file interleaved in one process (with LiteRT files): p50 and ratio to the fastest."""
-    rows = bench.race.rows if bench.race is not None and bench.race.rows else []
-    if not rows:
-        return []
-    threads = min(r.threads for r in rows)
-    out = ["", f"Every runtime file timed interleaved in one process ({threads} thread), as the export races them; "
-               "p50 in ms and its ratio to the fastest at that batch size (95% interval):", "",
-           "| file | " + " | ".join(f"batch {b}" for b in sorted({r.batch for r in rows})) + " |",
-           "|---|" + "---|" * len({r.batch for r in rows})]
-    for name in dict.fromkeys(r.file for r in sorted(rows, key=lambda r: (r.batch, r.ratio))):
-        cells = []
-        for b in sorted({r.batch for r in rows}):
-            r = next((r for r in rows if r.file == name and r.batch == b and r.threads == threads), None)
-            cells.append("-" if r is None else f"{r.p50_ms:.3f} ({r.ratio:.2f}x [{r.low:.2f}, {r.high:.2f}])")
-        out.append(f"| `{name}` | " + " | ".join(cells) + " |")
-    return out
 
 
 def _files_lines(name: str, pictures: tuple) -> list[str]:

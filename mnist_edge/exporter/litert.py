@@ -39,6 +39,7 @@ NEEDS = {"tensorflow": "tensorflow", "onnx2tf": "onnx2tf", "tf_keras": "tf-keras
          "onnx_graphsurgeon": "onnx-graphsurgeon", "sng4onnx": "sng4onnx", "psutil": "psutil",
          "ai_edge_litert": "ai-edge-litert", "flatbuffers": "flatbuffers"}
 PREFIX = "@mnist-edge-litert@ "
+LITERT_ENV = "MNIST_EDGE_LITERT"  # "0": no LiteRT files unless asked (the test suite's exports stay fast)
 TIMEOUT_S = 900
 INT8_CANDIDATES = ("int8-per-channel", "int8-per-tensor")
 PAYS_AT = 1.03  # a candidate other than the first wins only when the first is at least 3% slower (interval's low end)
@@ -91,6 +92,24 @@ def candidate_metadata(base: dict, name: str, calibration: dict) -> dict:
         meta[META_KEYS["quantization"]] = json.dumps({"tool": "tf.lite.TFLiteConverter", "recipe": name,
                                                        "calibration": calibration}, sort_keys=True)
     return meta
+
+
+def stage(plan, tmp: Path) -> None:
+    """The export's LiteRT stage: the files when asked (``options.litert``) and possible, recorded in
+    ``plan.litert``; an absent extra is one line, not a failure (an explicit ``litert=True`` makes it one)."""
+    from mnist_edge.errors import MissingExtraError
+
+    asked = plan.options.litert
+    if asked is False or (asked is None and os.environ.get(LITERT_ENV) == "0"):
+        return
+    why = missing()
+    if why is None:
+        plan.litert = write_litert(plan, tmp)
+        return
+    if asked:
+        raise MissingExtraError(why)
+    plan.litert = {"skipped": why}
+    plan.say(f"skipping LiteRT: {why}")
 
 
 def write_litert(plan, tmp: Path) -> dict:

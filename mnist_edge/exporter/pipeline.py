@@ -33,7 +33,6 @@ from mnist_edge.exporter.source import ModelSource
 from mnist_edge.exporter.swap import remove_tree, swap_into_place
 from mnist_edge.files import lock_fd, note_replaced, remove_stale, sigint_deferred
 
-LITERT_ENV = "MNIST_EDGE_LITERT"  # "0": no LiteRT files unless asked (the test suite's exports stay fast)
 # Files an export owns: replaced on every export, never carried over (a stale int8 file would lie).
 OWN_NAMES = (A.TORCHSCRIPT, A.ONNX, A.INT8, A.TFLITE, A.TFLITE_INT8, A.MANIFEST, A.SELFTEST)
 
@@ -240,7 +239,9 @@ def _write_formats(plan: Plan, tmp: Path) -> None:
     plan.input_scaling = _fold(tmp / A.ONNX)
     if opts.quantize:
         _write_int8(plan, tmp)
-        _write_litert(plan, tmp)
+        from mnist_edge.exporter.litert import stage
+
+        stage(plan, tmp)
 
 
 def _fold(path: Path) -> str:
@@ -253,24 +254,6 @@ def _fold(path: Path) -> str:
     if done.startswith("folded"):
         save_onnx(model, path)
     return done
-
-
-def _write_litert(plan: Plan, tmp: Path) -> None:
-    """The LiteRT files, when asked (``options.litert``) and possible; an absent extra is one line, not a failure
-    (an explicit ``litert=True`` makes it one)."""
-    from mnist_edge.errors import MissingExtraError
-    from mnist_edge.exporter import litert
-
-    if plan.options.litert is False or (plan.options.litert is None and os.environ.get(LITERT_ENV) == "0"):
-        return
-    why = litert.missing()
-    if why is None:
-        plan.litert = litert.write_litert(plan, tmp)
-        return
-    if plan.options.litert:
-        raise MissingExtraError(why)
-    plan.litert = {"skipped": why}
-    plan.say(f"skipping LiteRT: {why}")
 
 
 def _race(plan: Plan, tmp: Path) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from mnist_edge import artifacts as A
 from mnist_edge.bench.race import rank, time_race
 from mnist_edge.data.mnist import load_mnist
 from mnist_edge.evaluate.ort_eval import make_session, ort_logits
+from mnist_edge.files import write_text_atomic
 from mnist_edge.system.machine import collect_environment
 
 
@@ -77,9 +77,7 @@ def main() -> int:
     env = collect_environment()
     record = {"cpu": env["cpu"]["model"], "threads": 1, "load_average": env["load_average"], "rows": rows}
     if args.json:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, args.json)
+        write_text_atomic(args.json, json.dumps(record, indent=1) + "\n")
     return 0
 
 

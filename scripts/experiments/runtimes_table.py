@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +29,7 @@ from mnist_edge import artifacts as A
 from mnist_edge.bench.race import rank, time_race
 from mnist_edge.data.mnist import load_mnist
 from mnist_edge.evaluate.ort_eval import make_session, ort_logits
+from mnist_edge.files import write_text_atomic
 from mnist_edge.system.machine import collect_environment
 
 OURS = {"ORT fp32": A.ONNX, "ours ORT int8": A.INT8, "LiteRT fp32": A.TFLITE, "ours LiteRT int8": A.TFLITE_INT8}
@@ -131,9 +131,7 @@ def main() -> int:
     print(text)
     for path, content in ((args.json, json.dumps(record, indent=1) + "\n"), (args.markdown, text + "\n")):
         if path:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(content)
-            os.replace(tmp, path)
+            write_text_atomic(path, content)
     return 0
 
 
