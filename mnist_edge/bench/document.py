@@ -247,6 +247,12 @@ class ResultRow:
         return self.throughput_p50_ips if self.throughput_p50_ips is not None else self.batch * 1000.0 / self.p50_ms
 
 
+def _ordered(low: float, high: float, where: Where) -> None:
+    """A row's 95% interval [low, high] must have its low end first."""
+    if low > high:
+        raise where.fail(f"has an interval [{low}, {high}] whose low end is above its high end")
+
+
 @dataclass
 class PairRow:
     """int8 against fp32 timed interleaved in one process (mnist_edge.bench.ratio)."""
@@ -264,8 +270,7 @@ class PairRow:
     extra: dict = extra_field()
 
     def validate(self, where: Where) -> None:
-        if self.low > self.high:
-            raise where.fail(f"has an interval [{self.low}, {self.high}] whose low end is above its high end")
+        _ordered(self.low, self.high, where)
 
 
 @dataclass
@@ -290,8 +295,7 @@ class RaceRow:
     extra: dict = extra_field()
 
     def validate(self, where: Where) -> None:
-        if self.low > self.high:
-            raise where.fail(f"has an interval [{self.low}, {self.high}] whose low end is above its high end")
+        _ordered(self.low, self.high, where)
 
 
 @dataclass

@@ -164,14 +164,11 @@ def _gate_candidate(name: str, data: bytes, fp32: dict, plan, batch: int) -> dic
 
 def _time_candidates(passed: dict, x: np.ndarray) -> dict:
     """The passing candidates raced at batch 1 (1 thread): rows by p50 and the winner."""
-    from mnist_edge.bench.race import rank, time_race, winner
+    from mnist_edge.bench.race import race_files
     from mnist_edge.runtime.litert import LiteRTSession
 
-    one = np.ascontiguousarray(x[:1])
     sessions = {n: LiteRTSession(d, source=n, threads=1) for n, d in passed.items()}
-    calls = {n: (lambda s=s: s.run(None, {"image": one})) for n, s in sessions.items()}
-    rows = rank(time_race(calls, repeats=12, calls=20))
-    return {"batch": 1, "threads": 1, "rows": rows, "winner": winner(rows)}
+    return {"batch": 1, "threads": 1, **race_files(sessions, x, ((1, 20),))["by_batch"]["1"]}
 
 
 def _why(chosen: str, rows: list, timing: dict | None) -> str:

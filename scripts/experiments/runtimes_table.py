@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge import artifacts as A
-from mnist_edge.bench.race import rank, time_race
+from mnist_edge.bench.race import race_files
 from mnist_edge.data.mnist import load_mnist
 from mnist_edge.evaluate.ort_eval import make_session, ort_logits
 from mnist_edge.files import write_text_atomic
@@ -67,11 +67,9 @@ def one_model(folder: Path, x, y, train, repeats: int) -> dict:
         sessions = {label: make_session(path) for label, path in files.items()}
         accuracy = {label: round(float((ort_logits(s, x, 100).argmax(1) == y).mean() * 100), 2)
                     for label, s in sessions.items() if label != "ORT floor"}
-        timing = {}
-        for batch, calls in ((1, 50), (64, 5)):
-            xb = np.ascontiguousarray(x[:batch])
-            fns = {label: (lambda s=s: s.run(None, {"image": xb})) for label, s in sessions.items()}
-            timing[str(batch)] = rank(time_race(fns, repeats=repeats, calls=calls))
+        race = race_files(sessions, x, ((1, 50), (64, 5)), repeats=repeats)["by_batch"]
+        timing = {batch: v["rows"] for batch, v in race.items()}
+        for batch in timing:
             print(f"{folder.name} batch {batch}: " + ", ".join(f"{r['file']} {r['p50_ms'] * 1000:.1f} us"
                                                              for r in timing[str(batch)]), file=sys.stderr)
     manifest = json.loads((folder / A.MANIFEST).read_text())
