@@ -111,7 +111,7 @@ def check_models(model_dir: Path) -> tuple[dict, dict[str, bytes]]:
         blobs[A.MANIFEST] = (model_dir / A.MANIFEST).read_bytes()
     index = {"model": name, "model_dir": str(model_dir), "files": files}
     from mnist_edge.manifest import load_manifest, verify_files
-    from mnist_edge.evaluate.selftest import BUNDLE_NAME
+    from mnist_edge.evaluate.bundle import BUNDLE_NAME
 
     manifest = load_manifest(model_dir) if (model_dir / A.MANIFEST).is_file() else None
     if manifest is not None and BUNDLE_NAME in manifest.files:  # the page self-tests each model with it

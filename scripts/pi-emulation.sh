@@ -158,7 +158,7 @@ cp "$MNIST_EDGE_DATA"/t10k-* "$CHROOT/opt/data/"
 import sys
 from pathlib import Path
 from PIL import Image
-from mnist_edge.evaluate.selftest import read_bundle
+from mnist_edge.evaluate.bundle import read_bundle
 header, arrays, _ = read_bundle(sys.argv[1])
 out = Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
 for c in range(10):

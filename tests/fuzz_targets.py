@@ -445,7 +445,8 @@ class Targets:
         return "accepted"
 
     def _selftest_bundle(self, kind: str, path: Path) -> str:
-        from mnist_edge.evaluate.selftest import read_bundle, run_self_test
+        from mnist_edge.evaluate.bundle import read_bundle
+        from mnist_edge.evaluate.selftest import run_self_test
 
         read_bundle(path.parent)
         report = run_self_test(path.parent, torchscript=False, threads=1)  # what `verify --self-test` does
@@ -550,8 +551,8 @@ def _restructured(seed: bytes, rng: random.Random) -> bytes:
 
 
 def _bundle_header(seed: bytes, rng: random.Random) -> bytes:
-    """A self-test bundle with its JSON header mutated and the data section kept (mnist_edge.evaluate.selftest)."""
-    from mnist_edge.evaluate.selftest import ALIGN, MAGIC
+    """A self-test bundle with its JSON header mutated and the data section kept (mnist_edge.evaluate.bundle)."""
+    from mnist_edge.evaluate.bundle import ALIGN, MAGIC
 
     (hlen,) = struct.unpack("<I", seed[8:12])
     start = 12 + hlen + (-(12 + hlen) % ALIGN)

@@ -241,7 +241,7 @@ def test_node_runs_the_folders_self_test_before_classifying(node, artifact_dir, 
         assert st["max_abs_diff"] <= st["tolerance"]["max_abs_diff"]
     # a bundle whose references say otherwise (as a device computing other outputs would see it): refused
     from mnist_edge.manifest import file_record, read_manifest, write_manifest
-    from mnist_edge.evaluate.selftest import BUNDLE_NAME, pack, unpack
+    from mnist_edge.evaluate.bundle import BUNDLE_NAME, pack, unpack
 
     folder = tmp_path / "a"
     shutil.copytree(artifact_dir, folder)

@@ -20,8 +20,8 @@ import pytest
 from conftest import EXPORTED, SHORT_TRAINED_THRESHOLDS
 
 from mnist_edge.errors import ArtifactError, DeviceError, SelfTestError
-from mnist_edge.evaluate.selftest import (ALIGN, BUNDLE_NAME, FORMAT, MAGIC, SelfTestReport, pack, read_bundle,
-                                          run_self_test, unpack)
+from mnist_edge.evaluate.bundle import ALIGN, BUNDLE_NAME, FORMAT, MAGIC, pack, read_bundle, unpack
+from mnist_edge.evaluate.selftest import SelfTestReport, run_self_test
 
 
 def _session(level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, rewrite=None):

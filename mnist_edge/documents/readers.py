@@ -29,7 +29,7 @@ READERS: dict[str, Reader] = {
     "int8_report": Reader("mnist_edge.cards.folder:load_int8_report", "int8_report.json"),
     "bench": Reader("mnist_edge.bench.document:BenchReport.from_json", "bench.json"),
     "robustness": Reader("mnist_edge.evaluate.robustness:read_report", "robustness.json"),
-    "selftest_bundle": Reader("mnist_edge.evaluate.selftest:read_bundle", "selftest.bin", folder=True),
+    "selftest_bundle": Reader("mnist_edge.evaluate.bundle:read_bundle", "selftest.bin", folder=True),
     "selftest_report": Reader("mnist_edge.evaluate.selftest:SelfTestReport.from_json",
                               "a `verify --self-test --json` report"),
     "idx": Reader("mnist_edge.data.mnist:read_capped", "an MNIST IDX file (.gz or not)"),

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge.errors import ExportError
-from mnist_edge.evaluate.selftest import BUNDLE_NAME, FORMAT, pack
+from mnist_edge.evaluate.bundle import BUNDLE_NAME, FORMAT, pack
 
 PER_CLASS = 10
 SEED = 0
